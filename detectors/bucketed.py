@@ -1,0 +1,208 @@
+"""Shared machinery of detectors that evaluate at bucket boundaries of event time.
+
+A :class:`BucketedDetector` owns an :class:`~detectors.windows.EventClock` and turns each closed
+bucket into one vectorized evaluation over the series that closed it. It keeps the episode state
+(hysteresis) per series:
+
+* a series starts *firing* after its condition held at ``for_buckets`` consecutive evaluations;
+  the episode starts at the end of the first of those buckets;
+* it *resolves* after the condition was clearly gone (effect below ``resolve_ratio`` times the
+  threshold, with enough data) at ``resolve_after`` consecutive evaluations;
+* while a series is firing or pending, its baseline is frozen.
+
+Subclasses implement ``_add(series, t, x)`` and ``_evaluate(series, b) -> Evaluation``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from detectors.base import Detector, Finding, Side, check_positive
+from detectors.windows import EventClock, grow_rows
+
+__all__ = ["BucketedDetector", "Evaluation"]
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """Vectorized result of evaluating some series at one bucket boundary (arrays per series)."""
+
+    hit: np.ndarray  # condition holds (effect, significance and sample minimums all met)
+    clear: np.ndarray  # condition clearly gone (enough data, effect well below threshold)
+    value: np.ndarray
+    p_value: np.ndarray
+    win_start: np.ndarray
+    win_end: np.ndarray
+    win_n: np.ndarray
+    win_value: np.ndarray
+    ref_start: np.ndarray
+    ref_end: np.ndarray
+    ref_n: np.ndarray
+    ref_value: np.ndarray
+    ref_kind: np.ndarray  # 0 = baseline, 1 = long-term reference
+    threshold: float
+    statistic: str
+
+
+class BucketedDetector(Detector):
+    """Base class: event-time clock, per-series episodes with hysteresis, state round-trip."""
+
+    _state = ("clock", "firing", "pending", "clear_streak", "episode_start", "n_series", "late")
+    statistic = ""
+
+    def _init_bucketed(self, bucket, lateness, for_buckets, resolve_after, resolve_ratio):
+        check_positive("bucket", bucket)
+        if lateness < 0:
+            raise ValueError(f"lateness must be >= 0, got {lateness!r}")
+        if int(for_buckets) < 1 or int(resolve_after) < 1:
+            raise ValueError("for_buckets and resolve_after must be >= 1")
+        if not 0 <= resolve_ratio < 1:
+            raise ValueError(f"resolve_ratio must be in [0, 1), got {resolve_ratio!r}")
+        self.clock = EventClock(bucket, lateness)
+        self.firing = np.zeros(0, bool)
+        self.pending = np.zeros(0, np.int64)  # consecutive hits while not firing
+        self.clear_streak = np.zeros(0, np.int64)
+        self.episode_start = np.zeros(0)
+        self.n_series = 0
+        self.late = 0
+
+    # -- subclass hooks ---------------------------------------------------------------------
+    def _ensure(self, n: int) -> None:  # grow subclass arrays
+        raise NotImplementedError
+
+    def _add(self, series: np.ndarray, t: np.ndarray, x: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _close(self, series: np.ndarray, b: int, frozen: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _evaluate(self, series: np.ndarray, b: int) -> Evaluation:
+        raise NotImplementedError
+
+    def _accept_reference(self, series: np.ndarray) -> None:
+        """Hook: consider the current baseline as the long-term reference (optional)."""
+
+    # -- the loop -----------------------------------------------------------------------------
+    def ensure(self, n: int) -> None:
+        if n <= self.n_series:
+            return
+        self.clock.ensure(n)
+        self.firing = grow_rows(self.firing, n, False)
+        self.pending = grow_rows(self.pending, n, 0)
+        self.clear_streak = grow_rows(self.clear_streak, n, 0)
+        self.episode_start = grow_rows(self.episode_start, n, np.nan)
+        self._ensure(n)
+        self.n_series = n
+
+    def update_many(self, series, t, x) -> list[Finding]:
+        """Consume a batch (arrays ``series``, ``t`` in Unix seconds, values ``x``); return findings."""
+        series = np.asarray(series, dtype=np.int64)
+        t = np.asarray(t, dtype=np.float64)
+        x = np.asarray(x)
+        if series.size == 0:
+            return []
+        self.ensure(int(series.max()) + 1)
+        plan = self.clock.plan(series, t)
+        self.late += int((~plan.accepted).sum())
+        findings: list[Finding] = []
+        for rnd in plan.rounds:
+            if rnd.close_series.size:
+                findings.extend(self._close_through(rnd.close_series, rnd.close_prev, rnd.closed))
+            if rnd.events.size:
+                e = rnd.events
+                self._add(series[e], t[e], x[e])
+        return findings
+
+    def _close_through(self, series, prev, closed) -> list[Finding]:
+        findings: list[Finding] = []
+        for b in range(int(prev.min()) + 1, closed + 1):
+            active = series[prev < b]
+            frozen = self.firing[active] | (self.pending[active] > 0)
+            self._close(active, b, frozen)
+            ev = self._evaluate(active, b)
+            findings.extend(self._transitions(active, b, ev))
+            steady = active[~(self.firing[active] | (self.pending[active] > 0))]
+            if steady.size:
+                self._accept_reference(steady)
+        return findings
+
+    def _transitions(self, series, b, ev: Evaluation) -> list[Finding]:
+        at = float(self.clock.bucket_end(b))
+        firing = self.firing[series]
+        hit = ev.hit & ~firing
+        self.pending[series] = np.where(hit, self.pending[series] + 1, 0)
+        starts = hit & (self.pending[series] >= self.for_buckets)
+        # the episode starts where the condition first held
+        start_t = at - (self.pending[series] - 1) * self.clock.bucket
+        clear = ev.clear & firing
+        self.clear_streak[series] = np.where(clear, self.clear_streak[series] + 1, 0)
+        ends = clear & (self.clear_streak[series] >= self.resolve_after)
+        out: list[Finding] = []
+        for j in np.flatnonzero(starts | ends):
+            s = int(series[j])
+            if starts[j]:
+                status, ep = "firing", float(start_t[j])
+                self.firing[s] = True
+                self.pending[s] = 0
+                self.episode_start[s] = ep
+            else:
+                status, ep = "resolved", float(self.episode_start[s])
+                self.firing[s] = False
+                self.clear_streak[s] = 0
+            out.append(self._finding(s, status, at, ep, ev, j))
+        return out
+
+    def _finding(self, s, status, at, ep, ev: Evaluation, j) -> Finding:
+        def side(start, end, n, value):
+            return Side(float(start), float(end), int(n), float(value))
+
+        p = float(ev.p_value[j])
+        return Finding(
+            series=s, status=status, at=at, episode_start=ep, statistic=ev.statistic,
+            value=float(ev.value[j]), threshold=float(ev.threshold),
+            p_value=None if np.isnan(p) else p,
+            window=side(ev.win_start[j], ev.win_end[j], ev.win_n[j], ev.win_value[j]),
+            reference=side(ev.ref_start[j], ev.ref_end[j], ev.ref_n[j], ev.ref_value[j]),
+            reference_kind="long_term" if ev.ref_kind[j] == 1 else "baseline",
+        )
+
+    # -- helpers for subclasses ----------------------------------------------------------------
+    def _window_span(self, b: int, window: int, n: int):
+        end = float(self.clock.bucket_end(b))
+        start = end - window * self.clock.bucket
+        return np.full(n, start), np.full(n, end)
+
+    def _bucket_span(self, first: np.ndarray, last: np.ndarray):
+        start = np.where(first >= 0, first * self.clock.bucket, np.nan)
+        end = np.where(last >= 0, (last + 1) * self.clock.bucket, np.nan)
+        return start, end
+
+    def reset_baseline(self, series) -> None:
+        """Deliberately forget the baseline (and long-term reference) of ``series``."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        for name in self._state + self._extra_state:
+            value = getattr(self, name)
+            if hasattr(value, "state_dict"):
+                state[name] = value.state_dict()
+        return state
+
+    _extra_state: tuple[str, ...] = ()
+
+    @classmethod
+    def from_state(cls, state: dict):
+        if state.get("type") != cls.__name__:
+            raise ValueError(f"state is for {state.get('type')!r}, not {cls.__name__}")
+        obj = cls(**state["params"])
+        for name in cls._state + cls._extra_state:
+            value = getattr(obj, name)
+            if hasattr(value, "load_state"):
+                value.load_state(state[name])
+            else:
+                v = state[name]
+                setattr(obj, name, v.copy() if isinstance(v, np.ndarray) else v)
+        return obj

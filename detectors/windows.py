@@ -1,0 +1,355 @@
+"""Event-time buckets for many series at once: the clock that closes them, and the rings that hold them.
+
+Two pieces, both vectorized over series:
+
+:class:`EventClock`
+    Per-series event-time clock. The watermark of a series is the largest event time it has seen
+    minus the allowed lateness. Bucket ``k`` covers ``[k*bucket, (k+1)*bucket)`` and *closes* once
+    the watermark reaches its end; an event older than the watermark at its arrival is *late* and
+    is not counted. :meth:`EventClock.plan` turns a batch into *rounds*: in each round some series
+    close buckets, then some events are added. The rounds depend only on the events and their
+    order, so detectors built on the clock give the same findings whatever the batch sizes.
+
+:class:`WindowedAggregate`
+    Per-series ring of per-bucket aggregate rows (counts and sums, or histograms), the running
+    sum over the current window, a baseline built from the buckets that left the window (frozen
+    while the owner says so: a degraded level must not become the new normal) and a long-term
+    reference (the accepted stable period) that only moves when a full baseline is at least as
+    good as it.
+
+Examples
+--------
+>>> import numpy as np
+>>> from detectors.windows import EventClock
+>>> clock = EventClock(bucket=3600.0, lateness=600.0)
+>>> plan = clock.plan(np.array([0, 0, 0]), np.array([100.0, 4000.0, 8000.0]))
+>>> [(r.close_series.tolist(), r.events.tolist()) for r in plan.rounds]
+[([], [0]), ([0], [1]), ([0], [2])]
+>>> int(clock.closed[0])  # buckets 0 and 1 are closed: the watermark is at 8000 - 600 s
+1
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+__all__ = ["EventClock", "ClockPlan", "Round", "WindowedAggregate", "grow_rows"]
+
+_NEVER = np.iinfo(np.int64).min // 4  # "no bucket closed yet"
+
+
+def grow_rows(array: np.ndarray, n: int, fill=0) -> np.ndarray:
+    """Return ``array`` with at least ``n`` rows (amortized doubling); new rows hold ``fill``."""
+    if array.shape[0] >= n:
+        return array
+    new = max(n, 2 * array.shape[0], 8)
+    out = np.full((new,) + array.shape[1:], fill, dtype=array.dtype)
+    out[: array.shape[0]] = array
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Round:
+    """One step of a plan: first close buckets, then add events.
+
+    ``close_series[j]`` closes its buckets ``close_prev[j] + 1 .. closed`` (in order); ``events``
+    are indices into the batch of the events to add after that.
+    """
+
+    closed: int
+    close_series: np.ndarray
+    close_prev: np.ndarray
+    events: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class ClockPlan:
+    """What :meth:`EventClock.plan` decided for one batch."""
+
+    accepted: np.ndarray  # bool mask over the batch
+    rounds: list[Round]
+
+    @property
+    def late(self) -> np.ndarray:
+        return ~self.accepted
+
+
+class EventClock:
+    """Per-series event-time clock with allowed lateness.
+
+    Parameters
+    ----------
+    bucket : float
+        Bucket width in seconds of event time.
+    lateness : float
+        How far behind its series' newest event an event may be and still count.
+
+    Notes
+    -----
+    For series ``s`` with newest event time ``m_s``, the watermark is ``m_s - lateness``; bucket
+    ``k`` is closed once ``watermark >= (k + 1) * bucket``. An accepted event always lands in an
+    open bucket, and a bucket's contents are final when it closes, so evaluations at a bucket's
+    close see the same data however the stream was batched.
+    """
+
+    def __init__(self, bucket: float, lateness: float):
+        if not (bucket > 0 and math.isfinite(bucket)):
+            raise ValueError(f"bucket must be a positive number of seconds, got {bucket!r}")
+        if not (lateness >= 0 and math.isfinite(lateness)):
+            raise ValueError(f"lateness must be >= 0 seconds, got {lateness!r}")
+        self.bucket = float(bucket)
+        self.lateness = float(lateness)
+        self.max_t = np.full(0, -np.inf)
+        self.closed = np.full(0, _NEVER, dtype=np.int64)
+
+    @property
+    def ahead(self) -> int:
+        """How many buckets past the last closed one an accepted event can land in."""
+        return int(math.ceil(self.lateness / self.bucket)) + 2
+
+    def ensure(self, n_series: int) -> None:
+        self.max_t = grow_rows(self.max_t, n_series, -np.inf)
+        self.closed = grow_rows(self.closed, n_series, _NEVER)
+
+    def bucket_of(self, t: np.ndarray) -> np.ndarray:
+        return np.floor(np.asarray(t, dtype=np.float64) / self.bucket).astype(np.int64)
+
+    def bucket_end(self, b) -> np.ndarray:
+        return (np.asarray(b, dtype=np.float64) + 1.0) * self.bucket
+
+    def watermark(self, series: np.ndarray) -> np.ndarray:
+        return self.max_t[series] - self.lateness
+
+    def late_mask(self, series: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Which events would be late, without changing the clock."""
+        return self._running(np.asarray(series, np.int64), np.asarray(t, np.float64))[0]
+
+    def _running(self, series, t):
+        n = t.shape[0]
+        if n == 0:
+            empty = np.zeros(0, bool)
+            return empty, np.zeros(0), np.zeros(0, np.int64)
+        self.ensure(int(series.max()) + 1)
+        order = np.argsort(series, kind="stable")
+        s_sorted = series[order]
+        t_sorted = t[order]
+        first = np.ones(n, bool)
+        first[1:] = s_sorted[1:] != s_sorted[:-1]
+        prior = self.max_t[s_sorted]
+        if n == 1 or np.all((np.diff(t_sorted) >= 0) | first[1:]):
+            running = t_sorted  # every series is in order within the batch
+        else:
+            # grouped running maximum, exact: work on ranks offset by group number
+            rank = np.empty(n, np.int64)
+            t_order = np.argsort(t_sorted, kind="stable")
+            rank[t_order] = np.arange(n)
+            group = np.cumsum(first) - 1
+            key = group * (n + 1) + rank
+            run_rank = np.maximum.accumulate(key) - group * (n + 1)
+            running = t_sorted[t_order[run_rank]]
+        before = np.empty(n)
+        before[0] = -np.inf
+        before[1:] = running[:-1]
+        before[first] = -np.inf
+        before = np.maximum(before, prior)
+        late_sorted = t_sorted < before - self.lateness
+        after = np.maximum(running, prior)
+        late = np.empty(n, bool)
+        late[order] = late_sorted
+        after_orig = np.empty(n)
+        after_orig[order] = after
+        return late, after_orig, order
+
+    def plan(self, series: np.ndarray, t: np.ndarray) -> ClockPlan:
+        """Advance the clock over a batch and return the rounds to apply (see :class:`Round`)."""
+        series = np.asarray(series, dtype=np.int64)
+        t = np.asarray(t, dtype=np.float64)
+        late, after, order = self._running(series, t)
+        if t.shape[0] == 0:
+            return ClockPlan(np.zeros(0, bool), [])
+        accepted = ~late
+        wm = after - self.lateness
+        closed_after = np.floor(wm / self.bucket).astype(np.int64) - 1
+        idx = np.flatnonzero(accepted)
+        s_acc = series[idx]
+        c_acc = closed_after[idx]
+        # a series seen for the first time starts with nothing to close before its first event
+        fresh = self.closed[s_acc] == _NEVER
+        if fresh.any():
+            fs, first_i = np.unique(s_acc[fresh], return_index=True)
+            self.closed[fs] = c_acc[np.flatnonzero(fresh)[first_i]]
+        prev_state = self.closed[s_acc]
+        # events that close nothing are added in the first round
+        needs = c_acc > prev_state
+        round_key = np.where(needs, c_acc, _NEVER)
+        # close requests: unique (series, closed) pairs, each closing from the previous value
+        pairs_s = s_acc[needs]
+        pairs_c = c_acc[needs]
+        close_rounds: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        if pairs_s.size:
+            o = np.lexsort((pairs_c, pairs_s))
+            ps, pc = pairs_s[o], pairs_c[o]
+            keep = np.ones(ps.size, bool)
+            keep[1:] = (ps[1:] != ps[:-1]) | (pc[1:] != pc[:-1])
+            ps, pc = ps[keep], pc[keep]
+            start = np.ones(ps.size, bool)
+            start[1:] = ps[1:] != ps[:-1]
+            prev = np.empty(ps.size, np.int64)
+            prev[1:] = pc[:-1]
+            prev[start] = self.closed[ps[start]]
+            for c in np.unique(pc):
+                m = pc == c
+                close_rounds[int(c)] = (ps[m], prev[m])
+            last = np.append(start[1:], True)  # the last (largest) close of each series
+            self.closed[ps[last]] = pc[last]
+        ev_order = np.argsort(round_key, kind="stable")
+        keys_sorted = round_key[ev_order]
+        bounds = np.flatnonzero(np.diff(keys_sorted)) + 1
+        groups = np.split(idx[ev_order], bounds)
+        group_keys = keys_sorted[np.concatenate([[0], bounds])] if idx.size else np.zeros(0, np.int64)
+        all_keys = sorted(set(int(k) for k in group_keys) | set(close_rounds))
+        ev_of = {int(k): g for k, g in zip(group_keys, groups)}
+        empty = np.zeros(0, np.int64)
+        rounds = []
+        for k in all_keys:
+            cs, cp = close_rounds.get(k, (empty, empty))
+            rounds.append(Round(k, cs, cp, ev_of.get(k, empty)))
+        np.maximum.at(self.max_t, series[accepted], t[accepted])
+        return ClockPlan(accepted, rounds)
+
+    def state_dict(self) -> dict:
+        return {"bucket": self.bucket, "lateness": self.lateness, "max_t": self.max_t.copy(),
+                "closed": self.closed.copy()}
+
+    def load_state(self, state: dict) -> None:
+        if state["bucket"] != self.bucket or state["lateness"] != self.lateness:
+            raise ValueError("clock state has another bucket or lateness than this detector")
+        self.max_t = np.array(state["max_t"], dtype=np.float64)
+        self.closed = np.array(state["closed"], dtype=np.int64)
+
+
+class WindowedAggregate:
+    """Rolling window, frozen baseline and long-term reference of per-bucket aggregate rows.
+
+    Parameters
+    ----------
+    window : int
+        Buckets in the current window.
+    baseline : int
+        Buckets in the baseline (the buckets that left the window most recently while the
+        baseline was not frozen).
+    ahead : int
+        Open buckets that may hold data beyond the last closed one (from :attr:`EventClock.ahead`).
+    row : tuple
+        Shape of one bucket's aggregate, e.g. ``(3,)`` for count/sum/sum of squares or
+        ``(bins,)`` for a histogram.
+    dtype : numpy dtype
+        ``float64`` for sums (added with ``np.add.at`` in event order, so sums do not depend on
+        batching) or an integer type for histograms.
+
+    Notes
+    -----
+    Memory per series is ``(window + ahead + 2 + baseline + 2) * prod(row)`` items, fixed, and
+    independent of the event rate.
+    """
+
+    def __init__(self, window: int, baseline: int, ahead: int, row: tuple, dtype=np.float64):
+        self.window = int(window)
+        self.baseline = int(baseline)
+        self.cap = int(window) + int(ahead) + 2
+        self.row = tuple(row)
+        self.dtype = np.dtype(dtype)
+        acc = np.float64 if self.dtype.kind == "f" else np.int64
+        self.acc_dtype = np.dtype(acc)
+        self.ring = np.zeros((0, self.cap) + self.row, self.dtype)
+        self.win = np.zeros((0,) + self.row, acc)
+        self.base_ring = np.zeros((0, self.baseline) + self.row, acc)
+        self.base_sum = np.zeros((0,) + self.row, acc)
+        self.base_bucket = np.zeros((0, self.baseline), np.int64)
+        self.base_pushes = np.zeros(0, np.int64)
+        self.ref = np.zeros((0,) + self.row, acc)
+        self.ref_span = np.zeros((0, 2), np.int64)  # first and last bucket of the reference
+        self.has_ref = np.zeros(0, bool)
+
+    _arrays = ("ring", "win", "base_ring", "base_sum", "base_bucket", "base_pushes", "ref",
+               "ref_span", "has_ref")
+
+    def ensure(self, n_series: int) -> None:
+        for name in self._arrays:
+            fill = -1 if name == "base_bucket" else 0
+            setattr(self, name, grow_rows(getattr(self, name), n_series, fill))
+
+    def add(self, series: np.ndarray, bucket: np.ndarray, rows: np.ndarray | None = None,
+            bins: np.ndarray | None = None) -> None:
+        """Add per-event contributions: ``rows`` (n, *row) summed in, or ``bins`` (n,) counted."""
+        slot = bucket % self.cap
+        if bins is not None:
+            np.add.at(self.ring, (series, slot, bins), 1)
+        else:
+            np.add.at(self.ring, (series, slot), rows)
+
+    def close(self, series: np.ndarray, b: int, frozen: np.ndarray) -> None:
+        """Close bucket ``b`` for ``series``: it enters the window, bucket ``b - window`` leaves.
+
+        The leaving bucket joins the baseline unless ``frozen`` (bool per series) is set.
+        """
+        slot_in = b % self.cap
+        slot_out = (b - self.window) % self.cap
+        incoming = self.ring[series, slot_in].astype(self.acc_dtype)
+        leaving = self.ring[series, slot_out].astype(self.acc_dtype)
+        self.win[series] += incoming - leaving
+        self.ring[series, slot_out] = 0
+        push = series[~frozen]
+        if push.size:
+            out = leaving[~frozen]
+            bslot = self.base_pushes[push] % self.baseline
+            self.base_sum[push] += out - self.base_ring[push, bslot]
+            self.base_ring[push, bslot] = out
+            self.base_bucket[push, bslot] = b - self.window
+            self.base_pushes[push] += 1
+
+    def base_full(self, series: np.ndarray) -> np.ndarray:
+        return self.base_pushes[series] >= self.baseline
+
+    def base_span(self, series: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """First and last bucket index held by the baseline (-1 when empty)."""
+        bb = self.base_bucket[series]
+        valid = bb >= 0
+        first = np.where(valid, bb, np.iinfo(np.int64).max).min(axis=1)
+        last = bb.max(axis=1)
+        first = np.where(valid.any(axis=1), first, -1)
+        return first, last
+
+    def accept_reference(self, series: np.ndarray) -> None:
+        """Make the current baseline the long-term reference of ``series``."""
+        if series.size == 0:
+            return
+        self.ref[series] = self.base_sum[series]
+        first, last = self.base_span(series)
+        self.ref_span[series, 0] = first
+        self.ref_span[series, 1] = last
+        self.has_ref[series] = True
+
+    def reset_baseline(self, series: np.ndarray) -> None:
+        """Forget baseline and reference of ``series`` (a deliberate re-baselining)."""
+        self.base_ring[series] = 0
+        self.base_sum[series] = 0
+        self.base_bucket[series] = -1
+        self.base_pushes[series] = 0
+        self.ref[series] = 0
+        self.has_ref[series] = False
+
+    def state_dict(self) -> dict:
+        d = {name: getattr(self, name).copy() for name in self._arrays}
+        d["layout"] = [self.window, self.baseline, self.cap, list(self.row), self.dtype.str]
+        return d
+
+    def load_state(self, state: dict) -> None:
+        layout = [self.window, self.baseline, self.cap, list(self.row), self.dtype.str]
+        if list(state["layout"]) != layout:
+            raise ValueError(f"window state layout {state['layout']} does not match {layout}")
+        for name in self._arrays:
+            setattr(self, name, np.array(state[name], dtype=getattr(self, name).dtype))

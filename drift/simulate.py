@@ -1,0 +1,637 @@
+"""Synthetic LLM traffic with named, injected failures (``drift simulate``).
+
+A seeded, vectorised generator of the two event streams the engine watches -- quality scores
+(one ``ScoreEvent`` per request and dimension) and retrieval similarities (one
+``RetrievalEvent`` per request of a RAG app) -- over several apps and intents, with daily and
+weekly seasonality, Poisson noise and one named failure injected at a known time and place. The
+ground truth (what changed, where, when, and which rules should fire) comes with the data.
+
+Traffic model
+-------------
+* Apps and intents: ``support-bot`` (billing, refunds, shipping, account; RAG), ``docs-qa``
+  (install, api, troubleshooting; RAG) and ``sales-assistant`` (pricing, demo; no retrieval).
+* Requests per hour and intent: Poisson with rate ``25 * volume * daily(h) * weekly(d)``, where
+  ``daily`` runs from 0.4 (03:00 UTC) to 1.6 (15:00 UTC) and ``weekly`` is 0.6 on Saturday and
+  Sunday (UTC) and 1 otherwise; request times are uniform within the hour (millisecond grid).
+* Every request has a ``trace_id`` (32 hex digits), a ``cost_usd`` (lognormal per app model) and
+  yields one score per dimension, all at the request's time: quality dimensions ``format``
+  (mean 0.92), ``relevance`` (0.85), ``coherence`` (0.90) and, for RAG apps, ``faithfulness``
+  (0.88), each Beta with concentration 20 and a per-day wiggle of the mean within +-0.005; the
+  flag ``refusal`` (1 with probability 0.02) and the check ``format_valid`` (1 = passed,
+  probability 0.97). Quality scores are rounded to 4 decimals.
+* RAG requests also yield the top-5 retrieval similarities: top-1 ~ N(0.72, 0.06) clipped into
+  [-1, 1], the others below it by exponential gaps (mean 0.03), rounded to 4 decimals.
+* Random streams are split by purpose, so for one ``(seed, days, volume, start)`` every scenario
+  shares the same base traffic: outside the injected effect its arrays equal ``stable``'s.
+
+Examples
+--------
+>>> from drift.simulate import SCENARIOS, simulate
+>>> sorted(SCENARIOS)
+['prompt_cleanup', 'provider_update', 'rag_staleness', 'refusal_spike', 'stable', 'truncation']
+>>> sim = simulate("prompt_cleanup", seed=7, days=14, volume=0.5)
+>>> change = sim.truth["changes"][0]
+>>> change["what"], change["at"], change["app"], change["intents"]
+('prompt_hash_change', '2026-01-16T10:00:00Z', 'support-bot', ['billing', 'refunds'])
+>>> simulate("prompt_cleanup", seed=7, days=14, volume=0.5).truth == sim.truth
+True
+>>> events = iter_events(sim)  # both streams, in event-time order
+>>> sorted(next(events))  # a RAG request: its retrieval event comes before its scores
+['app', 'index_version', 'intent', 'scores', 'trace_id', 'ts']
+>>> sorted(next(events))  # doctest: +NORMALIZE_WHITESPACE
+['app', 'cost_usd', 'dimension', 'intent', 'model', 'prompt_hash', 'prompt_version', 'score',
+ 'trace_id', 'ts']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import math
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+__all__ = ["SCENARIOS", "Simulation", "simulate", "iter_events", "write_jsonl"]
+
+SCENARIOS: dict[str, str] = {
+    "stable": "nothing changes: seasonal, noisy traffic only",
+    "prompt_cleanup": "day 11: support-bot billing/refunds template trimmed (new prompt_hash); "
+    "format score 0.92 -> 0.70 and format_valid pass rate 0.97 -> 0.72",
+    "provider_update": "day 15: docs-qa relevance drops 6% (0.85 -> 0.80) with the same "
+    "prompt_hash and model (silent provider-side update)",
+    "rag_staleness": "day 14: support-bot retrieval similarities decline linearly to 12% lower "
+    "over 3 days, then stay there; generation scores unchanged",
+    "truncation": "day 13: sales-assistant responses truncated: coherence 0.90 -> 0.72, "
+    "relevance 0.85 -> 0.76",
+    "refusal_spike": "day 12: docs-qa model update; refusal rate triples (0.02 -> 0.06)",
+}
+
+DEFAULT_DAYS = 30
+DEFAULT_START = "2026-01-05T00:00:00Z"
+
+# --- the traffic model ---------------------------------------------------------------------
+BASE_RATE_PER_HOUR = 25.0  # requests per hour and intent before seasonality
+DAILY_AMPLITUDE = 0.6  # daily factor 1 +- 0.6: 0.4 at night, 1.6 in the afternoon
+DAILY_PEAK_HOUR = 15.0  # UTC hour of the daily peak
+WEEKEND_FACTOR = 0.6
+CONCENTRATION = 20.0  # Beta(m * c, (1 - m) * c)
+DAILY_WIGGLE = 0.005  # per-day shift of each quality mean, uniform in +-this
+TOP_K = 5
+TOP1_MEAN, TOP1_SD, GAP_MEAN = 0.72, 0.06, 0.03
+CHANGE_HOUR = 10  # injected changes happen at 10:00 UTC on their day
+
+# (app, intents, RAG?, model, median cost USD)
+_APPS: tuple[tuple[str, tuple[str, ...], bool, str, float], ...] = (
+    ("support-bot", ("billing", "refunds", "shipping", "account"), True,
+     "gpt-4o-2024-08-06", 0.004),
+    ("docs-qa", ("install", "api", "troubleshooting"), True,
+     "claude-3-5-sonnet-20241022", 0.006),
+    ("sales-assistant", ("pricing", "demo"), False, "gpt-4o-mini-2024-07-18", 0.0006),
+)
+COST_SIGMA = 0.6
+NEW_MODEL = {"docs-qa": "claude-3-7-sonnet-20250219"}
+
+# Score dimensions in the order each request's events are emitted.
+DIMENSIONS: tuple[str, ...] = (
+    "format", "relevance", "coherence", "faithfulness", "refusal", "format_valid",
+)
+QUALITY_MEANS: dict[str, float] = {
+    "format": 0.92, "relevance": 0.85, "coherence": 0.90, "faithfulness": 0.88,
+}
+REFUSAL_RATE = 0.02
+FORMAT_PASS_RATE = 0.97
+DIMENSION_KIND = {
+    "format": "quality", "relevance": "quality", "coherence": "quality",
+    "faithfulness": "quality", "refusal": "flag", "format_valid": "check",
+}
+_RAG_ONLY = {"faithfulness"}
+
+# Prompt templates: billing and refunds share one "payments" template of support-bot.
+_TEMPLATE_OF = {("support-bot", "billing"): "support-bot/payments",
+                ("support-bot", "refunds"): "support-bot/payments"}
+
+_HEX_LUT = np.array([f"{i:02x}" for i in range(256)], dtype="S2")
+_MS_PER_HOUR = 3_600_000
+_MS_PER_DAY = 86_400_000
+
+
+@dataclasses.dataclass
+class Simulation:
+    """Generated traffic of one scenario, as column arrays, with its ground truth.
+
+    ``scores`` columns: ``ts`` (float64 Unix seconds, millisecond grid), ``app``, ``intent``,
+    ``dimension``, ``prompt_hash``, ``prompt_version``, ``model``, ``trace_id`` (object arrays of
+    ``str``), ``score`` and ``cost_usd`` (float64). ``retrieval`` columns: ``ts``, ``app``,
+    ``intent``, ``trace_id``, ``index_version`` and ``scores`` (float64, ``n x k``, each row
+    descending). Both are sorted by ``ts``; a request's score events are consecutive, in
+    :data:`DIMENSIONS` order. ``truth`` is JSON-serialisable.
+    """
+
+    scenario: str
+    seed: int
+    start: float
+    days: int
+    scores: dict[str, np.ndarray]
+    retrieval: dict[str, np.ndarray]
+    truth: dict
+
+    @property
+    def n_events(self) -> int:
+        """Number of events of both streams."""
+        return len(self.scores["ts"]) + len(self.retrieval["ts"])
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+def _parse_start(start: str | float | _dt.datetime) -> float:
+    if isinstance(start, _dt.datetime):
+        dt = start
+    elif isinstance(start, (int, float)) and not isinstance(start, bool):
+        return float(start)
+    elif isinstance(start, str):
+        s = start.strip()
+        if s.endswith(("Z", "z")):
+            s = s[:-1] + "+00:00"
+        dt = _dt.datetime.fromisoformat(s)
+    else:
+        raise TypeError(f"start must be an RFC 3339 string, got {type(start).__name__}")
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=_dt.timezone.utc)
+    return dt.timestamp()
+
+
+def _rfc3339(t: float) -> str:
+    """Unix seconds -> ``YYYY-MM-DDTHH:MM:SSZ`` (milliseconds added when not whole)."""
+    ms = int(round(t * 1000))
+    dt = _dt.datetime.fromtimestamp(ms // 1000, tz=_dt.timezone.utc)
+    s = dt.strftime("%Y-%m-%dT%H:%M:%S")
+    if ms % 1000:
+        s += f".{ms % 1000:03d}"
+    return s + "Z"
+
+
+def _ts_strings(ts: np.ndarray) -> list[str]:
+    """Vectorised Unix seconds -> RFC 3339 with milliseconds and ``Z``."""
+    ms = np.rint(np.asarray(ts, dtype=np.float64) * 1000.0).astype(np.int64)
+    out = np.datetime_as_string(ms.astype("datetime64[ms]"), unit="ms")
+    return [s + "Z" for s in out.tolist()]
+
+
+def _hex(rng: np.random.Generator, n: int, nbytes: int) -> np.ndarray:
+    """``n`` random lowercase hex strings of ``2 * nbytes`` digits, as an object array."""
+    raw = rng.integers(0, 256, size=(n, nbytes), dtype=np.uint8)
+    pairs = np.ascontiguousarray(_HEX_LUT[raw])
+    return pairs.view(f"S{2 * nbytes}").ravel().astype(f"U{2 * nbytes}").astype(object)
+
+
+def _obj(values: list[str]) -> np.ndarray:
+    arr = np.empty(len(values), dtype=object)
+    arr[:] = values
+    return arr
+
+
+# --- scenarios -------------------------------------------------------------------------------
+
+def _change_at(t0: float, day: int) -> float:
+    return t0 + day * 86400.0 + CHANGE_HOUR * 3600.0
+
+
+_CHANGE_DAY = {"prompt_cleanup": 11, "provider_update": 15, "rag_staleness": 14,
+               "truncation": 13, "refusal_spike": 12}
+
+
+def simulate(
+    scenario: str,
+    *,
+    seed: int = 0,
+    days: int | None = None,
+    start: str = DEFAULT_START,
+    volume: float = 1.0,
+) -> Simulation:
+    """Generate ``days`` of traffic for ``scenario`` (see :data:`SCENARIOS`).
+
+    Parameters
+    ----------
+    scenario : str
+        A key of :data:`SCENARIOS`.
+    seed : int, default 0
+        Seed of all randomness; the same arguments give identical arrays.
+    days : int, optional
+        Simulated days (default 30). The scenario's change must fall inside them.
+    start : str, default ``"2026-01-05T00:00:00Z"``
+        RFC 3339 start time (day 0); hours and weekdays of the seasonality are UTC.
+    volume : float, default 1.0
+        Multiplier of the request rate.
+
+    Returns
+    -------
+    Simulation
+    """
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; one of {', '.join(SCENARIOS)}")
+    days = DEFAULT_DAYS if days is None else days
+    if isinstance(days, bool) or not isinstance(days, (int, np.integer)) or days < 1:
+        raise ValueError(f"days must be a positive integer, got {days!r}")
+    days = int(days)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = int(seed)
+    volume = float(volume)
+    if not (math.isfinite(volume) and volume > 0):
+        raise ValueError(f"volume must be a positive finite number, got {volume!r}")
+    t0 = _parse_start(start)
+    t0_ms = int(round(t0 * 1000))
+    t0 = t0_ms / 1000.0
+    if scenario in _CHANGE_DAY:
+        need = _CHANGE_DAY[scenario]
+        if days <= need:
+            raise ValueError(f"scenario {scenario!r} changes on day {need}: needs days > {need}")
+
+    # Independent random streams by purpose: base traffic is the same for every scenario.
+    (r_traffic, r_ids, r_cost, r_catalog, r_wiggle, r_quality, r_refusal, r_format,
+     r_retrieval) = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(9))
+    r_effect = np.random.default_rng(
+        np.random.SeedSequence([seed, sorted(SCENARIOS).index(scenario)], spawn_key=(99,)))
+
+    # ---- catalog: series (app, intent), templates, models
+    s_app, s_intent, s_rag, s_app_idx = [], [], [], []
+    for ai, (app, intents, rag, _model, _cost) in enumerate(_APPS):
+        for intent in intents:
+            s_app.append(app)
+            s_intent.append(intent)
+            s_rag.append(rag)
+            s_app_idx.append(ai)
+    n_series = len(s_app)
+    s_rag_arr = np.array(s_rag)
+    s_app_idx_arr = np.array(s_app_idx)
+    templates = list(dict.fromkeys(_TEMPLATE_OF.get((a, i), f"{a}/{i}")
+                                   for a, i in zip(s_app, s_intent)))
+    t_hash = _hex(r_catalog, len(templates), 6).tolist()
+    t_version = r_catalog.integers(2, 9, size=len(templates)).tolist()
+    tmpl_of_series = [templates.index(_TEMPLATE_OF.get((a, i), f"{a}/{i}"))
+                      for a, i in zip(s_app, s_intent)]
+    s_hash = _obj([t_hash[k] for k in tmpl_of_series])
+    s_version = _obj([f"v{t_version[k]}" for k in tmpl_of_series])
+    app_names = _obj([a[0] for a in _APPS])
+    app_models = _obj([a[3] for a in _APPS])
+    start_date = _dt.datetime.fromtimestamp(t0_ms // 1000, tz=_dt.timezone.utc).date()
+    app_index_version = _obj([
+        f"idx-{start_date - _dt.timedelta(days=4 + 3 * k):%Y-%m-%d}" if a[2] else ""
+        for k, a in enumerate(_APPS)])
+
+    # ---- requests: Poisson counts per (hour, series), uniform times within the hour
+    n_hours = days * 24
+    hour_start_ms = t0_ms + np.arange(n_hours, dtype=np.int64) * _MS_PER_HOUR
+    mid = (hour_start_ms + _MS_PER_HOUR // 2) / 1000.0
+    hod = (mid % 86400.0) / 3600.0
+    daily = 1.0 + DAILY_AMPLITUDE * np.cos(2.0 * np.pi * (hod - DAILY_PEAK_HOUR) / 24.0)
+    weekday = (np.floor(mid / 86400.0).astype(np.int64) + 3) % 7  # 1970-01-01 was a Thursday
+    weekly = np.where(weekday >= 5, WEEKEND_FACTOR, 1.0)
+    lam = BASE_RATE_PER_HOUR * volume * (daily * weekly)[:, None] * np.ones(n_series)
+    counts = r_traffic.poisson(lam).ravel()
+    n = int(counts.sum())
+    series = np.repeat(np.tile(np.arange(n_series), n_hours), counts)
+    hour = np.repeat(np.repeat(np.arange(n_hours), n_series), counts)
+    ts_ms = hour_start_ms[hour] + r_traffic.integers(0, _MS_PER_HOUR, size=n)
+    order = np.argsort(ts_ms, kind="stable")
+    ts_ms, series = ts_ms[order], series[order]
+    ts = ts_ms / 1000.0
+    day = (ts_ms - t0_ms) // _MS_PER_DAY
+    app_idx = s_app_idx_arr[series]
+    rag = s_rag_arr[series]
+
+    trace_id = _hex(r_ids, n, 16)
+    cost_median = np.array([a[4] for a in _APPS])[app_idx]
+    cost = np.round(np.maximum(cost_median * np.exp(COST_SIGMA * r_cost.standard_normal(n)),
+                               1e-6), 6)
+
+    # ---- base scores (n x dims)
+    n_dims = len(DIMENSIONS)
+    values = np.empty((n, n_dims))
+    wiggle = r_wiggle.uniform(-DAILY_WIGGLE, DAILY_WIGGLE, size=(n_series, 4, days))
+    quality_mean = {}
+    for d, dim in enumerate(DIMENSIONS[:4]):
+        m = QUALITY_MEANS[dim] + wiggle[series, d, day]
+        quality_mean[dim] = m
+        values[:, d] = r_quality.beta(m * CONCENTRATION, (1.0 - m) * CONCENTRATION)
+    refusal_u = r_refusal.random(n)
+    format_u = r_format.random(n)
+    refusal_p = np.full(n, REFUSAL_RATE)
+    format_p = np.full(n, FORMAT_PASS_RATE)
+
+    top1 = np.clip(r_retrieval.normal(TOP1_MEAN, TOP1_SD, size=n), -1.0, 1.0)
+    gaps = r_retrieval.exponential(GAP_MEAN, size=(n, TOP_K - 1))
+    ret_scores = top1[:, None] - np.concatenate([np.zeros((n, 1)), np.cumsum(gaps, 1)], 1)
+    ret_scores = np.clip(ret_scores, -1.0, 1.0)
+
+    req_hash = s_hash[series]
+    req_version = s_version[series]
+    req_model = app_models[app_idx]
+
+    # ---- the injected change
+    changes: list[dict[str, Any]] = []
+    if scenario != "stable":
+        at = _change_at(t0, _CHANGE_DAY[scenario])
+        at_ms = int(round(at * 1000))
+        after = ts_ms >= at_ms
+
+        def where(app: str, intents: tuple[str, ...] | None = None) -> np.ndarray:
+            sel = [k for k in range(n_series)
+                   if s_app[k] == app and (intents is None or s_intent[k] in intents)]
+            return np.isin(series, sel)
+
+        def redraw(dim: str, mask: np.ndarray, new_mean: float) -> None:
+            d = DIMENSIONS.index(dim)
+            m = new_mean + (quality_mean[dim][mask] - QUALITY_MEANS[dim])  # keep the wiggle
+            values[mask, d] = r_effect.beta(m * CONCENTRATION, (1.0 - m) * CONCENTRATION)
+
+        def series_keys(app: str, intents: list[str], dims: list[str]) -> list[str]:
+            if not dims:
+                return [f"{app}/{i}" for i in intents]
+            return [f"{app}/{i}/{d}" for i in intents for d in dims]
+
+        base = {"at": _rfc3339(at)}
+        if scenario == "prompt_cleanup":
+            app, intents = "support-bot", ["billing", "refunds"]
+            mask = after & where(app, tuple(intents))
+            old_k = templates.index("support-bot/payments")
+            old_hash, old_ver = t_hash[old_k], t_version[old_k]
+            new_hash = old_hash
+            while new_hash in t_hash:
+                new_hash = str(_hex(r_effect, 1, 6)[0])
+            req_hash[mask] = new_hash
+            req_version[mask] = f"v{old_ver + 1}"
+            redraw("format", mask, 0.70)
+            format_p[mask] = 0.72
+            dims = ["format", "format_valid"]
+            changes.append({
+                "what": "prompt_hash_change", **base, "app": app, "intents": intents,
+                "stream": "scores", "dimensions": dims,
+                "series": series_keys(app, intents, dims),
+                "from": old_hash, "to": new_hash,
+                "prompt_version": {"from": f"v{old_ver}", "to": f"v{old_ver + 1}"},
+                "effect": {"format": {"stat": "mean", "before": 0.92, "after": 0.70},
+                           "format_valid": {"stat": "pass_rate", "before": 0.97,
+                                            "after": 0.72}},
+                "expected_rules": ["format_failure_spike", "quality_drop"],
+                "expected_cause": "prompt_hash_change",
+                "allowed_rules": ["quality_shift", "prompt_change"],
+                "description": "nine words removed from the shared payments template of "
+                "support-bot (billing, refunds): new prompt_hash; the JSON-format judge score "
+                "and the format_valid pass rate drop",
+            })
+        elif scenario == "provider_update":
+            app = "docs-qa"
+            intents = [s_intent[k] for k in range(n_series) if s_app[k] == app]
+            mask = after & where(app)
+            new = round(QUALITY_MEANS["relevance"] * 0.94, 4)
+            redraw("relevance", mask, new)
+            changes.append({
+                "what": "provider_update", **base, "app": app, "intents": intents,
+                "stream": "scores", "dimensions": ["relevance"],
+                "series": series_keys(app, intents, ["relevance"]),
+                "effect": {"relevance": {"stat": "mean", "before": QUALITY_MEANS["relevance"],
+                                         "after": new, "pct_drop": 0.06}},
+                "expected_rules": ["quality_drop", "quality_shift"], "expected_any": True,
+                "expected_cause": "none",
+                "allowed_rules": [],
+                "description": "silent provider-side model update: same prompt_hash and model "
+                "string, relevance mean 6% lower for every docs-qa intent",
+            })
+        elif scenario == "rag_staleness":
+            app = "support-bot"
+            intents = [s_intent[k] for k in range(n_series) if s_app[k] == app]
+            ramp = 3 * 86400.0
+            frac = np.clip((ts - at) / ramp, 0.0, 1.0)
+            factor = np.where(where(app), 1.0 - 0.12 * frac, 1.0)
+            ret_scores *= factor[:, None]
+            changes.append({
+                "what": "index_staleness", **base, "ramp_end": _rfc3339(at + ramp),
+                "app": app, "intents": intents, "stream": "retrieval", "dimensions": [],
+                "series": series_keys(app, intents, []),
+                "effect": {"top1": {"stat": "median", "before": TOP1_MEAN,
+                                    "after": round(TOP1_MEAN * 0.88, 4), "pct_drop": 0.12,
+                                    "ramp": "linear over 3 days, then constant"}},
+                "expected_rules": ["retrieval_drop"], "expected_cause": "none",
+                "allowed_rules": [],
+                "description": "the knowledge base of support-bot goes stale: all top-k "
+                "retrieval similarities decline linearly to 12% lower over 3 days; index_version "
+                "and generation scores unchanged",
+            })
+        elif scenario == "truncation":
+            app = "sales-assistant"
+            intents = [s_intent[k] for k in range(n_series) if s_app[k] == app]
+            mask = after & where(app)
+            redraw("coherence", mask, 0.72)
+            redraw("relevance", mask, 0.76)
+            dims = ["coherence", "relevance"]
+            changes.append({
+                "what": "response_truncation", **base, "app": app, "intents": intents,
+                "stream": "scores", "dimensions": dims,
+                "series": series_keys(app, intents, dims),
+                "effect": {"coherence": {"stat": "mean", "before": 0.90, "after": 0.72},
+                           "relevance": {"stat": "mean", "before": 0.85, "after": 0.76}},
+                "expected_rules": ["quality_drop", "quality_shift"], "expected_any": True,
+                "expected_cause": "none",
+                "allowed_rules": [],
+                "description": "sales-assistant responses are truncated (e.g. a lowered "
+                "max_tokens): coherence and relevance fall; prompt_hash and model unchanged",
+            })
+        elif scenario == "refusal_spike":
+            app = "docs-qa"
+            intents = [s_intent[k] for k in range(n_series) if s_app[k] == app]
+            mask = after & where(app)
+            old_model, new_model = _APPS[1][3], NEW_MODEL[app]
+            req_model[mask] = new_model
+            refusal_p[mask] = 3 * REFUSAL_RATE
+            changes.append({
+                "what": "model_change", **base, "app": app, "intents": intents,
+                "stream": "scores", "dimensions": ["refusal"],
+                "series": series_keys(app, intents, ["refusal"]),
+                "from": old_model, "to": new_model,
+                "effect": {"refusal": {"stat": "rate", "before": REFUSAL_RATE,
+                                       "after": 3 * REFUSAL_RATE, "ratio": 3.0}},
+                "expected_rules": ["flag_rate_spike"], "expected_cause": "model_change",
+                "allowed_rules": ["prompt_change"],
+                "description": "docs-qa switches to a new model version; the refusal rate "
+                "triples; prompt_hash unchanged",
+            })
+
+    values[:, 4] = (refusal_u < refusal_p).astype(np.float64)
+    values[:, 5] = (format_u < format_p).astype(np.float64)
+    values[:, :4] = np.round(values[:, :4], 4)
+    ret_scores = np.round(ret_scores, 4)
+
+    # ---- flatten to events
+    present = np.ones((n, n_dims), dtype=bool)
+    present[:, DIMENSIONS.index("faithfulness")] = rag
+    flat = np.flatnonzero(present.ravel())
+    req, dim_idx = np.divmod(flat, n_dims)
+    dim_names = _obj(list(DIMENSIONS))
+    intent_names = _obj(s_intent)
+    scores = {
+        "ts": ts[req],
+        "app": app_names[app_idx[req]],
+        "intent": intent_names[series[req]],
+        "dimension": dim_names[dim_idx],
+        "score": values.ravel()[flat],
+        "prompt_hash": req_hash[req],
+        "prompt_version": req_version[req],
+        "model": req_model[req],
+        "trace_id": trace_id[req],
+        "cost_usd": cost[req],
+    }
+    rreq = np.flatnonzero(rag)
+    retrieval = {
+        "ts": ts[rreq],
+        "app": app_names[app_idx[rreq]],
+        "intent": intent_names[series[rreq]],
+        "trace_id": trace_id[rreq],
+        "scores": np.ascontiguousarray(ret_scores[rreq]),
+        "index_version": app_index_version[app_idx[rreq]],
+    }
+
+    catalog = {
+        "apps": {
+            a[0]: {
+                "model": a[3], "rag": a[2],
+                "index_version": app_index_version[k] if a[2] else None,
+                "intents": {
+                    s_intent[j]: {"prompt_hash": s_hash[j], "prompt_version": s_version[j]}
+                    for j in range(n_series) if s_app[j] == a[0]},
+            } for k, a in enumerate(_APPS)},
+        "dimensions": {
+            d: {"kind": DIMENSION_KIND[d],
+                **({"mean": QUALITY_MEANS[d]} if d in QUALITY_MEANS else {}),
+                **({"rate": REFUSAL_RATE} if d == "refusal" else {}),
+                **({"pass_rate": FORMAT_PASS_RATE} if d == "format_valid" else {}),
+                **({"rag_only": True} if d in _RAG_ONLY else {})}
+            for d in DIMENSIONS},
+        "requests_per_hour_per_intent": BASE_RATE_PER_HOUR * volume,
+        "retrieval": {"k": TOP_K, "top1_mean": TOP1_MEAN, "top1_sd": TOP1_SD},
+    }
+    truth = {
+        "scenario": scenario, "seed": seed, "start": _rfc3339(t0), "days": days,
+        "volume": volume, "description": SCENARIOS[scenario],
+        "end": _rfc3339(t0 + days * 86400.0),
+        "counts": {"scores": int(len(flat)), "retrieval": int(len(rreq)), "requests": n},
+        "changes": changes,
+        "catalog": catalog,
+    }
+    return Simulation(scenario=scenario, seed=seed, start=t0, days=days, scores=scores,
+                      retrieval=retrieval, truth=truth)
+
+
+# --- events out --------------------------------------------------------------------------------
+
+_SCORE_FIELDS = ("app", "intent", "dimension", "score", "prompt_hash", "prompt_version",
+                 "model", "trace_id", "cost_usd")
+_RETRIEVAL_FIELDS = ("app", "intent", "trace_id", "scores", "index_version")
+
+
+def iter_events(sim: Simulation, *, chunk: int = 65536) -> Iterator[dict]:
+    """Yield every event of both streams as SPEC-shaped dicts, in event-time order.
+
+    The merge is stable: at equal times retrieval events come before score events, and each
+    stream keeps its own order. ``ts`` is RFC 3339 with milliseconds and a trailing ``Z``.
+    """
+    sc, rt = sim.scores, sim.retrieval
+    n_r = len(rt["ts"])
+    merged_ts = np.concatenate([np.asarray(rt["ts"], dtype=np.float64),
+                                np.asarray(sc["ts"], dtype=np.float64)])
+    order = np.argsort(merged_ts, kind="stable")
+    for a in range(0, len(order), chunk):
+        sel = order[a:a + chunk]
+        is_ret = sel < n_r
+        r_idx = sel[is_ret]
+        s_idx = sel[~is_ret] - n_r
+        r_cols = [_ts_strings(rt["ts"][r_idx])] + [
+            np.asarray(rt[f])[r_idx].tolist() for f in _RETRIEVAL_FIELDS]
+        s_cols = [_ts_strings(sc["ts"][s_idx])] + [
+            np.asarray(sc[f])[s_idx].tolist() for f in _SCORE_FIELDS]
+        r_rows = zip(*r_cols)
+        s_rows = zip(*s_cols)
+        r_keys = ("ts",) + _RETRIEVAL_FIELDS
+        s_keys = ("ts",) + _SCORE_FIELDS
+        for flag in is_ret.tolist():
+            if flag:
+                yield dict(zip(r_keys, next(r_rows)))
+            else:
+                yield dict(zip(s_keys, next(s_rows)))
+
+
+def _truth_path(path: str | os.PathLike) -> str:
+    p = os.fspath(path)
+    return (p[:-len(".jsonl")] if p.endswith(".jsonl") else p) + ".truth.json"
+
+
+def write_jsonl(sim: Simulation, path: str | os.PathLike, *, batch: int = 1) -> int:
+    """Write :func:`iter_events` as JSON lines; return the number of events.
+
+    ``batch > 1`` writes JSON arrays of up to ``batch`` events per line. ``path`` ``'-'`` is
+    stdout. Beside a file, the ground truth goes to ``<path without .jsonl>.truth.json``.
+    """
+    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+        raise ValueError(f"batch must be a positive integer, got {batch!r}")
+    try:
+        import msgspec
+
+        encode = msgspec.json.Encoder().encode
+    except ImportError:  # pragma: no cover - msgspec is a dependency
+        def encode(obj: Any) -> bytes:
+            return json.dumps(obj, separators=(",", ":")).encode()
+
+    to_stdout = os.fspath(path) == "-"
+    if to_stdout:
+        out = getattr(sys.stdout, "buffer", None)
+        f = out if out is not None else None
+    else:
+        f = open(path, "wb")
+    n = 0
+    buf: list[bytes] = []
+    pending: list[dict] = []
+
+    def emit(data: bytes) -> None:
+        buf.append(data)
+        if len(buf) >= 4096:
+            flush()
+
+    def flush() -> None:
+        data = b"".join(buf)
+        buf.clear()
+        if f is None:
+            sys.stdout.write(data.decode())
+        else:
+            f.write(data)
+
+    try:
+        for ev in iter_events(sim):
+            n += 1
+            if batch == 1:
+                emit(encode(ev) + b"\n")
+            else:
+                pending.append(ev)
+                if len(pending) >= batch:
+                    emit(encode(pending) + b"\n")
+                    pending.clear()
+        if pending:
+            emit(encode(pending) + b"\n")
+        flush()
+    finally:
+        if to_stdout:
+            if f is not None:
+                f.flush()
+            else:
+                sys.stdout.flush()
+        else:
+            f.close()
+    if not to_stdout:
+        with open(_truth_path(path), "w", encoding="utf-8") as tf:
+            json.dump(sim.truth, tf, indent=2)
+            tf.write("\n")
+    return n
