@@ -11,7 +11,7 @@ A score whose spread widens on day 20 while its mean stays put (a drop rule woul
 >>> x = np.clip(rng.normal(0.7, np.where(t < 20 * 86400, 0.05, 0.15)), 0, 1)
 >>> det = KsShift()
 >>> [(f.status, f.at / 86400, round(f.value, 2)) for f in det.update_many(np.zeros(t.size, np.int64), t, x)]
-[('firing', 22.0, 0.11)]
+[('firing', 23.0, 0.11)]
 """
 
 from __future__ import annotations

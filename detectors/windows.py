@@ -163,6 +163,15 @@ class EventClock:
         after_orig[order] = after
         return late, after_orig, order
 
+    def observe(self, series: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Advance only the newest-time-seen of each series; return the late mask."""
+        series = np.asarray(series, dtype=np.int64)
+        t = np.asarray(t, dtype=np.float64)
+        late = self._running(series, t)[0]
+        if t.size:
+            np.maximum.at(self.max_t, series[~late], t[~late])
+        return late
+
     def plan(self, series: np.ndarray, t: np.ndarray) -> ClockPlan:
         """Advance the clock over a batch and return the rounds to apply (see :class:`Round`)."""
         series = np.asarray(series, dtype=np.int64)

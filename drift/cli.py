@@ -1,0 +1,179 @@
+"""The ``drift`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from drift.config import ConfigError, load_settings
+
+__all__ = ["main"]
+
+_EPILOG = """Configuration precedence: defaults < TOML file (--config) < environment (DRIFT_...) < flags.
+With no config file the defaults implement every rule of the specification."""
+
+
+def _common_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="TOML configuration file (see README)")
+
+
+def _settings(args, overrides=None):
+    return load_settings(getattr(args, "config", None), os.environ, overrides)
+
+
+def _cmd_replay(args) -> int:
+    from drift.alerts import render
+    from drift.replay import replay
+
+    settings = _settings(args)
+    out = open(args.out, "w", encoding="utf-8") if args.out else None
+    shown = [0]
+    tty = sys.stderr.isatty() and not args.quiet
+    last = [0.0]
+
+    def on_alert(ev):
+        if out:
+            out.write(json.dumps(ev, ensure_ascii=False) + "\n")
+        if args.json:
+            sys.stdout.write(json.dumps(ev, ensure_ascii=False) + "\n")
+        elif not args.quiet:
+            print(render(ev), flush=True)
+
+    def on_reject(r):
+        shown[0] += 1
+        if shown[0] <= args.max_errors:
+            print(f"rejected {r}", file=sys.stderr)
+        elif shown[0] == args.max_errors + 1:
+            print("rejected: more lines rejected; counts in the summary", file=sys.stderr)
+
+    def on_progress(rep):
+        now = time.monotonic()
+        if tty and now - last[0] > 1.0:
+            last[0] = now
+            from drift.events import format_time
+            print(f"\r  {rep.n_events:,} events, up to {format_time(rep.last_t)}, "
+                  f"{rep.n_events / max(rep.seconds, 1e-9):,.0f} events/s, {len(rep.alerts)} alerts",
+                  end="", file=sys.stderr, flush=True)
+
+    try:
+        report = replay(args.events, settings, on_alert=on_alert, on_reject=on_reject,
+                        on_progress=on_progress)
+    finally:
+        if out:
+            out.close()
+    if tty:
+        print("\r" + " " * 78 + "\r", end="", file=sys.stderr)
+    print(report.summary(), file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def _cmd_simulate(args) -> int:
+    from drift.simulate import SCENARIOS, simulate, write_jsonl
+
+    if args.list:
+        for name, desc in SCENARIOS.items():
+            print(f"{name:<16} {desc}")
+        return 0
+    if not args.scenario or not args.out:
+        print("drift simulate: give a SCENARIO and --out (or --list)", file=sys.stderr)
+        return 2
+    if args.scenario not in SCENARIOS:
+        print(f"drift simulate: unknown scenario {args.scenario!r}; one of: {', '.join(SCENARIOS)}",
+              file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    sim = simulate(args.scenario, seed=args.seed, days=args.days, volume=args.volume, start=args.start)
+    n = write_jsonl(sim, args.out, batch=args.batch)
+    if args.out != "-":
+        truth = args.out[:-6] if args.out.endswith(".jsonl") else args.out
+        print(f"wrote {n:,} events over {sim.days} days to {args.out} "
+              f"and the ground truth to {truth}.truth.json ({time.perf_counter() - t0:.1f} s)",
+              file=sys.stderr)
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from drift.demo import run_demo
+
+    return run_demo(args)
+
+
+def _cmd_broker(args) -> int:
+    from drift import broker
+
+    return broker.main(args.broker_args) or 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="drift",
+        description="Streaming statistical drift detection for LLM applications: quality scores, "
+                    "retrieval similarities and query embeddings in, alerts out.",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("replay", help="run the engine offline over JSONL event files",
+                       description="Run the same engine as `drift serve` over JSONL files (one event "
+                                   "or JSON array per line; '-' is stdin). Prints alerts readably and a "
+                                   "summary; rejected lines are reported with line number and reason. "
+                                   "Exits 0 even when lines were rejected.", epilog=_EPILOG)
+    p.add_argument("events", nargs="+", metavar="EVENTS.jsonl", help="event files, '-' for stdin")
+    _common_config(p)
+    p.add_argument("--out", metavar="FILE", help="also write one alert CloudEvent JSON per line here")
+    p.add_argument("--json", action="store_true", help="print alert CloudEvents as JSON lines instead")
+    p.add_argument("--quiet", action="store_true", help="print only the summary")
+    p.add_argument("--max-errors", type=int, default=20, metavar="N",
+                   help="print at most N rejected lines (all are counted; default 20)")
+    p.set_defaults(func=_cmd_replay)
+
+    p = sub.add_parser("simulate", help="write synthetic LLM traffic with an injected failure",
+                       description="Synthetic traffic for several apps and intents with daily and weekly "
+                                   "seasonality, with a named injected failure; writes the ground truth "
+                                   "beside the events as <name>.truth.json.")
+    p.add_argument("scenario", nargs="?", help="scenario name (see --list)")
+    p.add_argument("--out", metavar="EVENTS.jsonl", help="output file ('-' for stdout)")
+    p.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--days", type=int, default=None, help="simulated days (default 30)")
+    p.add_argument("--volume", type=float, default=1.0, help="traffic multiplier (default 1.0)")
+    p.add_argument("--batch", type=int, default=1, help="events per line (JSON array when > 1)")
+    p.add_argument("--start", default="2026-01-05T00:00:00Z", help="first simulated day (RFC 3339)")
+    p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("demo", help="the whole story on simulated traffic",
+                       description="Simulate the prompt_cleanup scenario (nine words removed from a "
+                                   "template on day 11), replay it through the engine and print the alerts "
+                                   "and a detection summary against the ground truth.")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workdir", default=None, help="where to write events and alerts (default: ./out/demo)")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (Tansu) for local work",
+                       add_help=False)
+    p.add_argument("broker_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_broker)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"drift: config error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
