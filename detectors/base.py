@@ -105,11 +105,12 @@ class Detector:
     def update_many(self, series: np.ndarray, t: np.ndarray, x: np.ndarray) -> list[Finding]:
         raise NotImplementedError
 
-    def params(self) -> dict[str, Any]:
+    def get_params(self) -> dict[str, Any]:
+        """Constructor arguments, by name (river's ``_get_params``)."""
         return {name: getattr(self, name) for name in self._params}
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"type": type(self).__name__, "params": self.params()}
+        state: dict[str, Any] = {"type": type(self).__name__, "params": self.get_params()}
         for name in self._state:
             value = getattr(self, name)
             state[name] = value.copy() if isinstance(value, np.ndarray) else _copy_plain(value)
@@ -126,7 +127,7 @@ class Detector:
         return obj
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
 
 

@@ -49,9 +49,11 @@ def sign_test_greater_pvalue(k, n):
     """P(X >= k) for X ~ Binomial(n, 1/2): the sign test that more than half lie below a median."""
     k = np.asarray(k, dtype=np.float64)
     n = np.asarray(n, dtype=np.float64)
-    with np.errstate(invalid="ignore"):
-        p = special.bdtrc(k - 1, n, 0.5)
-    return np.where(k <= 0, 1.0, p)
+    valid = np.isfinite(k) & np.isfinite(n) & (n >= 0)
+    ki = np.where(valid, k, 0).astype(np.int64)
+    ni = np.where(valid, n, 0).astype(np.int64)
+    p = special.bdtrc(ki - 1, ni, 0.5)
+    return np.where(valid, np.where(ki <= 0, 1.0, p), np.nan)
 
 
 def hist_quantile(hist, q, lo, hi):

@@ -35,10 +35,13 @@ def rate_ratio_pvalue(k1, n1, k0, n0):
     alternative="greater").pvalue``.
     """
     k1, n1, k0, n0 = (np.asarray(a, dtype=np.float64) for a in (k1, n1, k0, n0))
+    valid = np.isfinite(k1 + n1 + k0 + n0) & (n1 + n0 > 0)
+    k1i = np.where(valid, k1, 0).astype(np.int64)
+    ki = np.where(valid, k1 + k0, 0).astype(np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        q = n1 / (n1 + n0)
-        p = special.bdtrc(k1 - 1, k1 + k0, q)
-    return np.where(k1 <= 0, 1.0, p)
+        q = np.where(valid, n1 / (n1 + n0), 0.5)
+    p = special.bdtrc(k1i - 1, ki, q)
+    return np.where(valid, np.where(k1i <= 0, 1.0, p), np.nan)
 
 
 class RateRatio(BucketedDetector):

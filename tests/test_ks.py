@@ -73,6 +73,22 @@ def test_matches_scipy_random_sizes(kind, seed):
 
 
 @pytest.mark.parametrize("kind", ["normal", "integers"])
+def test_statistic_versus_scipy_default_method(kind):
+    """scipy's default ("auto" -> exact up to 10,000) snaps D to round(D * lcm) / lcm."""
+    rng = np.random.default_rng(len(kind))
+    sizes1, sizes2 = rng.integers(1, 300, size=60), rng.integers(1, 300, size=60)
+    x, y = _batch(rng, sizes1, sizes2, GENERATORS[kind], shift=0.2)
+    x += [rng.normal(size=10_001), rng.integers(0, 4, 12_000) * 1.0]  # auto -> asymp: no snap
+    y += [rng.normal(size=9_000), rng.integers(0, 4, 500) * 1.0]
+    res = ks_2samp_many(x, y)
+    for s in range(len(x)):
+        auto = scipy_ks(x[s], y[s], method="auto").statistic
+        assert abs(res.statistic[s] - auto) <= 2 * np.finfo(float).eps, s
+        if max(len(x[s]), len(y[s])) > 10_000:
+            assert res.statistic[s] == auto
+
+
+@pytest.mark.parametrize("kind", ["normal", "integers"])
 def test_small_sizes_including_one(kind):
     rng = np.random.default_rng(11)
     pairs = [(1, 1), (1, 2), (2, 1), (1, 7), (9, 1), (2, 2), (2, 3), (3, 3), (1, 50), (50, 1)]
@@ -95,8 +111,18 @@ def test_very_different_sizes_in_one_batch():
 
 def test_heavy_ties_and_extreme_values():
     rng = np.random.default_rng(13)
-    x = [np.zeros(30), np.r_[np.full(10, -np.inf), rng.normal(size=5)], np.full(7, 2.0), rng.integers(0, 2, 300) * 1.0]
-    y = [np.zeros(20), np.r_[rng.normal(size=5), np.full(3, np.inf)], np.full(3, 1.0), rng.integers(0, 2, 200) * 1.0]
+    x = [
+        np.zeros(30),
+        np.r_[np.full(10, -np.inf), rng.normal(size=5)],
+        np.full(7, 2.0),
+        rng.integers(0, 2, 300) * 1.0,
+    ]
+    y = [
+        np.zeros(20),
+        np.r_[rng.normal(size=5), np.full(3, np.inf)],
+        np.full(3, 1.0),
+        rng.integers(0, 2, 200) * 1.0,
+    ]
     res = ks_2samp_many(x, y)
     assert_matches_scipy(x, y, res)
     assert res.statistic[0] == 0.0 and res.pvalue[0] == 1.0
@@ -218,7 +244,8 @@ def test_result_object_shapes_dtypes_and_frozen():
 
 
 def test_ks_pvalue_matches_scipy_asymp_over_a_grid():
-    for n1, n2 in [(1, 2), (3, 3), (7, 100), (250, 251), (4_000, 9_000), (10_000, 10_001), (30_000, 500)]:
+    sizes = [(1, 2), (3, 3), (7, 100), (250, 251), (4_000, 9_000), (10_000, 10_001), (30_000, 500)]
+    for n1, n2 in sizes:
         d = np.linspace(0, 1, 41)
         p = ks_pvalue(d, n1, n2)
         ref_en = np.round(float(n1) * float(n2) / (n1 + n2))
@@ -378,7 +405,8 @@ def test_histogram_counts_matches_numpy_histogram():
     counts = histogram_counts(values, series, n_series, lo, hi, bins)
     assert counts.shape == (n_series, bins) and counts.dtype == np.int64
     for s in range(n_series):
-        np.testing.assert_array_equal(counts[s], np.histogram(values[series == s], bins, (lo, hi))[0])
+        expected = np.histogram(values[series == s], bins, (lo, hi))[0]
+        np.testing.assert_array_equal(counts[s], expected)
 
 
 def test_histogram_counts_clips_out_of_range_and_validates():
