@@ -101,12 +101,6 @@ def _cmd_demo(args) -> int:
     return run_demo(args)
 
 
-def _cmd_broker(args) -> int:
-    from drift import broker
-
-    return broker.main(args.broker_args) or 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="drift",
@@ -151,14 +145,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", default=None, help="where to write events and alerts (default: ./out/demo)")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (Tansu) for local work",
-                       add_help=False)
-    p.add_argument("broker_args", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_cmd_broker)
+    # `drift broker ...` is dispatched before parsing (see main); listed here for --help
+    sub.add_parser("broker", help="run the embedded Kafka-compatible broker (Tansu) for local work",
+                   add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["broker"]:  # its own parser, options included
+        from drift import broker
+
+        return int(broker.main(argv[1:]) or 0)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -1,0 +1,89 @@
+"""Event-time clock and windowed aggregates."""
+
+import numpy as np
+
+from detectors.windows import EventClock, WindowedAggregate
+
+
+def reference_clock(series, t, bucket, lateness):
+    """Plain-Python per-series clock: late flags and closed bucket after each event."""
+    max_t, late, closed = {}, [], []
+    for s, ti in zip(series.tolist(), t.tolist()):
+        m = max_t.get(s, -np.inf)
+        is_late = ti < m - lateness
+        late.append(is_late)
+        if not is_late:
+            max_t[s] = max(m, ti)
+        closed.append(int(np.floor((max_t[s] - lateness) / bucket)) - 1 if s in max_t else None)
+    return np.array(late), max_t
+
+
+def test_late_mask_matches_reference_on_out_of_order_stream():
+    rng = np.random.default_rng(0)
+    n = 5000
+    series = rng.integers(0, 7, n)
+    t = np.arange(n) * 1.0 + rng.normal(0, 40, n)
+    late_ref, max_ref = reference_clock(series, t, 60.0, 30.0)
+    for sizes in ([n], [1] * n, [313] * 15 + [n - 313 * 15]):
+        clock = EventClock(60.0, 30.0)
+        late, i = [], 0
+        for k in sizes:
+            late.append(clock.plan(series[i:i + k], t[i:i + k]).late)
+            i += k
+        late = np.concatenate(late)
+        assert late.sum() > 100  # the stream really is out of order
+        np.testing.assert_array_equal(late, late_ref)
+        for s, m in max_ref.items():
+            assert clock.max_t[s] == m
+
+
+def test_observe_agrees_with_plan():
+    rng = np.random.default_rng(1)
+    series = rng.integers(0, 3, 1000)
+    t = np.arange(1000) + rng.normal(0, 20, 1000)
+    a, b = EventClock(60.0, 10.0), EventClock(60.0, 10.0)
+    np.testing.assert_array_equal(a.observe(series, t), b.plan(series, t).late)
+    np.testing.assert_array_equal(a.max_t, b.max_t)
+
+
+def test_rounds_close_every_bucket_once_and_in_order():
+    clock = EventClock(10.0, 0.0)
+    series = np.array([0, 1, 0, 1, 0])
+    t = np.array([1.0, 2.0, 25.0, 55.0, 61.0])
+    closes = {0: [], 1: []}
+    for r in clock.plan(series, t).rounds:
+        for s, p in zip(r.close_series.tolist(), r.close_prev.tolist()):
+            closes[s].extend(range(p + 1, r.closed + 1))
+    assert closes == {0: [0, 1, 2, 3, 4, 5], 1: [0, 1, 2, 3, 4]}
+
+
+def test_windowed_aggregate_window_baseline_and_freeze():
+    agg = WindowedAggregate(window=2, baseline=3, ahead=2, row=(1,), dtype=np.float64)
+    agg.ensure(1)
+    s = np.array([0])
+    for b in range(8):
+        agg.add(s, np.array([b]), rows=np.array([[float(b)]]))
+        agg.close(s, b, frozen=np.array([b >= 5]))
+        assert agg.win[0, 0] == b + (b - 1 if b >= 1 else 0)  # the last two buckets
+    # buckets 0..2 left the window unfrozen at closes 2..4; closes 5..7 were frozen
+    assert agg.base_sum[0, 0] == 0 + 1 + 2
+    first, last = agg.base_span(s)
+    assert (first[0], last[0]) == (0, 2)
+    agg.accept_reference(s)
+    assert agg.has_ref[0] and agg.ref[0, 0] == 3
+
+
+def test_state_round_trip_keeps_layout_checked():
+    agg = WindowedAggregate(window=2, baseline=3, ahead=2, row=(4,), dtype=np.uint32)
+    agg.ensure(3)
+    agg.add(np.array([1, 2]), np.array([0, 0]), bins=np.array([3, 1]))
+    other = WindowedAggregate(window=2, baseline=3, ahead=2, row=(4,), dtype=np.uint32)
+    other.load_state(agg.state_dict())
+    np.testing.assert_array_equal(other.ring, agg.ring)
+    wrong = WindowedAggregate(window=3, baseline=3, ahead=2, row=(4,), dtype=np.uint32)
+    try:
+        wrong.load_state(agg.state_dict())
+    except ValueError as exc:
+        assert "layout" in str(exc)
+    else:
+        raise AssertionError("a state of another layout must be refused")
