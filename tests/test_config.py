@@ -1,0 +1,98 @@
+"""Configuration: precedence, defaults implementing the SPEC, errors naming the field, redaction."""
+
+import pytest
+
+from drift.config import ConfigError, load_settings, parse_duration
+
+
+def write(tmp_path, text):
+    p = tmp_path / "drift.toml"
+    p.write_text(text)
+    return str(p)
+
+
+def test_defaults_implement_the_spec_rules():
+    s = load_settings()
+    assert s.bootstrap_servers == "localhost:9092" and s.group_id == "drift" and s.http_port == 9308
+    assert s.topics["alerts"] == "llm.alerts" and s.topics["state"] == "drift.state" and s.golden is None
+    r = s.rules
+    assert r["quality_drop"].params["threshold"] == 0.05 and r["quality_drop"].params["window"] == 7 * 86400
+    assert r["retrieval_drop"].params["threshold"] == 0.10 and r["retrieval_drop"].params["window"] == 3 * 86400
+    assert r["retrieval_drop"].params["stat"] == "median"
+    assert r["flag_rate_spike"].params["ratio"] == 2.0 and r["flag_rate_spike"].severity == "critical"
+    assert r["format_failure_spike"].params["window"] == 3600
+    assert r["prompt_change"].severity == "info"
+    assert s.dimension("refusal").kind == "flag" and s.dimension("format_valid").kind == "check"
+    assert s.dimension("whatever").kind == "quality"
+
+
+def test_precedence_defaults_toml_env_flags(tmp_path):
+    path = write(tmp_path, '[kafka]\nbootstrap_servers = "toml:9092"\ngroup_id = "g-toml"\n[http]\nport = 1111\n')
+    s = load_settings(path)
+    assert (s.bootstrap_servers, s.group_id, s.http_port) == ("toml:9092", "g-toml", 1111)
+    env = {"DRIFT_KAFKA_BOOTSTRAP_SERVERS": "env:9092", "DRIFT_HTTP_PORT": "2222", "DRIFT_TOPICS_SCORES": "x.scores"}
+    s = load_settings(path, env)
+    assert (s.bootstrap_servers, s.group_id, s.http_port, s.topics["scores"]) == ("env:9092", "g-toml", 2222, "x.scores")
+    s = load_settings(path, env, {"kafka": {"bootstrap_servers": "flag:9092", "group_id": None}})
+    assert (s.bootstrap_servers, s.group_id) == ("flag:9092", "g-toml")
+    assert s.source.endswith("environment < flags")
+
+
+def test_rule_overrides_and_durations(tmp_path):
+    path = write(tmp_path, '[rules.quality_drop]\nthreshold = 0.08\nwindow = "3d"\n[rules.quality_shift]\nenabled = false\n'
+                           '[dimensions.helpfulness]\nscale = [1, 10]\n')
+    s = load_settings(path)
+    assert s.rules["quality_drop"].params["threshold"] == 0.08
+    assert s.rules["quality_drop"].params["window"] == 3 * 86400
+    assert not s.rules["quality_shift"].enabled
+    assert (s.dimension("helpfulness").lo, s.dimension("helpfulness").hi) == (1.0, 10.0)
+    assert parse_duration("90m", "x") == 5400 and parse_duration(30, "x") == 30
+
+
+@pytest.mark.parametrize("text,field", [
+    ("[rules.quality_drop]\nthreshold = -1\n", "rules.quality_drop.threshold"),
+    ("[rules.quality_drop]\nwindow = \"soon\"\n", "rules.quality_drop.window"),
+    ("[rules.quality_drop]\nwindow = \"90m\"\n", "rules.quality_drop.window"),
+    ("[rules.quality_drop]\nthresold = 0.1\n", "rules.quality_drop.thresold"),
+    ("[rules.no_such_rule]\n", "rules.no_such_rule"),
+    ("[rules.quality_shift]\nalpha = 2\n", "rules.quality_shift.alpha"),
+    ("[rules.flag_rate_spike]\nseverity = \"page\"\n", "rules.flag_rate_spike.severity"),
+    ("[http]\nport = 99999\n", "http.port"),
+    ("[http]\nport = \"eighty\"\n", "http.port"),
+    ("[topics]\nalerts = \"bad topic!\"\n", "topics.alerts"),
+    ("[topics]\nlogs = \"x\"\n", "topics.logs"),
+    ("[dimensions.refusal]\nkind = \"flaggy\"\n", "dimensions.refusal.kind"),
+    ("[dimensions.helpfulness]\nscale = [10, 1]\n", "dimensions.helpfulness.scale"),
+    ("[engine]\nallowed_lateness = \"-5m\"\n", "engine.allowed_lateness"),
+    ("[nonsense]\n", "config.nonsense"),
+])
+def test_bad_config_fails_naming_the_field(tmp_path, text, field):
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, text))
+    assert str(err.value).startswith(field)
+
+
+def test_missing_and_invalid_files():
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings("/nonexistent/drift.toml")
+
+
+def test_invalid_toml(tmp_path):
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(write(tmp_path, "[kafka\n"))
+
+
+def test_kafka_client_settings_pass_through_and_secrets_are_redacted(tmp_path):
+    path = write(tmp_path, '[kafka]\nsecurity_protocol = "SASL_SSL"\nsasl_mechanism = "PLAIN"\n'
+                           'sasl_plain_username = "svc"\nsasl_plain_password = "hunter2"\n')
+    s = load_settings(path, {"DRIFT_KAFKA_SSL_PASSWORD": "s3cret"})
+    cfg = s.kafka_config()
+    assert cfg["security_protocol"] == "SASL_SSL" and cfg["sasl_plain_password"] == "hunter2"
+    shown = repr(s.describe())
+    assert "hunter2" not in shown and "s3cret" not in shown and "svc" in shown
+
+
+def test_fingerprint_tracks_rule_config(tmp_path):
+    a = load_settings()
+    b = load_settings(write(tmp_path, "[rules.quality_drop]\nthreshold = 0.1\n"))
+    assert a.fingerprint() == load_settings().fingerprint() != b.fingerprint()
