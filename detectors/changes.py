@@ -63,8 +63,9 @@ class ChangeTracker(Detector):
             keys, t, vals = keys[present], t[present], vals[present]
         if keys.size == 0:
             return []
-        uniq, code = np.unique(vals.astype(str), return_inverse=True)
-        pair = keys * uniq.size + code
+        codes: dict = {}
+        code = np.array([codes.setdefault(v, len(codes)) for v in vals.tolist()], dtype=np.int64)
+        pair = keys * max(len(codes), 1) + code
         _, first = np.unique(pair, return_index=True)
         findings = []
         for i in np.sort(first):

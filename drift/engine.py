@@ -59,7 +59,7 @@ class SeriesTable:
     def lookup(self, *columns) -> tuple[np.ndarray, list[int]]:
         """Ids of the keys formed by zipping ``columns``; also the ids that are new."""
         get = self.ids.get
-        keys = list(zip(*columns))
+        keys = list(zip(*(c.tolist() if isinstance(c, np.ndarray) else c for c in columns)))
         out = [get(k, -1) for k in keys]
         new = []
         if -1 in out:

@@ -36,8 +36,11 @@ MIN_TS, MAX_TS = 946_684_800.0, 4_102_444_800.0
 Time = Union[_dt.datetime, float]
 
 
-class AnyEvent(msgspec.Struct, omit_defaults=True):
-    """Every field any input event may carry; the topic (or the fields) say which kind it is."""
+class AnyEvent(msgspec.Struct, omit_defaults=True, gc=False):
+    """Every field any input event may carry; the topic (or the fields) say which kind it is.
+
+    ``gc=False``: the structs hold no reference cycles, and millions of them must not trigger
+    the cyclic garbage collector."""
 
     ts: Time
     app: str = "default"
@@ -331,8 +334,8 @@ class EventDecoder:
     # -- building columns -------------------------------------------------------------------
     @staticmethod
     def _common(evs, msg, idx):
-        ts = np.array([ts if ts.__class__ is float else to_epoch(ts) for ts in [e.ts for e in evs]],
-                      dtype=np.float64)
+        ts = np.array([t if t.__class__ is float else (t.timestamp() if t.tzinfo else to_epoch(t))
+                       for t in [e.ts for e in evs]], dtype=np.float64)
         app = np.array([e.app for e in evs], dtype=object)
         intent = np.array([e.intent if e.intent is not None else "all" for e in evs], dtype=object)
         return msg, idx, ts.reshape(-1), app, intent

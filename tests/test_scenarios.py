@@ -4,6 +4,7 @@ import datetime as dt
 
 import pytest
 
+from drift.scorecard import score
 from scenario_harness import run_lines, run_scenario, scenario_lines
 
 SEEDS = (0, 1, 2)
@@ -13,53 +14,18 @@ def parse(ts):
     return dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
-def series_of(alert):
-    lab = alert["data"]["labels"]
-    parts = [lab["app"], lab["intent"]] + ([lab["dimension"]] if "dimension" in lab else [])
-    return "/".join(parts)
-
-
 def firing(alerts):
     return [a for a in alerts if a["data"]["status"] == "firing"]
 
 
 def check_against_truth(truth, alerts):
-    """Every firing alert is expected or allowed on an affected series; every expectation is met."""
-    fire = firing(alerts)
-    allowed = {}
-    for ch in truth["changes"]:
-        for s in ch["series"]:
-            allowed.setdefault(s, set()).update(ch["expected_rules"], ch.get("allowed_rules", []))
-    for a in fire:
-        s, rule = series_of(a), a["data"]["rule"]
-        assert rule in allowed.get(s, set()), f"false alert {rule} on {s}: {a['data']['summary']}"
-    for ch in truth["changes"]:
-        at = parse(ch["at"])
-        for s in ch["series"]:
-            got = {a["data"]["rule"] for a in fire if series_of(a) == s and parse(a["data"]["starts_at"]) >= at}
-            want = set(ch["expected_rules"])
-            applicable = {r for r in want if _applies(r, s, ch)}
-            if not applicable:
-                continue
-            if ch.get("expected_any"):
-                assert got & applicable, f"{s}: none of {sorted(applicable)} fired"
-            else:
-                assert applicable <= got, f"{s}: {sorted(applicable - got)} did not fire"
-        for a in fire:
-            if series_of(a) in ch["series"]:
-                cause = a["data"]["suspected_cause"]
-                assert cause["kind"] == ch["expected_cause"], (series_of(a), cause)
-
-
-def _applies(rule, series, change):
-    dim = series.split("/")[-1]
-    if rule == "format_failure_spike":
-        return dim == "format_valid"
-    if rule == "flag_rate_spike":
-        return dim in ("refusal", "hallucination", "safety")
-    if rule in ("quality_drop", "quality_shift"):
-        return dim not in ("format_valid", "refusal", "hallucination", "safety")
-    return True
+    """Every change caught by its expected rules with the expected cause; no false alerts."""
+    card = score(truth, alerts)
+    assert not card.false_alerts, [a["data"]["summary"] for a in card.false_alerts]
+    for c in card.changes:
+        assert c.detected, (c.what, c.missed_series, c.rules_fired)
+        assert c.cause_ok, (c.what, c.causes, c.expected_cause)
+    return card
 
 
 @pytest.mark.parametrize("seed", SEEDS)
