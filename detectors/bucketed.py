@@ -37,8 +37,6 @@ class Evaluation:
     win_end: np.ndarray
     win_n: np.ndarray
     win_value: np.ndarray
-    ref_start: np.ndarray
-    ref_end: np.ndarray
     ref_n: np.ndarray
     ref_value: np.ndarray
     ref_kind: np.ndarray  # 0 = baseline, 1 = long-term reference
@@ -164,7 +162,7 @@ class BucketedDetector(Detector):
             value=float(ev.value[j]), threshold=float(ev.threshold),
             p_value=None if np.isnan(p) else p,
             window=side(ev.win_start[j], ev.win_end[j], ev.win_n[j], ev.win_value[j]),
-            reference=side(ev.ref_start[j], ev.ref_end[j], ev.ref_n[j], ev.ref_value[j]),
+            reference=side(*self._reference_span(s, int(ev.ref_kind[j])), ev.ref_n[j], ev.ref_value[j]),
             reference_kind="long_term" if ev.ref_kind[j] == 1 else "baseline",
         )
 
@@ -174,10 +172,45 @@ class BucketedDetector(Detector):
         start = end - window * self.clock.bucket
         return np.full(n, start), np.full(n, end)
 
-    def _bucket_span(self, first: np.ndarray, last: np.ndarray):
-        start = np.where(first >= 0, first * self.clock.bucket, np.nan)
-        end = np.where(last >= 0, (last + 1) * self.clock.bucket, np.nan)
-        return start, end
+    def _reference_span(self, s: int, kind: int) -> tuple[float, float]:
+        """Event-time span of series ``s``'s baseline (kind 0) or long-term reference (1)."""
+        if kind == 1:
+            first, last = self.agg.ref_span[s]
+        else:
+            f, la = self.agg.base_span(np.array([s]))
+            first, last = f[0], la[0]
+        if last < 0:
+            return np.nan, np.nan
+        return first * self.clock.bucket, (last + 1) * self.clock.bucket
+
+    def _references(self, series):
+        """(aggregate rows, valid mask) of the baseline and, if kept, the long-term reference."""
+        agg = self.agg
+        refs = [(agg.base_sum[series], np.ones(series.size, bool))]
+        if getattr(self, "long_term", False):
+            refs.append((agg.ref[series], agg.has_ref[series]))
+        return refs
+
+    @staticmethod
+    def _combine(sides: list[dict]):
+        """Fire on either reference (baseline first); clear only when both are clear.
+
+        Returns ``hit``, ``clear``, ``kind`` (0 baseline, 1 long-term) and ``pick(key)`` giving
+        each series' value from the reference that decided.
+        """
+        hit, clear = sides[0]["hit"].copy(), sides[0]["clear"].copy()
+        kind = np.zeros(hit.shape[0], np.int64)
+        if len(sides) > 1:
+            kind[sides[1]["hit"] & ~sides[0]["hit"]] = 1
+            hit |= sides[1]["hit"]
+            clear &= sides[1]["clear"]
+
+        def pick(key):
+            if len(sides) == 1:
+                return sides[0][key]
+            return np.where(kind == 1, sides[1][key], sides[0][key])
+
+        return hit, clear, kind, pick
 
     def reset_baseline(self, series) -> None:
         """Deliberately forget the baseline (and long-term reference) of ``series``."""

@@ -190,39 +190,25 @@ class PercentDrop(BucketedDetector):
         return sign_test_greater_pvalue(k, n1)
 
     def _evaluate(self, series, b) -> Evaluation:
-        agg = self.agg
-        win = agg.win[series]
+        win = self.agg.win[series]
         n1, m1, v1 = self._summary(win)
         sides = []
-        refs = [(agg.base_sum[series], agg.base_span(series), np.ones(series.size, bool))]
-        if self.long_term:
-            refs.append((agg.ref[series], (agg.ref_span[series, 0], agg.ref_span[series, 1]),
-                         agg.has_ref[series]))
-        for rows, (first, last), valid in refs:
+        for rows, valid in self._references(series):
             n0, m0, v0 = self._summary(rows)
             with np.errstate(divide="ignore", invalid="ignore"):
                 pct = (m0 - m1) / np.abs(m0)
             p = self._test(win, n1, m1, v1, rows, n0, m0, v0)
             enough = valid & (n1 >= self.min_n) & (n0 >= self.min_n) & np.isfinite(pct)
-            hit = enough & (pct >= self.threshold) & (p < self.alpha)
-            clear = ~valid | (enough & (pct < self.resolve_ratio * self.threshold))
-            sides.append((hit, clear, pct, p, n0, m0, first, last))
-        hit = sides[0][0].copy()
-        clear = sides[0][1].copy()
-        kind = np.zeros(series.size, np.int64)
-        if len(sides) > 1:
-            lt_only = sides[1][0] & ~sides[0][0]
-            kind[lt_only] = 1
-            hit |= sides[1][0]
-            clear &= sides[1][1]
-        pick = lambda i: np.where(kind == 1, sides[1][i], sides[0][i]) if len(sides) > 1 else sides[0][i]  # noqa: E731
+            sides.append({"hit": enough & (pct >= self.threshold) & (p < self.alpha),
+                          "clear": ~valid | (enough & (pct < self.resolve_ratio * self.threshold)),
+                          "value": pct, "p": p, "n": n0, "ref": m0})
+        hit, clear, kind, pick = self._combine(sides)
         ws, we = self._window_span(b, self._w, series.size)
-        rs, re_ = self._bucket_span(pick(6), pick(7))
         unmirror = (lambda v: v) if self.higher_is_better else (lambda v: self.lo + self.hi - v)
         return Evaluation(
-            hit=hit, clear=clear, value=pick(2), p_value=pick(3),
+            hit=hit, clear=clear, value=pick("value"), p_value=pick("p"),
             win_start=ws, win_end=we, win_n=n1, win_value=unmirror(m1),
-            ref_start=rs, ref_end=re_, ref_n=pick(4), ref_value=unmirror(pick(5)),
+            ref_n=pick("n"), ref_value=unmirror(pick("ref")),
             ref_kind=kind, threshold=self.threshold, statistic=self.statistic)
 
     def _accept_reference(self, series):

@@ -105,38 +105,26 @@ class RateRatio(BucketedDetector):
         self.agg.close(series, b, frozen)
 
     def _evaluate(self, series, b) -> Evaluation:
-        agg = self.agg
-        win = agg.win[series]
+        win = self.agg.win[series]
         n1, k1 = win[:, 0], win[:, 1]
         with np.errstate(divide="ignore", invalid="ignore"):
             r1 = k1 / n1
-        refs = [(agg.base_sum[series], agg.base_span(series), np.ones(series.size, bool))]
-        if self.long_term:
-            refs.append((agg.ref[series], (agg.ref_span[series, 0], agg.ref_span[series, 1]),
-                         agg.has_ref[series]))
         sides = []
-        for rows, (first, last), valid in refs:
+        for rows, valid in self._references(series):
             n0, k0 = rows[:, 0], rows[:, 1]
             with np.errstate(divide="ignore", invalid="ignore"):
                 r0 = k0 / n0
                 ratio = r1 / np.maximum(r0, self.min_rate)
             p = rate_ratio_pvalue(k1, n1, k0, n0)
             enough = valid & (n1 >= self.min_n) & (n0 >= self.min_ref_n)
-            hit = enough & (k1 >= self.min_events) & (ratio >= self.ratio) & (p < self.alpha)
-            clear = ~valid | (enough & (ratio - 1 < self.resolve_ratio * (self.ratio - 1)))
-            sides.append((hit, clear, ratio, p, n0, r0, first, last))
-        hit, clear = sides[0][0].copy(), sides[0][1].copy()
-        kind = np.zeros(series.size, np.int64)
-        if len(sides) > 1:
-            kind[sides[1][0] & ~sides[0][0]] = 1
-            hit |= sides[1][0]
-            clear &= sides[1][1]
-        pick = lambda i: np.where(kind == 1, sides[1][i], sides[0][i]) if len(sides) > 1 else sides[0][i]  # noqa: E731
+            sides.append({"hit": enough & (k1 >= self.min_events) & (ratio >= self.ratio) & (p < self.alpha),
+                          "clear": ~valid | (enough & (ratio - 1 < self.resolve_ratio * (self.ratio - 1))),
+                          "value": ratio, "p": p, "n": n0, "ref": r0})
+        hit, clear, kind, pick = self._combine(sides)
         ws, we = self._window_span(b, self._w, series.size)
-        rs, re_ = self._bucket_span(pick(6), pick(7))
         return Evaluation(
-            hit=hit, clear=clear, value=pick(2), p_value=pick(3), win_start=ws, win_end=we,
-            win_n=n1, win_value=r1, ref_start=rs, ref_end=re_, ref_n=pick(4), ref_value=pick(5),
+            hit=hit, clear=clear, value=pick("value"), p_value=pick("p"), win_start=ws, win_end=we,
+            win_n=n1, win_value=r1, ref_n=pick("n"), ref_value=pick("ref"),
             ref_kind=kind, threshold=self.ratio, statistic=self.statistic)
 
     def _accept_reference(self, series):

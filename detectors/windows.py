@@ -24,7 +24,7 @@ Examples
 >>> clock = EventClock(bucket=3600.0, lateness=600.0)
 >>> plan = clock.plan(np.array([0, 0, 0]), np.array([100.0, 4000.0, 8000.0]))
 >>> [(r.close_series.tolist(), r.events.tolist()) for r in plan.rounds]
-[([], [0]), ([0], [1]), ([0], [2])]
+[([], [0]), ([0], [1]), ([0], []), ([0], [2])]
 >>> int(clock.closed[0])  # buckets 0 and 1 are closed: the watermark is at 8000 - 600 s
 1
 """
@@ -123,45 +123,43 @@ class EventClock:
     def watermark(self, series: np.ndarray) -> np.ndarray:
         return self.max_t[series] - self.lateness
 
-    def late_mask(self, series: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """Which events would be late, without changing the clock."""
-        return self._running(np.asarray(series, np.int64), np.asarray(t, np.float64))[0]
-
     def _running(self, series, t):
+        """Late mask and, per event, the newest time its series has seen after it."""
         n = t.shape[0]
         if n == 0:
-            empty = np.zeros(0, bool)
-            return empty, np.zeros(0), np.zeros(0, np.int64)
+            return np.zeros(0, bool), np.zeros(0)
         self.ensure(int(series.max()) + 1)
+        prior = self.max_t[series]
+        if n == 1 or not (np.diff(t) < 0).any():
+            # time-ordered batch (the common case): nothing is late against its own batch
+            late = t < prior - self.lateness
+            return late, np.maximum(t, prior)
         order = np.argsort(series, kind="stable")
         s_sorted = series[order]
         t_sorted = t[order]
         first = np.ones(n, bool)
         first[1:] = s_sorted[1:] != s_sorted[:-1]
-        prior = self.max_t[s_sorted]
-        if n == 1 or np.all((np.diff(t_sorted) >= 0) | first[1:]):
-            running = t_sorted  # every series is in order within the batch
-        else:
-            # grouped running maximum, exact: work on ranks offset by group number
-            rank = np.empty(n, np.int64)
-            t_order = np.argsort(t_sorted, kind="stable")
-            rank[t_order] = np.arange(n)
-            group = np.cumsum(first) - 1
-            key = group * (n + 1) + rank
-            run_rank = np.maximum.accumulate(key) - group * (n + 1)
-            running = t_sorted[t_order[run_rank]]
+        # grouped running maximum, exact: work on ranks offset by group number
+        rank = np.empty(n, np.int64)
+        t_order = np.argsort(t_sorted, kind="stable")
+        rank[t_order] = np.arange(n)
+        group = np.cumsum(first) - 1
+        key = group * (n + 1) + rank
+        running = t_sorted[t_order[np.maximum.accumulate(key) - group * (n + 1)]]
         before = np.empty(n)
         before[0] = -np.inf
         before[1:] = running[:-1]
         before[first] = -np.inf
-        before = np.maximum(before, prior)
-        late_sorted = t_sorted < before - self.lateness
-        after = np.maximum(running, prior)
+        p_sorted = prior[order]
         late = np.empty(n, bool)
-        late[order] = late_sorted
-        after_orig = np.empty(n)
-        after_orig[order] = after
-        return late, after_orig, order
+        late[order] = t_sorted < np.maximum(before, p_sorted) - self.lateness
+        after = np.empty(n)
+        after[order] = np.maximum(running, p_sorted)
+        return late, after
+
+    def late_mask(self, series: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Which events would be late, without changing the clock."""
+        return self._running(np.asarray(series, np.int64), np.asarray(t, np.float64))[0]
 
     def observe(self, series: np.ndarray, t: np.ndarray) -> np.ndarray:
         """Advance only the newest-time-seen of each series; return the late mask."""
@@ -173,60 +171,54 @@ class EventClock:
         return late
 
     def plan(self, series: np.ndarray, t: np.ndarray) -> ClockPlan:
-        """Advance the clock over a batch and return the rounds to apply (see :class:`Round`)."""
+        """Advance the clock over a batch and return the rounds to apply (see :class:`Round`).
+
+        Round ``r`` closes bucket ``r`` for every series whose watermark passed it in this
+        batch, then adds the events that arrived once their series had closed bucket ``r``
+        (events that close nothing are added first). A close of bucket ``r`` only needs every
+        accepted event of its series with bucket ``<= r`` added before it, which this order
+        guarantees, so the result equals processing the events one at a time.
+        """
         series = np.asarray(series, dtype=np.int64)
         t = np.asarray(t, dtype=np.float64)
-        late, after, order = self._running(series, t)
         if t.shape[0] == 0:
             return ClockPlan(np.zeros(0, bool), [])
+        late, after = self._running(series, t)
         accepted = ~late
-        wm = after - self.lateness
-        closed_after = np.floor(wm / self.bucket).astype(np.int64) - 1
         idx = np.flatnonzero(accepted)
         s_acc = series[idx]
-        c_acc = closed_after[idx]
+        c_acc = np.floor((after[idx] - self.lateness) / self.bucket).astype(np.int64) - 1
         # a series seen for the first time starts with nothing to close before its first event
-        fresh = self.closed[s_acc] == _NEVER
-        if fresh.any():
-            fs, first_i = np.unique(s_acc[fresh], return_index=True)
-            self.closed[fs] = c_acc[np.flatnonzero(fresh)[first_i]]
-        prev_state = self.closed[s_acc]
-        # events that close nothing are added in the first round
-        needs = c_acc > prev_state
-        round_key = np.where(needs, c_acc, _NEVER)
-        # close requests: unique (series, closed) pairs, each closing from the previous value
-        pairs_s = s_acc[needs]
-        pairs_c = c_acc[needs]
-        close_rounds: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        if pairs_s.size:
-            o = np.lexsort((pairs_c, pairs_s))
-            ps, pc = pairs_s[o], pairs_c[o]
-            keep = np.ones(ps.size, bool)
-            keep[1:] = (ps[1:] != ps[:-1]) | (pc[1:] != pc[:-1])
-            ps, pc = ps[keep], pc[keep]
-            start = np.ones(ps.size, bool)
-            start[1:] = ps[1:] != ps[:-1]
-            prev = np.empty(ps.size, np.int64)
-            prev[1:] = pc[:-1]
-            prev[start] = self.closed[ps[start]]
-            for c in np.unique(pc):
-                m = pc == c
-                close_rounds[int(c)] = (ps[m], prev[m])
-            last = np.append(start[1:], True)  # the last (largest) close of each series
-            self.closed[ps[last]] = pc[last]
-        ev_order = np.argsort(round_key, kind="stable")
-        keys_sorted = round_key[ev_order]
-        bounds = np.flatnonzero(np.diff(keys_sorted)) + 1
-        groups = np.split(idx[ev_order], bounds)
-        group_keys = keys_sorted[np.concatenate([[0], bounds])] if idx.size else np.zeros(0, np.int64)
-        all_keys = sorted(set(int(k) for k in group_keys) | set(close_rounds))
-        ev_of = {int(k): g for k, g in zip(group_keys, groups)}
+        fresh = np.flatnonzero(self.closed[s_acc] == _NEVER)
+        if fresh.size:
+            first = np.full(self.closed.shape[0], fresh.size, np.int64)
+            np.minimum.at(first, s_acc[fresh], np.arange(fresh.size))
+            fs = np.flatnonzero(first < fresh.size)
+            self.closed[fs] = c_acc[fresh[first[fs]]]
+        prev = self.closed.copy()
+        final = prev.copy()
+        np.maximum.at(final, s_acc, c_acc)
+        movers = np.flatnonzero(final > prev)
+        key = np.where(c_acc > prev[s_acc], c_acc, _NEVER)
+        ev_order = np.argsort(key, kind="stable")
+        keys_sorted = key[ev_order]
+        bounds = np.flatnonzero(keys_sorted[1:] != keys_sorted[:-1]) + 1
+        starts = np.concatenate([[0], bounds])
+        ends = np.concatenate([bounds, [keys_sorted.size]])
+        ev_of = ({int(keys_sorted[a]): idx[ev_order[a:b]] for a, b in zip(starts, ends)}
+                 if keys_sorted.size else {})
+        close_keys = set()
+        if movers.size:
+            lo, hi = int(prev[movers].min()) + 1, int(final[movers].max())
+            close_keys = set(range(lo, hi + 1))
         empty = np.zeros(0, np.int64)
         rounds = []
-        for k in all_keys:
-            cs, cp = close_rounds.get(k, (empty, empty))
-            rounds.append(Round(k, cs, cp, ev_of.get(k, empty)))
-        np.maximum.at(self.max_t, series[accepted], t[accepted])
+        mp, mf = prev[movers], final[movers]
+        for k in sorted(close_keys | set(ev_of)):
+            cs = movers[(mp < k) & (k <= mf)] if k in close_keys else empty
+            rounds.append(Round(k, cs, np.full(cs.size, k - 1, np.int64), ev_of.get(k, empty)))
+        self.closed[movers] = final[movers]
+        np.maximum.at(self.max_t, s_acc, t[idx])
         return ClockPlan(accepted, rounds)
 
     def state_dict(self) -> dict:
@@ -294,11 +286,17 @@ class WindowedAggregate:
     def add(self, series: np.ndarray, bucket: np.ndarray, rows: np.ndarray | None = None,
             bins: np.ndarray | None = None) -> None:
         """Add per-event contributions: ``rows`` (n, *row) summed in, or ``bins`` (n,) counted."""
-        slot = bucket % self.cap
+        # one 1-D ``np.add.at`` per column: numpy's fast path, and sums stay in event order
+        # (so they do not depend on batching)
+        flat = self.ring.reshape(-1)
+        width = int(np.prod(self.row))
+        base = (series * self.cap + bucket % self.cap) * width
         if bins is not None:
-            np.add.at(self.ring, (series, slot, bins), 1)
+            np.add.at(flat, base + bins, 1)
         else:
-            np.add.at(self.ring, (series, slot), rows)
+            rows = rows.reshape(rows.shape[0], width)
+            for k in range(width):
+                np.add.at(flat, base + k, rows[:, k])
 
     def close(self, series: np.ndarray, b: int, frozen: np.ndarray) -> None:
         """Close bucket ``b`` for ``series``: it enters the window, bucket ``b - window`` leaves.

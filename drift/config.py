@@ -135,7 +135,7 @@ DEFAULT_RULES: dict[str, dict[str, Any]] = {
     "format_failure_spike": {
         "detector": "rate_ratio", "stream": "scores", "kinds": ["check"], "severity": "warning",
         "params": {"bucket": 3600.0, "window": 3600.0, "baseline": 7 * 86400.0, "ratio": 2.0,
-                   "alpha": 1e-6, "min_n": 30, "min_ref_n": 200, "min_events": 5,
+                   "alpha": 1e-6, "min_n": 20, "min_ref_n": 200, "min_events": 5,
                    "min_rate": 0.01, "long_term": True, "for_buckets": 1, "resolve_after": 3,
                    "resolve_ratio": 0.5},
     },

@@ -202,7 +202,7 @@ class Engine:
             self.max_t = max(self.max_t, float(t[keep].max()))
         rejected = []
         for i in np.flatnonzero(~keep):
-            ev = int(batch._idx[i])
+            ev = int(batch.idx[i])
             if future[i]:
                 cls, why = "FutureEvent", (f"event time {format_time(t[i])} is more than "
                                            f"{self.settings.max_future:g} s past the newest time seen")

@@ -18,6 +18,7 @@ import base64
 import binascii
 import dataclasses
 import datetime as _dt
+import re
 from typing import Union
 
 import msgspec
@@ -63,6 +64,7 @@ class AnyEvent(msgspec.Struct, omit_defaults=True, gc=False):
     embedding_b64: Union[str, None] = None
 
 
+_ARRAY_PATH = re.compile(r"at `\$\[(\d+)\]")
 _decoder = msgspec.json.Decoder(Union[AnyEvent, list[AnyEvent]])
 _encoder = msgspec.json.Encoder()
 
@@ -96,6 +98,7 @@ class Rejection:
 @dataclasses.dataclass
 class _Columns:
     msg: np.ndarray  # message index of each event
+    idx: np.ndarray  # index inside the message's JSON array (-1: a single-event message)
     ts: np.ndarray
     app: np.ndarray
     intent: np.ndarray
@@ -285,7 +288,8 @@ class EventDecoder:
             cls = "BadTimestamp" if text.endswith(".ts`") else "SchemaError"
             if "out of range" in text:
                 cls = "NonFiniteValue"
-            return Rejection(-1, cls, text)
+            at = _ARRAY_PATH.search(text)
+            return Rejection(-1, cls, text, int(at.group(1)) if at else None)
         except msgspec.DecodeError as exc:
             return Rejection(-1, "MalformedJSON", str(exc))
 
@@ -342,21 +346,19 @@ class EventDecoder:
 
     def _scores(self, evs, msg, idx) -> ScoreBatch:
         msg, idx, ts, app, intent = self._common(evs, msg, idx)
-        b = ScoreBatch(msg, ts, app, intent, evs,
+        b = ScoreBatch(msg, idx, ts, app, intent, evs,
                        np.array([e.dimension for e in evs], dtype=object),
                        np.array([e.score for e in evs], dtype=np.float64),
                        np.array([e.prompt_hash for e in evs], dtype=object),
                        np.array([e.model for e in evs], dtype=object))
-        b._idx = idx
         return b
 
     def _retrieval(self, evs, msg, idx) -> RetrievalBatch:
         msg, idx, ts, app, intent = self._common(evs, msg, idx)
         top1 = np.fromiter(((max(e.scores) if e.scores is not None else e.score) for e in evs),
                            np.float64, len(evs))
-        b = RetrievalBatch(msg, ts, app, intent, evs, top1,
+        b = RetrievalBatch(msg, idx, ts, app, intent, evs, top1,
                            np.array([e.index_version for e in evs], dtype=object))
-        b._idx = idx
         b._all_finite = np.fromiter(
             (e.scores is None or all(np.isfinite(e.scores)) for e in evs), bool, len(evs))
         return b
@@ -391,9 +393,8 @@ class EventDecoder:
                 errors[i] = f"embedding has {r.shape[0]} dimensions, the golden set has {width}"
             else:
                 vectors[i] = r
-        b = QueryBatch(msg, ts, app, intent, evs,
+        b = QueryBatch(msg, idx, ts, app, intent, evs,
                        np.array([e.text for e in evs], dtype=object), vectors, has)
-        b._idx = idx
         b._errors = errors
         return b
 
@@ -405,7 +406,7 @@ class EventDecoder:
             pos = np.flatnonzero(bad)
             _, first = np.unique(batch.msg[pos], return_index=True)
             for j in pos[first]:
-                i = int(batch._idx[j])
+                i = int(batch.idx[j])
                 out.append((int(batch.msg[j]), cls, reason_of(j), None if i < 0 else i))
         return out
 

@@ -1,0 +1,66 @@
+"""Run the benchmarks: ``python -m benchmarks [--quick] [--only NAME] [--out FILE]``.
+
+Every measurement puts its competitor in the same run and prints the ratio; results go to
+``benchmarks/results.json`` (unless ``--quick``, which is the smoke test CI runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+
+from benchmarks import core
+
+
+def machine() -> dict:
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small sizes: a smoke test, figures not meaningful")
+    p.add_argument("--only", action="append", help="run only these benchmarks (ks, drop_rate, decode, replay)")
+    p.add_argument("--out", default=None, help="results file (default benchmarks/results.json; none with --quick)")
+    args = p.parse_args(argv)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        plan = {"ks": lambda: [core.bench_ks(args.quick)],
+                "drop_rate": lambda: core.bench_drop_rate(args.quick),
+                "decode": lambda: [core.bench_decode(args.quick)],
+                "replay": lambda: [core.bench_replay(args.quick, tmp)]}
+        for name, fn in plan.items():
+            if args.only and name not in args.only:
+                continue
+            t0 = time.perf_counter()
+            print(f"running {name}…", file=sys.stderr, flush=True)
+            for r in fn():
+                results.append(r)
+            print(f"  done in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+    header = f"{'benchmark':<14} {'ours (ev/s)':>14}  {'competitor':<40} {'theirs (ev/s)':>14} {'ratio':>8}"
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        print(f"{r['name']:<14} {r['ours']:>14,.0f}  {r['competitor']:<40} {r['competitor_rate']:>14,.0f} "
+              f"{r['ratio']:>7.1f}×   {r['notes']}")
+    out = args.out or (None if args.quick else os.path.join(os.path.dirname(__file__), "results.json"))
+    if out:
+        with open(out, "w") as fh:
+            json.dump({"machine": machine(), "quick": args.quick, "results": results}, fh, indent=1)
+        print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
