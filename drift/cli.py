@@ -70,6 +70,29 @@ def _cmd_replay(args) -> int:
     return 0
 
 
+def _kafka_overrides(args) -> dict:
+    return {"kafka": {"bootstrap_servers": getattr(args, "bootstrap_servers", None),
+                      "group_id": getattr(args, "group_id", None)},
+            "http": {"port": getattr(args, "http_port", None)},
+            "queries": {"golden": getattr(args, "golden", None)}}
+
+
+def _cmd_serve(args) -> int:
+    from drift.service import Service, setup_logging
+
+    settings = _settings(args, _kafka_overrides(args))
+    setup_logging(args.log_level)
+    return Service(settings).run()
+
+
+def _cmd_alerts(args) -> int:
+    from drift.feed import follow_alerts
+
+    settings = _settings(args, _kafka_overrides(args))
+    follow_alerts(settings, from_beginning=args.from_beginning, follow=args.follow, as_json=args.json)
+    return 0
+
+
 def _cmd_simulate(args) -> int:
     from drift.simulate import SCENARIOS, simulate, write_jsonl
 
@@ -108,6 +131,32 @@ def build_parser() -> argparse.ArgumentParser:
                     "retrieval similarities and query embeddings in, alerts out.",
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="the long-lived consumer service (Kafka in, alerts out)",
+                       description="Consume llm.scores, llm.retrieval and llm.queries as a consumer group, "
+                                   "run the engine per input partition, produce alerts to llm.alerts (CloudEvents, "
+                                   "key alert_id), reject bad input to llm.dlq with reasons, checkpoint state to "
+                                   "drift.state, and serve /metrics, /livez and /readyz. SIGTERM/SIGINT: finish the "
+                                   "batch, checkpoint, leave the group, exit 0. Never starts a broker: for local work "
+                                   "run `drift broker` first.", epilog=_EPILOG)
+    _common_config(p)
+    p.add_argument("--bootstrap-servers", metavar="HOST:PORT[,…]", help="Kafka bootstrap servers (default localhost:9092)")
+    p.add_argument("--group-id", help="consumer group (default drift)")
+    p.add_argument("--http-port", type=int, help="port for /metrics, /livez, /readyz (default 9308; 0 = any free)")
+    p.add_argument("--golden", metavar="DIR", help="golden set for the query rules (off without one)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("alerts", help="subscribe to the alert topic and print alerts",
+                       description="Print alerts from llm.alerts readably (--json for the CloudEvents). Starts at "
+                                   "the current end unless --from-beginning; stops once caught up unless --follow. "
+                                   "Uses no consumer group.", epilog=_EPILOG)
+    _common_config(p)
+    p.add_argument("--bootstrap-servers", metavar="HOST:PORT[,…]")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing new alerts until Ctrl-C")
+    p.add_argument("--from-beginning", action="store_true", help="start at the oldest alert kept")
+    p.add_argument("--json", action="store_true", help="print the CloudEvents as JSON lines")
+    p.set_defaults(func=_cmd_alerts)
 
     p = sub.add_parser("replay", help="run the engine offline over JSONL event files",
                        description="Run the same engine as `drift serve` over JSONL files (one event "

@@ -14,6 +14,9 @@ Sections
 ``[queries]``      ``golden`` (a golden-set directory; query rules are off without one).
 ``[engine]``       ``allowed_lateness``, ``max_future``, ``max_message_bytes``, ``service_name``,
                    ``retrieval_scale``.
+``[service]``      ``drift serve`` loop: ``checkpoint_interval``, ``max_poll_records``,
+                   ``session_timeout_ms``, ``dlq_max_fraction``, ``dlq_min_messages``, ``dlq_window``,
+                   ``livez_timeout``, ``restore_timeout``.
 ``[dimensions.NAME]`` ``kind`` (``quality``, ``flag``, ``check``), ``scale = [lo, hi]``,
                    ``higher_is_better``.
 ``[rules.NAME]``   ``enabled``, ``severity`` and the rule's detector parameters (durations as
@@ -21,7 +24,8 @@ Sections
 
 Environment variables map ``DRIFT_<SECTION>_<KEY>`` onto the scalar keys of ``kafka``,
 ``topics``, ``http``, ``queries`` and ``engine`` (``DRIFT_KAFKA_BOOTSTRAP_SERVERS``,
-``DRIFT_TOPICS_SCORES``, ``DRIFT_HTTP_PORT``, ``DRIFT_QUERIES_GOLDEN``, …).
+``DRIFT_TOPICS_SCORES``, ``DRIFT_HTTP_PORT``, ``DRIFT_QUERIES_GOLDEN``,
+``DRIFT_SERVICE_CHECKPOINT_INTERVAL``, …).
 """
 
 from __future__ import annotations
@@ -175,6 +179,7 @@ class Settings:
     max_future: float = 86400.0
     max_message_bytes: int = 1_000_000
     retrieval_scale: tuple[float, float] = (-1.0, 1.0)
+    service: Mapping[str, Any] = dataclasses.field(default_factory=lambda: dict(DEFAULT_SERVICE))
     dimensions: Mapping[str, DimensionSpec] = dataclasses.field(default_factory=lambda: dict(DEFAULT_DIMENSIONS))
     rules: Mapping[str, RuleSpec] = dataclasses.field(default_factory=dict)
     source: str = "defaults"
@@ -208,7 +213,19 @@ class Settings:
 DEFAULT_TOPICS = {"scores": "llm.scores", "retrieval": "llm.retrieval", "queries": "llm.queries",
                   "alerts": "llm.alerts", "dlq": "llm.dlq", "state": "drift.state"}
 
-_ENV_SECTIONS = ("kafka", "topics", "http", "queries", "engine")
+_ENV_SECTIONS = ("kafka", "topics", "http", "queries", "engine", "service")
+
+# `drift serve` loop settings ([service]); durations in seconds.
+DEFAULT_SERVICE = {
+    "checkpoint_interval": 10.0,   # seconds between checkpoints (alerts flushed, state written, offsets committed)
+    "max_poll_records": 5000,      # records per poll
+    "session_timeout_ms": 10000,   # consumer-group session timeout
+    "dlq_max_fraction": 0.5,       # stop when more than this share of recent messages is rejected…
+    "dlq_min_messages": 1000,      # …over at least this many messages (within dlq_window)
+    "dlq_window": 60.0,            # seconds of recent traffic the share is computed over
+    "livez_timeout": 120.0,        # /livez fails when the loop has not turned for this long
+    "restore_timeout": 60.0,       # seconds to read drift.state when partitions are assigned
+}
 _ENGINE_KEYS = {"allowed_lateness", "max_future", "max_message_bytes", "service_name", "retrieval_scale"}
 
 
@@ -327,7 +344,7 @@ def _scale(value, field) -> tuple[float, float]:
 
 
 def _build(doc: Mapping[str, Any], source: str) -> Settings:
-    _unknown("config", doc.keys(), ("kafka", "topics", "http", "queries", "engine", "dimensions", "rules"))
+    _unknown("config", doc.keys(), ("kafka", "topics", "http", "queries", "engine", "service", "dimensions", "rules"))
     kafka = _section(doc, "kafka")
     bootstrap = str(kafka.pop("bootstrap_servers", "localhost:9092"))
     group_id = str(kafka.pop("group_id", "drift"))
@@ -350,6 +367,20 @@ def _build(doc: Mapping[str, Any], source: str) -> Settings:
     max_future = parse_duration(engine.get("max_future", 86400), "engine.max_future")
     max_bytes = _as_int(engine.get("max_message_bytes", 1_000_000), "engine.max_message_bytes", 1)
     rscale = _scale(engine.get("retrieval_scale", [-1.0, 1.0]), "engine.retrieval_scale")
+
+    service_doc = _section(doc, "service")
+    _unknown("service", service_doc, DEFAULT_SERVICE)
+    service = dict(DEFAULT_SERVICE)
+    for k, v in service_doc.items():
+        f = f"service.{k}"
+        if k in ("checkpoint_interval", "dlq_window", "livez_timeout", "restore_timeout"):
+            service[k] = parse_duration(v, f)
+            if service[k] <= 0:
+                raise ConfigError(f"{f}: must be a positive duration, got {v!r}")
+        elif k == "dlq_max_fraction":
+            service[k] = _as_float(v, f, unit=True)
+        else:
+            service[k] = _as_int(v, f, 1)
 
     dims = dict(DEFAULT_DIMENSIONS)
     for name, spec in _section(doc, "dimensions").items():
@@ -415,4 +446,4 @@ def _build(doc: Mapping[str, Any], source: str) -> Settings:
                     topics=topics, http_port=port, golden=queries.get("golden"),
                     service_name=str(engine.get("service_name", "drift")),
                     allowed_lateness=lateness, max_future=max_future, max_message_bytes=max_bytes,
-                    retrieval_scale=rscale, dimensions=dims, rules=rules, source=source)
+                    retrieval_scale=rscale, service=service, dimensions=dims, rules=rules, source=source)

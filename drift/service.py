@@ -1,0 +1,403 @@
+"""``drift serve``: the long-lived consumer service.
+
+A consumer group over the three input topics. Each assigned input partition has its own
+:class:`~drift.engine.Engine` (the same engine as ``drift replay``), restored from ``drift.state``
+when the partition is assigned and checkpointed in the order written in :mod:`drift.checkpoint`.
+The loop, in quixstreams' shape::
+
+    while running:
+        poll a batch → decode (bad records to the DLQ) → engine → alerts produced
+        checkpoint when due: flush + confirm → state → commit
+
+SIGTERM/SIGINT only set the stop flag: the loop finishes its batch, checkpoints, leaves the group
+and the process exits 0. Exit codes: 0 clean stop, 1 delivery or Kafka failure (offsets were not
+committed past what was delivered), 2 configuration error, 3 stopped because most input was bad.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import json
+import logging
+import signal
+import sys
+import time
+from typing import Any
+
+from kafka import ConsumerRebalanceListener
+
+from drift.checkpoint import CheckpointError, decode_checkpoint, encode_checkpoint, new_checkpoint, state_key
+from drift.config import Settings
+from drift.engine import Engine
+from drift.events import EventDecoder
+from drift.http import Health, HttpServer, Metrics
+
+__all__ = ["Service", "DeliveryError", "setup_logging", "read_states"]
+
+log = logging.getLogger("drift.service")
+
+
+class DeliveryError(RuntimeError):
+    """A produced record (alert, DLQ record or state) was not confirmed by the broker."""
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and any ``extra`` fields."""
+
+    _skip = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+               "level": record.levelname.lower(), "logger": record.name, "msg": record.getMessage()}
+        for k, v in record.__dict__.items():
+            if k not in self._skip:
+                doc[k] = v
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
+
+
+def setup_logging(level: str = "info") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    handler.formatter.converter = time.gmtime
+    root = logging.getLogger("drift")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+@dataclasses.dataclass
+class PartitionState:
+    topic: str
+    partition: int
+    kind: str
+    engine: Engine
+    decoder: EventDecoder
+    next_offset: int | None = None
+    checkpointed: int | None = None
+
+
+def read_states(consumer_factory, topic: str, keys: set[bytes], timeout: float) -> dict[bytes, list[bytes]]:
+    """Every record of ``topic`` whose key is in ``keys``, oldest first, read up to the end.
+
+    The end is the partition's high watermark as reported by fetches (``end_offsets`` is not
+    used: some Kafka-compatible brokers report it wrongly after batched produces).
+    """
+    from kafka import TopicPartition
+
+    found: dict[bytes, list[bytes]] = collections.defaultdict(list)
+    consumer = consumer_factory(group_id=None, enable_auto_commit=False, auto_offset_reset="earliest")
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        deadline = time.monotonic() + timeout
+        while not parts and time.monotonic() < min(deadline, time.monotonic() + 2):
+            time.sleep(0.1)
+            parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            return found
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        while True:
+            batch = consumer.poll(timeout_ms=200)
+            for recs in batch.values():
+                for r in recs:
+                    if r.key in keys:
+                        found[r.key].append(r.value)
+            hw = [consumer.highwater(tp) for tp in tps]
+            if all(h is not None and consumer.position(tp) >= h for tp, h in zip(tps, hw)):
+                return found
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {topic} to its end within {timeout:g} s")
+    finally:
+        consumer.close()
+
+
+class _Listener(ConsumerRebalanceListener):
+    """Rebalance callbacks: checkpoint what is revoked, restore what is assigned."""
+
+    def __init__(self, service: "Service"):
+        self.service = service
+
+    def on_partitions_revoked(self, revoked):
+        self.service.on_revoked(list(revoked))
+
+    def on_partitions_assigned(self, assigned):
+        self.service.on_assigned(list(assigned))
+
+
+class Service:
+    """The consumer service (see module docstring).
+
+    Parameters
+    ----------
+    settings : Settings
+    registry : prometheus_client.CollectorRegistry, optional
+        Where metrics register (a fresh one by default).
+    http_host : str
+        Interface for the HTTP port (``settings.http_port``; 0 picks a free port).
+    """
+
+    def __init__(self, settings: Settings, registry=None, http_host: str = "0.0.0.0"):
+        self.settings = settings
+        self.metrics = Metrics(registry)
+        self.health = Health(settings.service["livez_timeout"])
+        self.http_host = http_host
+        self.stop_requested = False
+        self.parts: dict[Any, PartitionState] = {}
+        self.pending: list = []
+        t = settings.topics
+        self.inputs = {t["scores"]: "scores", t["retrieval"]: "retrieval", t["queries"]: "queries"}
+        self.key_partition: dict[tuple[str, bytes], int] = {}
+        self.dlq_window: collections.deque = collections.deque()
+        self.last_checkpoint = time.monotonic()
+        self.consumer = None
+        self.producer = None
+        self.http: HttpServer | None = None
+
+    # -- clients ----------------------------------------------------------------------------
+    def _client_config(self) -> dict[str, Any]:
+        cfg = self.settings.kafka_config()
+        cfg.setdefault("client_id", f"drift-{self.settings.service_name}")
+        return cfg
+
+    def _consumer_factory(self, **kw):
+        from kafka import KafkaConsumer
+
+        return KafkaConsumer(**{**self._client_config(), **kw})
+
+    def _make_clients(self):
+        from kafka import KafkaProducer
+
+        svc = self.settings.service
+        self.producer = KafkaProducer(acks="all", linger_ms=5, max_request_size=64 << 20,
+                                      **self._client_config())
+        self.consumer = self._consumer_factory(
+            group_id=self.settings.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
+            max_poll_records=svc["max_poll_records"], session_timeout_ms=svc["session_timeout_ms"],
+            heartbeat_interval_ms=max(1000, svc["session_timeout_ms"] // 3))
+
+    def _ensure_output_topics(self) -> None:
+        """Create the alert, DLQ and state topics if the cluster does not have them."""
+        from kafka.admin import KafkaAdminClient, NewTopic
+        from kafka.errors import TopicAlreadyExistsError
+
+        t = self.settings.topics
+        admin = KafkaAdminClient(**self._client_config())
+        try:
+            have = set(admin.list_topics())
+            want = {t["alerts"]: {}, t["dlq"]: {},
+                    t["state"]: {"cleanup.policy": "compact", "max.message.bytes": str(64 << 20)}}
+            missing = [NewTopic(name, 1, -1, topic_configs=cfg) for name, cfg in want.items() if name not in have]
+            if missing:
+                try:
+                    admin.create_topics(missing)
+                except TopicAlreadyExistsError:
+                    pass
+                log.info("created output topics", extra={"topics": [n.name for n in missing]})
+        finally:
+            admin.close()
+
+    # -- rebalancing ------------------------------------------------------------------------
+    def on_revoked(self, tps) -> None:
+        mine = [tp for tp in tps if tp in self.parts]
+        self.health.set_ready(False, "rebalancing")
+        if mine:
+            self.checkpoint(mine)
+            for tp in mine:
+                del self.parts[tp]
+        self.metrics.assigned.set(len(self.parts))
+        log.info("partitions revoked", extra={"partitions": [f"{tp.topic}/{tp.partition}" for tp in mine]})
+
+    def on_assigned(self, tps) -> None:
+        self.health.set_ready(False, "restoring state")
+        group = self.settings.group_id
+        keys = {state_key(group, tp.topic, tp.partition): tp for tp in tps}
+        found = read_states(self._consumer_factory, self.settings.topics["state"], set(keys),
+                            self.settings.service["restore_timeout"])
+        fingerprint = self.settings.fingerprint()
+        for key, tp in keys.items():
+            engine = Engine(self.settings)
+            restored = None
+            for raw in reversed(found.get(key, [])):  # newest first; fall back to older ones
+                try:
+                    cp = decode_checkpoint(raw, fingerprint=fingerprint)
+                    engine.load_state(cp.engine)
+                    restored = cp
+                    break
+                except (CheckpointError, ValueError, KeyError) as exc:
+                    engine = Engine(self.settings)
+                    self.metrics.restores.labels("rejected").inc()
+                    log.error("unusable checkpoint skipped", extra={"partition": f"{tp.topic}/{tp.partition}",
+                                                                    "reason": str(exc)})
+            part = PartitionState(tp.topic, tp.partition, self.inputs[tp.topic], engine, engine.decoder())
+            if restored is not None:
+                part.next_offset = part.checkpointed = restored.next_offset
+                self.consumer.seek(tp, restored.next_offset)
+                self.metrics.restores.labels("restored").inc()
+                log.info("state restored", extra={"partition": f"{tp.topic}/{tp.partition}",
+                                                  "next_offset": restored.next_offset,
+                                                  "age_s": round(time.time() - restored.written_at, 1)})
+            else:
+                # no usable state: rebuild from the oldest retained input rather than start blind
+                self.consumer.seek_to_beginning(tp)
+                self.metrics.restores.labels("fresh").inc()
+                log.info("no state: reading from the beginning", extra={"partition": f"{tp.topic}/{tp.partition}"})
+            self.parts[tp] = part
+        self.metrics.assigned.set(len(self.parts))
+        self.health.set_ready(True, "ok")
+
+    # -- producing --------------------------------------------------------------------------
+    def _send(self, topic: str, key: bytes | None, value: bytes, headers=None):
+        fut = self.producer.send(topic, key=key, value=value, headers=headers)
+        self.pending.append(fut)
+        return fut
+
+    def _confirm(self) -> None:
+        """Flush and check every send since the last confirmation (step 2 of the commit order)."""
+        self.producer.flush()
+        pending, self.pending = self.pending, []
+        for fut in pending:
+            if fut.failed():
+                raise DeliveryError(f"a record was not delivered: {fut.exception!r}")
+
+    def _dlq(self, record, raw: bytes, error_class: str, reason: str, event: int | None) -> None:
+        headers = [("x-error-class", error_class.encode()), ("x-error-message", reason[:2000].encode()),
+                   ("x-source-topic", record.topic.encode()), ("x-source-partition", str(record.partition).encode()),
+                   ("x-source-offset", str(record.offset).encode())]
+        if event is not None:
+            headers.append(("x-source-event-index", str(event).encode()))
+        self._send(self.settings.topics["dlq"], record.key, raw if raw is not None else b"", headers)
+        self.metrics.dlq.labels(error_class).inc()
+
+    # -- the loop ---------------------------------------------------------------------------
+    def process(self, records: dict) -> None:
+        """Decode, run and produce for one polled batch (``{TopicPartition: [records]}``)."""
+        started = time.perf_counter()
+        now = time.monotonic()
+        alerts_topic = self.settings.topics["alerts"]
+        for tp, recs in records.items():
+            part = self.parts.get(tp)
+            if part is None or not recs:
+                continue
+            self._check_keys(tp, recs)
+            decoded = part.decoder.decode([r.value for r in recs], kind=part.kind)
+            for rej in decoded.rejected:
+                rec = recs[rej.message]
+                self._dlq(rec, rec.value, rej.error_class, rej.reason, rej.event)
+            alerts, late = part.engine.process(decoded)
+            for rej in late:
+                self._dlq(recs[rej.message], rej.raw, rej.error_class, rej.reason, rej.event)
+            for a in alerts:
+                data = a["data"]
+                self._send(alerts_topic, data["alert_id"].encode(), json.dumps(a).encode())
+                self.metrics.alerts.labels(data["rule"], data["status"]).inc()
+            part.next_offset = recs[-1].offset + 1
+            self.metrics.messages.labels(tp.topic).inc(len(recs))
+            self.metrics.events.labels(tp.topic).inc(decoded.n_events - len(late))
+            bad = len({r.message for r in decoded.rejected})
+            self.dlq_window.append((now, len(recs), bad))
+        self.metrics.batch.observe(time.perf_counter() - started)
+
+    def _check_keys(self, tp, recs) -> None:
+        for r in recs:
+            k = (tp.topic, r.key)
+            p = self.key_partition.setdefault(k, tp.partition)
+            if p != tp.partition:
+                self.key_partition[k] = tp.partition
+                self.metrics.multi_partition.inc()
+                log.warning("a key arrives on more than one partition: its series' state is split",
+                            extra={"topic": tp.topic, "key": (r.key or b"").decode("utf-8", "replace")[:200],
+                                   "partitions": [p, tp.partition]})
+
+    def dlq_overflow(self) -> str | None:
+        """A message when most recent input was rejected (the service should stop)."""
+        svc = self.settings.service
+        horizon = time.monotonic() - svc["dlq_window"]
+        while self.dlq_window and self.dlq_window[0][0] < horizon:
+            self.dlq_window.popleft()
+        total = sum(n for _, n, _ in self.dlq_window)
+        bad = sum(b for _, _, b in self.dlq_window)
+        if total >= svc["dlq_min_messages"] and bad > svc["dlq_max_fraction"] * total:
+            return (f"{bad:,} of the last {total:,} input messages were rejected (more than "
+                    f"{svc['dlq_max_fraction']:.0%}); producers are sending bad data. They are in "
+                    f"{self.settings.topics['dlq']!r} with reasons. Fix the producers, or raise "
+                    f"service.dlq_max_fraction, then restart.")
+        return None
+
+    def checkpoint(self, tps=None) -> None:
+        """Steps 1–4 of the commit order for ``tps`` (default: every assigned partition)."""
+        from kafka.structs import OffsetAndMetadata, TopicPartition
+
+        self._confirm()  # 1 + 2: alerts and DLQ records delivered
+        todo = [(tp, p) for tp, p in self.parts.items() if (tps is None or tp in tps)
+                and p.next_offset is not None and p.next_offset != p.checkpointed]
+        if todo:
+            group = self.settings.group_id
+            for tp, p in todo:  # 3: state tagged with the offsets it covers
+                cp = new_checkpoint(group, tp.topic, tp.partition, p.next_offset, p.engine)
+                self._send(self.settings.topics["state"], state_key(group, tp.topic, tp.partition),
+                           encode_checkpoint(cp))
+            self._confirm()
+            self.consumer.commit({TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(p.next_offset, "", -1)
+                                  for tp, p in todo})  # 4
+            for _, p in todo:
+                p.checkpointed = p.next_offset
+            self.metrics.checkpoints.inc()
+        self.last_checkpoint = time.monotonic()
+        self.metrics.checkpoint_age.set(0)
+
+    def _update_lag(self) -> None:
+        for tp in self.parts:
+            hw = self.consumer.highwater(tp)
+            if hw is not None:
+                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, hw - self.consumer.position(tp)))
+        self.metrics.checkpoint_age.set(time.monotonic() - self.last_checkpoint)
+
+    def request_stop(self, signum=None, frame=None) -> None:
+        """Signal handler: only sets the flag; the loop does the rest."""
+        self.stop_requested = True
+
+    def run(self) -> int:
+        with contextlib.ExitStack() as stack:
+            self.http = HttpServer(self.metrics, self.health, self.http_host, self.settings.http_port).start()
+            stack.callback(self.http.stop)
+            log.info("starting", extra={**self.settings.describe(), "http_port": self.http.port})
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(ValueError):  # not the main thread
+                    signal.signal(sig, self.request_stop)
+            self._make_clients()
+            stack.callback(lambda: self.producer.close(timeout=10))
+            self._ensure_output_topics()
+            self.consumer.subscribe(topics=sorted(self.inputs), listener=_Listener(self))
+            interval = self.settings.service["checkpoint_interval"]
+            try:
+                while not self.stop_requested:
+                    self.health.beat()
+                    records = self.consumer.poll(timeout_ms=500)
+                    if records:
+                        self.process(records)
+                    self._update_lag()
+                    overflow = self.dlq_overflow()
+                    if overflow:
+                        self.checkpoint()
+                        log.error("stopping: " + overflow)
+                        self._leave()
+                        return 3
+                    if time.monotonic() - self.last_checkpoint >= interval:
+                        self.checkpoint()
+                log.info("stop requested: finishing the batch, checkpointing, leaving the group")
+                self.checkpoint()
+                self._leave()
+                log.info("stopped cleanly")
+                return 0
+            except DeliveryError as exc:
+                log.error("stopping without committing: " + str(exc))
+                return 1
+
+    def _leave(self) -> None:
+        self.health.set_ready(False, "stopping")
+        self.consumer.close(autocommit=False)

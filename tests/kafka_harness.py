@@ -1,0 +1,175 @@
+"""Helpers for service tests against the real embedded broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import msgspec
+import numpy as np
+
+_enc = msgspec.json.Encoder()
+
+
+def stream_of(event: dict) -> str:
+    if "dimension" in event:
+        return "scores"
+    if "scores" in event or "score" in event:
+        return "retrieval"
+    return "queries"
+
+
+def key_of(event: dict) -> str:
+    return event["app"] if stream_of(event) == "queries" else f"{event['app']}/{event.get('intent', 'all')}"
+
+
+def messages_of(events, max_batch: int = 60, seed: int = 0):
+    """Group time-ordered events into keyed messages: per key, runs of 1..max_batch events
+    (a run of one is a single JSON object, longer runs are arrays). Per-key order is kept."""
+    rng = np.random.default_rng(seed)
+    buffers: dict[tuple[str, str], list] = {}
+    target: dict[tuple[str, str], int] = {}
+    out = []
+    for e in events:
+        k = (stream_of(e), key_of(e))
+        buf = buffers.setdefault(k, [])
+        buf.append(e)
+        if len(buf) >= target.setdefault(k, int(rng.integers(1, max_batch + 1))):
+            out.append((k[0], k[1], buf[0] if len(buf) == 1 else list(buf)))
+            buffers[k] = []
+            target[k] = int(rng.integers(1, max_batch + 1))
+    for k, buf in buffers.items():
+        if buf:
+            out.append((k[0], k[1], buf[0] if len(buf) == 1 else list(buf)))
+    return out
+
+
+def produce(bootstrap: str, topics: dict[str, str], messages) -> int:
+    from kafka import KafkaProducer
+
+    p = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=512 * 1024, acks="all")
+    for stream, key, value in messages:
+        p.send(topics[stream], key=key.encode(), value=value if isinstance(value, bytes) else _enc.encode(value))
+    p.flush()
+    p.close()
+    return len(messages)
+
+
+def read_topic(bootstrap: str, topic: str, timeout: float = 30.0):
+    """Every record of ``topic`` up to its current end (high watermark)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                      auto_offset_reset="earliest")
+    try:
+        parts = c.partitions_for_topic(topic) or set()
+        if not parts:
+            return []
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        c.assign(tps)
+        c.seek_to_beginning(*tps)
+        out = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for recs in c.poll(timeout_ms=300).values():
+                out.extend(recs)
+            if all(c.highwater(tp) is not None and c.position(tp) >= c.highwater(tp) for tp in tps):
+                return out
+        raise TimeoutError(f"could not read {topic} to its end")
+    finally:
+        c.close()
+
+
+def alert_ids(records) -> list[str]:
+    return [json.loads(r.value)["id"] for r in records]
+
+
+class ServeProcess:
+    """`drift serve` in a subprocess, with its JSON log collected and its HTTP port found."""
+
+    def __init__(self, bootstrap: str, group: str, topics: dict[str, str], extra_env: dict | None = None,
+                 config: str | None = None):
+        env = dict(os.environ)
+        env.update({f"DRIFT_TOPICS_{k.upper()}": v for k, v in topics.items()})
+        env.update({"DRIFT_SERVICE_SESSION_TIMEOUT_MS": "6000", "DRIFT_SERVICE_CHECKPOINT_INTERVAL": "1s",
+                    "PYTHONUNBUFFERED": "1"})
+        env.update(extra_env or {})
+        cmd = [sys.executable, "-m", "drift.cli", "serve", "--bootstrap-servers", bootstrap,
+               "--group-id", group, "--http-port", "0"] + (["--config", config] if config else [])
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.lines: list[dict] = []
+        self.raw: list[str] = []
+        self.port = None
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + 30
+        while self.port is None:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("drift serve did not start:\n" + "\n".join(self.raw[-30:]))
+            time.sleep(0.05)
+
+    def _read(self):
+        for line in self.proc.stderr:
+            text = line.decode("utf-8", "replace").rstrip()
+            self.raw.append(text)
+            try:
+                doc = json.loads(text)
+            except ValueError:
+                continue
+            self.lines.append(doc)
+            if doc.get("msg") == "starting":
+                self.port = doc["http_port"]
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def metric(self, name: str) -> float:
+        code, text = self.get("/metrics")
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name) and not line.startswith("#"):
+                m = re.match(rf"{re.escape(name)}(\{{[^}}]*\}})?\s+(\S+)", line)
+                if m:
+                    total += float(m.group(2))
+        return total
+
+    def wait_for(self, predicate, timeout: float = 120.0, what: str = "condition"):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"drift serve exited ({self.proc.returncode}) waiting for {what}:\n"
+                                   + "\n".join(self.raw[-30:]))
+            try:
+                if predicate():
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"timed out waiting for {what}:\n" + "\n".join(self.raw[-20:]))
+
+    def wait_consumed(self, messages: int, timeout: float = 180.0):
+        self.wait_for(lambda: self.metric("drift_messages_consumed_total") >= messages, timeout,
+                      f"{messages} messages consumed")
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 60.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._reader.join(5)
+
+    def kill(self) -> int:
+        self.proc.kill()
+        return self.proc.wait(30)
