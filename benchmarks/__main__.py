@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 
-from benchmarks import core
+from benchmarks import core, kafka_e2e
 
 
 def machine() -> dict:
@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke test, figures not meaningful")
-    p.add_argument("--only", action="append", help="run only these benchmarks (ks, drop_rate, decode, replay)")
+    p.add_argument("--only", action="append", help="run only these benchmarks (ks, drop_rate, decode, replay, kafka)")
     p.add_argument("--out", default=None, help="results file (default benchmarks/results.json; none with --quick)")
     args = p.parse_args(argv)
     results = []
@@ -39,7 +39,9 @@ def main(argv=None) -> int:
         plan = {"ks": lambda: [core.bench_ks(args.quick)],
                 "drop_rate": lambda: core.bench_drop_rate(args.quick),
                 "decode": lambda: [core.bench_decode(args.quick)],
-                "replay": lambda: [core.bench_replay(args.quick, tmp)]}
+                "replay": lambda: [core.bench_replay(args.quick, tmp)],
+                "kafka": lambda: [kafka_e2e.run(20_000 if args.quick else 200_000, 1),
+                                  kafka_e2e.run(100_000 if args.quick else 1_000_000, 100)]}
         for name, fn in plan.items():
             if args.only and name not in args.only:
                 continue

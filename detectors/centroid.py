@@ -288,8 +288,10 @@ class CentroidShift(BucketedDetector):
             v = float(v)
             return None if math.isnan(v) else v
 
-        extra = {"coverage": num(ev.coverage[j]), "coverage_sim": float(self.coverage_sim),
-                 "uncovered": int(ev.uncovered[j]), "similarity_known": int(ev.known[j])}
+        cov = num(ev.coverage[j])
+        extra = {"coverage": cov, "uncovered_share": None if cov is None else 1.0 - cov,
+                 "coverage_sim": float(self.coverage_sim), "uncovered": int(ev.uncovered[j]),
+                 "similarity_known": int(ev.known[j])}
         if self.null_sizes.size:
             extra.update(null_p_value=num(ev.p_value[j]), null_quantile=num(ev.null_q[j]),
                          null_window_n=num(ev.null_n[j]))

@@ -63,6 +63,11 @@ class ChangeTracker(Detector):
             keys, t, vals = keys[present], t[present], vals[present]
         if keys.size == 0:
             return []
+        # only the first event of each run of equal (key, value) can bring a new value
+        start = np.ones(keys.size, bool)
+        start[1:] = (keys[1:] != keys[:-1]) | np.not_equal(vals[1:], vals[:-1])
+        if not start.all():
+            keys, t, vals = keys[start], t[start], vals[start]
         codes: dict = {}
         code = np.array([codes.setdefault(v, len(codes)) for v in vals.tolist()], dtype=np.int64)
         pair = keys * max(len(codes), 1) + code

@@ -291,11 +291,15 @@ class Encoder:
 def stderr_progress(label: str = "embedding") -> Callable[[int, int], None]:
     """A ``progress`` callback that writes ``label: done/total (rate/s)`` to stderr."""
     t0 = time.perf_counter()
+    tty = sys.stderr.isatty()
 
     def report(done: int, total: int) -> None:
         rate = done / max(time.perf_counter() - t0, 1e-9)
-        end = "\n" if done >= total else ""
-        sys.stderr.write(f"\r{label}: {done}/{total} queries ({rate:.0f}/s){end}")
+        line = f"{label}: {done}/{total} queries ({rate:.0f}/s)"
+        if tty:  # one line, rewritten in place
+            sys.stderr.write("\r" + line + ("\n" if done >= total else ""))
+        else:
+            sys.stderr.write(line + "\n")
         sys.stderr.flush()
 
     return report

@@ -465,13 +465,15 @@ class GoldenSet:
 def _build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="drift golden build",
-        description="Embed a golden set of queries -- the queries your application was built "
-        "to answer -- with all-MiniLM-L6-v2 (on the CPU, offline) and write its vectors, "
-        "centroid, faiss index and metadata to DIR. The query_centroid_shift rule compares "
-        "the rolling centroid of production queries with it (config: queries.golden = DIR).",
-        epilog="query files: .txt (one query per line), .jsonl (objects with a \"text\" field; "
-        "others are skipped), .json (a list of queries, or the CLINC150 data_full.json format: "
-        "pick with --split and --domains).\n\nexamples:\n"
+        description="Embed a golden set of queries -- the queries your application was built to\n"
+        "answer -- with all-MiniLM-L6-v2 (on the CPU, offline) and write its vectors, centroid,\n"
+        "faiss index and metadata to DIR. The query_centroid_shift rule compares the rolling\n"
+        "centroid of production queries with it (config: queries.golden = DIR).",
+        epilog="query files:\n"
+        "  .txt    one query per line\n"
+        "  .jsonl  objects with a \"text\" field (others, e.g. score events, are skipped)\n"
+        "  .json   a list of queries, or the CLINC150 data_full.json format (--split, --domains)\n"
+        "\nexamples:\n"
         "  drift golden build faq_queries.txt --out golden/support-bot\n"
         "  drift golden build shared/data/clinc150/data_full.json --domains banking credit_cards "
         "--split train --out golden/support-bot",

@@ -199,3 +199,48 @@ def test_poison_messages_go_to_the_dlq_and_the_service_goes_on(broker, topics):
     for raw, cls in POISON:
         if cls not in ("LateEvent", "FutureEvent"):
             assert raw in raws  # the rejected message's raw bytes, unchanged
+
+
+def test_mostly_bad_traffic_stops_the_service_with_a_clear_message(broker, topics):
+    from kafka import KafkaProducer
+
+    env = {"DRIFT_SERVICE_DLQ_MIN_MESSAGES": "50"}
+    svc = ServeProcess(broker.bootstrap, f"g-{uuid.uuid4().hex[:6]}", topics, env)
+    svc.wait_for(lambda: svc.get("/readyz")[0] == 200, 60, "ready")
+    p = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+    for i in range(100):
+        p.send(topics["scores"], key=b"a/b", value=b"{garbage" if i % 5 else json.dumps(
+            {"ts": 1767607200 + i, "app": "a", "intent": "b", "dimension": "relevance", "score": 0.8}).encode())
+    p.flush()
+    code = svc.proc.wait(60)
+    svc._reader.join(5)
+    assert code == 3
+    msg = [d["msg"] for d in svc.lines if d.get("level") == "error"]
+    assert any("were rejected" in m and "producers are sending bad data" in m for m in msg), msg
+    # what was rejected before stopping is in the DLQ, not lost
+    assert len(read_topic(broker.bootstrap, topics["dlq"])) >= 50
+
+
+def test_drift_alerts_prints_the_alert_topic(broker, topics, capsys):
+    from drift.alerts import AlertFactory
+    from drift.feed import follow_alerts
+    from detectors.base import Finding, Side
+    from kafka import KafkaProducer
+
+    f = Finding(series=0, status="firing", at=1767607200.0, episode_start=1767607200.0, statistic="pct_drop",
+                value=0.08, threshold=0.05, p_value=1e-9, window=Side(1767000000.0, 1767607200.0, 1800, 0.84),
+                reference=Side(1766000000.0, 1767000000.0, 3600, 0.91))
+    ev = AlertFactory().from_finding("quality_drop", "percent_drop", "warning",
+                                     {"stream": "scores", "app": "bot", "intent": "billing", "dimension": "format"},
+                                     f, window_seconds=7 * 86400, cause={"kind": "none", "detail": "no template change"})
+    p = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+    p.send(topics["alerts"], key=ev["data"]["alert_id"].encode(), value=json.dumps(ev).encode())
+    p.flush()
+    settings = load_settings(env={"DRIFT_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "DRIFT_TOPICS_ALERTS": topics["alerts"]})
+    lines = []
+    assert follow_alerts(settings, from_beginning=True, write=lines.append, stop=lambda: False) == 1
+    assert "FIRING" in lines[0] and "quality_drop/bot/billing/format" in lines[0] and "fell 8.0%" in lines[0]
+    lines.clear()
+    assert follow_alerts(settings, from_beginning=False, write=lines.append, stop=lambda: False) == 0
+    assert follow_alerts(settings, from_beginning=True, as_json=True, write=lines.append, stop=lambda: False) == 1
+    assert json.loads(lines[0])["id"] == ev["id"]
