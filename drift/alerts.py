@@ -16,7 +16,7 @@ from typing import Any, Callable
 from detectors.base import Finding
 from drift.events import format_time
 
-__all__ = ["alert_id", "AlertFactory", "render", "CAUSE_WINDOW", "FIRST_ACTIONS", "subject_of"]
+__all__ = ["alert_id", "AlertFactory", "render", "CAUSE_WINDOW", "FIRST_ACTIONS", "subject_of", "state_notice"]
 
 # A template or model change this long before a window's start still counts as a suspect.
 CAUSE_WINDOW = 48 * 3600.0
@@ -42,7 +42,7 @@ def alert_id(rule: str, labels: Mapping[str, str], episode_start: float) -> str:
 
 
 def subject_of(rule: str, labels: Mapping[str, str]) -> str:
-    tail = [labels.get(k) for k in ("app", "intent", "dimension", "attribute") if labels.get(k)]
+    tail = [labels.get(k) for k in ("app", "intent", "dimension", "attribute", "topic", "partition") if labels.get(k)]
     return "/".join([rule] + tail)
 
 
@@ -125,6 +125,22 @@ class AlertFactory:
         return self.envelope("info", data)
 
 
+def state_notice(factory: "AlertFactory", topic: str, partition: int, reason: str, outcome: str,
+                 raw: bytes) -> dict:
+    """The ``state_restore`` info event: a checkpoint could not be used, and what was done."""
+    labels = {"stream": "service", "topic": topic, "partition": str(partition)}
+    aid = hashlib.sha256(b"state_restore\x1f" + topic.encode() + b"\x1f" + str(partition).encode()
+                         + b"\x1f" + hashlib.sha256(raw or b"").digest()).hexdigest()[:24]
+    data = {
+        "alert_id": aid, "status": "info", "rule": "state_restore", "detector": "checkpoint",
+        "severity": "warning", "labels": labels, "starts_at": None, "ends_at": None,
+        "window": None, "baseline": None, "statistic": None, "suspected_cause": None,
+        "first_action": "Check what wrote to the state topic; baselines were rebuilt as described",
+        "summary": f"checkpoint for {topic}/{partition} rejected ({reason}); {outcome}",
+    }
+    return factory.envelope("info", data)
+
+
 def _round(v):
     return None if v is None or v != v else float(f"{v:.6g}")
 
@@ -158,7 +174,7 @@ def render(event: Mapping[str, Any]) -> str:
     """One readable line (two with a cause) for an alert CloudEvent."""
     d = event["data"]
     status = {"firing": "FIRING", "resolved": "RESOLVED", "info": "INFO"}.get(d["status"], d["status"])
-    when = (d.get("ends_at") if d["status"] == "resolved" else d.get("starts_at")) or ""
+    when = (d.get("ends_at") if d["status"] == "resolved" else d.get("starts_at")) or event.get("time") or ""
     when = when.replace("T", " ")[:16]
     line = f"{when}  {status:<8} {d['severity']:<8} {subject_of(d['rule'], d['labels'])}  {d['summary']}"
     c = d.get("suspected_cause")

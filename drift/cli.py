@@ -82,7 +82,9 @@ def _cmd_serve(args) -> int:
 
     settings = _settings(args, _kafka_overrides(args))
     setup_logging(args.log_level)
-    return Service(settings).run()
+    # DRIFT_FAULT_INJECT is a test hook (see Service): it makes the process exit abruptly at a
+    # step of the commit order, to prove the restart loses nothing
+    return Service(settings, fault=os.environ.get("DRIFT_FAULT_INJECT")).run()
 
 
 def _cmd_alerts(args) -> int:

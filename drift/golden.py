@@ -38,8 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["GoldenSet", "read_queries", "main_build", "data_dir", "clinc150_dir", "load_clinc150",
-           "clinc150_queries", "FORMAT", "DATA_ENV"]
+__all__ = ["GoldenSet", "load_golden_sets", "read_queries", "main_build", "data_dir",
+           "clinc150_dir", "load_clinc150", "clinc150_queries", "FORMAT", "DATA_ENV"]
 
 FORMAT = "llm-drift-golden/1"
 DATA_ENV = "DRIFT_DATA_DIR"
@@ -106,11 +106,19 @@ def _is_clinc(obj) -> bool:
 
 
 def _select_clinc(data: dict, domains_map: dict | None, domains: Sequence[str] | None,
-                  split: str | None, where: str) -> list[str]:
+                  split: str | None, where: str, per_intent: int | None = None) -> list[str]:
     split = split or "train"
     if split not in data:
         raise ValueError(f"{where}: no split {split!r} (splits: {', '.join(sorted(data))})")
     pairs = data[split]
+    if per_intent is not None:
+        seen: dict[str, int] = {}
+        kept = []
+        for p in pairs:
+            seen[p[1]] = seen.get(p[1], 0) + 1
+            if seen[p[1]] <= per_intent:
+                kept.append(p)
+        pairs = kept
     if domains:
         if domains_map is None:
             raise ValueError(f"{where}: domains given but no domains.json beside it")
@@ -127,10 +135,11 @@ def _select_clinc(data: dict, domains_map: dict | None, domains: Sequence[str] |
 
 
 def clinc150_queries(domains: Sequence[str] | None = None, split: str = "train",
-                     path: str | os.PathLike | None = None) -> list[str]:
-    """Query texts of CLINC150 ``split`` (all, or those of the intents of ``domains``)."""
+                     path: str | os.PathLike | None = None, per_intent: int | None = None) -> list[str]:
+    """Query texts of CLINC150 ``split`` (all, or those of the intents of ``domains``; at most
+    the first ``per_intent`` of each intent when given), in file order."""
     data, dmap = load_clinc150(path)
-    return _select_clinc(data, dmap, domains, split, "CLINC150")
+    return _select_clinc(data, dmap, domains, split, "CLINC150", per_intent)
 
 
 # --- query files -------------------------------------------------------------------------------
@@ -458,6 +467,24 @@ class GoldenSet:
                 "modified; rebuild the golden set")
         return cls(vectors, encoder_id=meta["encoder_id"], sources=meta.get("sources", ()),
                    created=meta.get("created"), encoder_dtype=meta.get("encoder_dtype"))
+
+
+def load_golden_sets(directory: str | os.PathLike, expect_encoder_id: str | None = None,
+                     expect_dim: int | None = None) -> dict[str, GoldenSet]:
+    """Golden sets of a folder: ``{"*": set}`` when it is one golden set (for every app), or
+    ``{app: set}`` for each ``<directory>/<app>/`` subfolder that holds one.
+
+    Apps with different purposes need their own golden sets: a window of one app's queries is
+    far from the centroid of a set pooled over several apps even when nothing changed.
+    """
+    d = Path(directory)
+    if (d / "golden.json").is_file():
+        return {"*": GoldenSet.load(d, expect_encoder_id, expect_dim)}
+    subs = sorted(p for p in d.iterdir() if (p / "golden.json").is_file()) if d.is_dir() else []
+    if not subs:
+        raise FileNotFoundError(f"no golden set in {d} (neither {d}/golden.json nor "
+                                f"{d}/<app>/golden.json); build one with `drift golden build`")
+    return {p.name: GoldenSet.load(p, expect_encoder_id, expect_dim) for p in subs}
 
 
 # --- `drift golden build` ----------------------------------------------------------------------

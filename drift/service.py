@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -28,6 +29,7 @@ from typing import Any
 
 from kafka import ConsumerRebalanceListener
 
+from drift.alerts import state_notice
 from drift.checkpoint import CheckpointError, decode_checkpoint, encode_checkpoint, new_checkpoint, state_key
 from drift.config import Settings
 from drift.engine import Engine
@@ -141,8 +143,13 @@ class Service:
         Interface for the HTTP port (``settings.http_port``; 0 picks a free port).
     """
 
-    def __init__(self, settings: Settings, registry=None, http_host: str = "0.0.0.0"):
+    def __init__(self, settings: Settings, registry=None, http_host: str = "0.0.0.0",
+                 fault: str | None = None):
         self.settings = settings
+        # test hook: "POINT" or "POINT:N" ends the process abruptly at the N-th time (default 2nd)
+        # the commit order reaches POINT (produced, confirmed, produced_state, state_written, committed)
+        self.fault_point, _, n = (fault or "").partition(":")
+        self.fault_after = int(n or 2)
         self.metrics = Metrics(registry)
         self.health = Health(settings.service["livez_timeout"])
         self.http_host = http_host
@@ -222,6 +229,7 @@ class Service:
         for key, tp in keys.items():
             engine = Engine(self.settings)
             restored = None
+            rejected = []
             for raw in reversed(found.get(key, [])):  # newest first; fall back to older ones
                 try:
                     cp = decode_checkpoint(raw, fingerprint=fingerprint)
@@ -231,8 +239,15 @@ class Service:
                 except (CheckpointError, ValueError, KeyError) as exc:
                     engine = Engine(self.settings)
                     self.metrics.restores.labels("rejected").inc()
+                    rejected.append((str(exc), raw))
                     log.error("unusable checkpoint skipped", extra={"partition": f"{tp.topic}/{tp.partition}",
                                                                     "reason": str(exc)})
+            for reason, raw in rejected:
+                outcome = (f"restored the previous checkpoint (offset {restored.next_offset})" if restored
+                           else "rebuilding from the beginning of the partition")
+                ev = state_notice(engine.factory, tp.topic, tp.partition, reason, outcome, raw)
+                self._send(self.settings.topics["alerts"], ev["data"]["alert_id"].encode(), json.dumps(ev).encode())
+                self.metrics.alerts.labels("state_restore", "info").inc()
             part = PartitionState(tp.topic, tp.partition, self.inputs[tp.topic], engine, engine.decoder())
             if restored is not None:
                 part.next_offset = part.checkpointed = restored.next_offset
@@ -253,16 +268,46 @@ class Service:
     # -- producing --------------------------------------------------------------------------
     def _send(self, topic: str, key: bytes | None, value: bytes, headers=None):
         fut = self.producer.send(topic, key=key, value=value, headers=headers)
-        self.pending.append(fut)
+        self.pending.append((fut, (topic, key, value, headers)))
         return fut
 
     def _confirm(self) -> None:
-        """Flush and check every send since the last confirmation (step 2 of the commit order)."""
-        self.producer.flush()
-        pending, self.pending = self.pending, []
-        for fut in pending:
-            if fut.failed():
-                raise DeliveryError(f"a record was not delivered: {fut.exception!r}")
+        """Flush and check every send since the last confirmation (step 2 of the commit order).
+
+        Records the broker did not confirm are sent again (same keys and values, so alert ids
+        stay the same) until they are, while the service reports not-ready; nothing later in
+        the commit order happens before that. Gives up with :class:`DeliveryError` only when a
+        stop is requested or ``service.delivery_timeout`` passes without progress.
+        """
+        deadline = time.monotonic() + self.settings.service["delivery_timeout"]
+        delay = 0.5
+        while True:
+            try:
+                self.producer.flush(timeout=30)
+            except Exception as exc:  # KafkaTimeoutError: some sends still pending
+                log.warning("flush did not complete", extra={"reason": str(exc)})
+            pending, self.pending = self.pending, []
+            failed = []
+            for fut, rec in pending:
+                if not fut.is_done or fut.failed():
+                    failed.append((fut, rec))
+            if not failed:
+                if not self.health.ready and self.parts and self.health.reason.startswith("broker"):
+                    self.health.set_ready(True, "ok")
+                return
+            why = repr(failed[0][0].exception) if failed[0][0].is_done else "not acknowledged in time"
+            if self.stop_requested or time.monotonic() > deadline:
+                raise DeliveryError(f"{len(failed)} record(s) not delivered: {why}")
+            self.health.set_ready(False, f"broker unavailable: {len(failed)} record(s) awaiting delivery")
+            log.warning("delivery failed; retrying", extra={"records": len(failed), "reason": why,
+                                                            "retry_in_s": delay})
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+            for fut, (topic, key, value, headers) in failed:
+                if fut.is_done:  # failed for good: send again; an undecided one is still in flight
+                    self._send(topic, key, value, headers)
+                else:
+                    self.pending.append((fut, (topic, key, value, headers)))
 
     def _dlq(self, record, raw: bytes, error_class: str, reason: str, event: int | None) -> None:
         headers = [("x-error-class", error_class.encode()), ("x-error-message", reason[:2000].encode()),
@@ -332,7 +377,9 @@ class Service:
         """Steps 1–4 of the commit order for ``tps`` (default: every assigned partition)."""
         from kafka.structs import OffsetAndMetadata, TopicPartition
 
+        self._fault("produced")
         self._confirm()  # 1 + 2: alerts and DLQ records delivered
+        self._fault("confirmed")
         todo = [(tp, p) for tp, p in self.parts.items() if (tps is None or tp in tps)
                 and p.next_offset is not None and p.next_offset != p.checkpointed]
         if todo:
@@ -341,12 +388,21 @@ class Service:
                 cp = new_checkpoint(group, tp.topic, tp.partition, p.next_offset, p.engine)
                 self._send(self.settings.topics["state"], state_key(group, tp.topic, tp.partition),
                            encode_checkpoint(cp))
+            self._fault("produced_state")
             self._confirm()
-            self.consumer.commit({TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(p.next_offset, "", -1)
-                                  for tp, p in todo})  # 4
+            self._fault("state_written")
+            offsets = {TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(p.next_offset, "", -1)
+                       for tp, p in todo}
+            try:
+                self.consumer.commit(offsets)  # 4
+            except Exception as exc:  # the state is written: a later checkpoint commits again
+                log.warning("offset commit failed; the state already covers these offsets",
+                            extra={"reason": repr(exc)})
+                return
             for _, p in todo:
                 p.checkpointed = p.next_offset
             self.metrics.checkpoints.inc()
+            self._fault("committed")
         self.last_checkpoint = time.monotonic()
         self.metrics.checkpoint_age.set(0)
 
@@ -356,6 +412,14 @@ class Service:
             if hw is not None:
                 self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, hw - self.consumer.position(tp)))
         self.metrics.checkpoint_age.set(time.monotonic() - self.last_checkpoint)
+
+    def _fault(self, point: str) -> None:
+        if point == self.fault_point and any(p.next_offset != p.checkpointed for p in self.parts.values()):
+            self.fault_after -= 1
+            if self.fault_after <= 0:
+                log.error("fault injected: exiting abruptly", extra={"point": point})
+                logging.shutdown()
+                os._exit(70)
 
     def request_stop(self, signum=None, frame=None) -> None:
         """Signal handler: only sets the flag; the loop does the rest."""

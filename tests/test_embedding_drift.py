@@ -344,6 +344,19 @@ def test_golden_load_refuses_mismatches(golden, encoder, tmp_path):
         GoldenSet.load(tmp_path / "nothing")
 
 
+def test_golden_sets_per_app(golden, tmp_path):
+    from drift.golden import load_golden_sets
+
+    assert list(load_golden_sets(golden.save(tmp_path / "one"))) == ["*"]
+    for app in ("support-bot", "travel-assistant"):
+        golden.save(tmp_path / "apps" / app)
+    sets = load_golden_sets(tmp_path / "apps", expect_dim=DIM)
+    assert sorted(sets) == ["support-bot", "travel-assistant"]
+    assert sets["support-bot"].checksum == golden.checksum
+    with pytest.raises(FileNotFoundError, match="no golden set"):
+        load_golden_sets(tmp_path / "apps" / "support-bot" / "..." )
+
+
 def test_read_queries_formats(tmp_path, clinc):
     (tmp_path / "q.txt").write_text("how do i pay my bill\n\n  check my balance  \n")
     (tmp_path / "q.jsonl").write_text(
@@ -564,9 +577,10 @@ def test_input_shift_scenario_with_the_real_encoder(embed, clinc):
     q = sim.queries
     assert set(q["app"]) == set(QUERY_APPS) and np.all(np.diff(q["ts"]) >= 0)
     at = sim.start + 14 * 86400 + 10 * 3600
-    gt = golden_texts("support-bot")
-    assert gt == clinc("train", GOLDEN_DOMAINS) and len(gt) == 3000
-    g = GoldenSet(embed(clinc("train", GOLDEN_DOMAINS, PER_INTENT)), encoder_id="x")
+    assert golden_texts("support-bot") == clinc("train", GOLDEN_DOMAINS)
+    gt = golden_texts("support-bot", per_intent=PER_INTENT)
+    assert gt == clinc("train", GOLDEN_DOMAINS, PER_INTENT) and len(gt) == 1200
+    g = GoldenSet(embed(gt), encoder_id="x")
     m = q["app"] == "support-bot"
     v = embed(q["text"][m])
     det = CentroidShift(g.centroid, DIM, golden_n=g.count)
