@@ -57,7 +57,7 @@ def data_dir() -> Path:
         p = Path(env).expanduser()
         if p.is_dir():
             return p
-        raise FileNotFoundError(f"{DATA_ENV}={env} is not a folder")
+        raise FileNotFoundError(f"{DATA_ENV}={env} is not a folder (it should hold clinc150/)")
     tried = [_REPO / "shared" / "data", _REPO.parent / "shared" / "data"]
     for p in tried:
         if p.is_dir():

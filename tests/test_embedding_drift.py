@@ -22,7 +22,6 @@ queries per intent (1,200). What was measured (seeded; the assertions below hold
 from __future__ import annotations
 
 import base64
-import dataclasses
 import importlib.util
 import json
 import warnings
@@ -353,8 +352,9 @@ def test_golden_sets_per_app(golden, tmp_path):
     sets = load_golden_sets(tmp_path / "apps", expect_dim=DIM)
     assert sorted(sets) == ["support-bot", "travel-assistant"]
     assert sets["support-bot"].checksum == golden.checksum
+    (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no golden set"):
-        load_golden_sets(tmp_path / "apps" / "support-bot" / "..." )
+        load_golden_sets(tmp_path / "empty")
 
 
 def test_read_queries_formats(tmp_path, clinc):
