@@ -1,7 +1,9 @@
 """Run the benchmarks: ``python -m benchmarks [--quick] [--only NAME] [--out FILE]``.
 
 Every measurement puts its competitor in the same run and prints the ratio; results go to
-``benchmarks/results.json`` (unless ``--quick``, which is the smoke test CI runs).
+``benchmarks/results.json`` (unless ``--quick``, which is the smoke test CI runs). ``detection``
+(detection quality against river's detectors, see ``benchmarks/detection.py``) prints its own table
+and is written under the ``"detection"`` key; with ``--only`` the other entries of the file are kept.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sys
 import tempfile
 import time
 
-from benchmarks import core, kafka_e2e
+from benchmarks import core, detection, kafka_e2e
 
 
 def machine() -> dict:
@@ -31,7 +33,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke test, figures not meaningful")
-    p.add_argument("--only", action="append", help="run only these benchmarks (ks, drop_rate, decode, replay, kafka)")
+    p.add_argument("--only", action="append", help="run only these benchmarks (ks, drop_rate, decode, replay, kafka, detection)")
     p.add_argument("--out", default=None, help="results file (default benchmarks/results.json; none with --quick)")
     args = p.parse_args(argv)
     results = []
@@ -41,7 +43,8 @@ def main(argv=None) -> int:
                 "decode": lambda: [core.bench_decode(args.quick)],
                 "replay": lambda: [core.bench_replay(args.quick, tmp)],
                 "kafka": lambda: [kafka_e2e.run(20_000 if args.quick else 200_000, 1),
-                                  kafka_e2e.run(100_000 if args.quick else 1_000_000, 100)]}
+                                  kafka_e2e.run(100_000 if args.quick else 1_000_000, 100)],
+                "detection": lambda: [detection.run(args.quick)]}
         for name, fn in plan.items():
             if args.only and name not in args.only:
                 continue
@@ -50,16 +53,30 @@ def main(argv=None) -> int:
             for r in fn():
                 results.append(r)
             print(f"  done in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+    # throughput results have a ratio; others (detection quality) carry their own table
+    others = {r["name"]: r for r in results if "ratio" not in r}
+    results = [r for r in results if "ratio" in r]
     header = f"{'benchmark':<14} {'ours (ev/s)':>14}  {'competitor':<40} {'theirs (ev/s)':>14} {'ratio':>8}"
-    print(header)
-    print("-" * len(header))
+    if results:
+        print(header)
+        print("-" * len(header))
     for r in results:
         print(f"{r['name']:<14} {r['ours']:>14,.0f}  {r['competitor']:<40} {r['competitor_rate']:>14,.0f} "
               f"{r['ratio']:>7.1f}×   {r['notes']}")
+    for r in others.values():
+        print()
+        print(r["table"])
     out = args.out or (None if args.quick else os.path.join(os.path.dirname(__file__), "results.json"))
     if out:
+        doc = {"machine": machine(), "quick": args.quick, "results": results, **others}
+        if args.only and os.path.exists(out):  # keep the benchmarks that were not run
+            with open(out) as fh:
+                old = json.load(fh)
+            ran = {r["name"] for r in results}
+            doc = {**old, **others, "machine": doc["machine"], "quick": args.quick,
+                   "results": [r for r in old.get("results", []) if r["name"] not in ran] + results}
         with open(out, "w") as fh:
-            json.dump({"machine": machine(), "quick": args.quick, "results": results}, fh, indent=1)
+            json.dump(doc, fh, indent=1)
         print(f"\nwrote {out}")
     return 0
 

@@ -286,6 +286,13 @@ class EmbeddedBroker:
             is put in the error when the broker fails to start.
         startup_timeout: seconds to wait for the broker to answer a metadata
             request.
+        env: extra environment variables for the broker process, merged over
+            ``os.environ`` (e.g. the ``AWS_*`` settings of an ``s3://`` storage
+            engine).  ``None`` (default): the child inherits ``os.environ``.
+
+    :meth:`restart` starts it again on the port it last had, with the same
+    storage and environment (with durable storage, such as ``s3://``, the
+    topics, records and committed offsets are still there).
 
     The child runs in its own process group (so a terminal's Ctrl-C reaches only
     this process, which then stops the broker in order), is stopped by
@@ -303,10 +310,12 @@ class EmbeddedBroker:
         log_path: str | os.PathLike[str] | int | None = None,
         *,
         startup_timeout: float = 15.0,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.host = host
         self.storage = storage
         self.startup_timeout = startup_timeout
+        self.env: dict[str, str] | None = dict(env) if env is not None else None
         self._requested_port = port or None  # 0 also means "pick a free port"
         self.port: int | None = port
         self._log_arg = log_path
@@ -381,6 +390,24 @@ class EmbeddedBroker:
                 _LIVE.add(self)
             return self
 
+    def restart(self, timeout: float = 5.0) -> "EmbeddedBroker":
+        """Stop the broker if it runs (as :meth:`stop`), then start it again on the
+        port it last had, with the same storage and environment.
+
+        Before any start this is :meth:`start`.  Raises :class:`BrokerError` if the
+        port has been taken meanwhile (no other port is tried).
+        """
+        with self._lock:
+            last_port = self.port
+            self.stop(timeout)
+            saved = self._requested_port
+            if last_port is not None:
+                self._requested_port = last_port
+            try:
+                return self.start()
+            finally:
+                self._requested_port = saved
+
     def _spawn(self, binary: pathlib.Path) -> None:
         url = f"tcp://{self.host}:{self.port}"
         cmd = [
@@ -410,6 +437,7 @@ class EmbeddedBroker:
                 start_new_session=True,  # own session => own process group
                 preexec_fn=_pdeathsig_hook(),
                 close_fds=True,
+                env={**os.environ, **self.env} if self.env is not None else None,
             )
         finally:
             if out is not subprocess.DEVNULL:

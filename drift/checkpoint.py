@@ -109,5 +109,5 @@ def decode_checkpoint(raw: bytes, *, fingerprint: str | None = None) -> Checkpoi
 
 
 def new_checkpoint(group, topic, partition, next_offset, engine) -> Checkpoint:
-    return Checkpoint(group, topic, int(partition), int(next_offset), engine.settings.fingerprint(),
+    return Checkpoint(group, topic, int(partition), int(next_offset), engine.fingerprint(),
                       time.time(), engine.state_dict())

@@ -28,7 +28,11 @@ def _cmd_replay(args) -> int:
     from drift.alerts import render
     from drift.replay import replay
 
-    settings = _settings(args)
+    settings = _settings(args, {"queries": {"golden": args.golden}})
+    golden, encoder = _golden(settings)
+    from drift.engine import Engine
+
+    engine = Engine(settings, golden=golden, encoder_factory=encoder)
     out = open(args.out, "w", encoding="utf-8") if args.out else None
     shown = [0]
     tty = sys.stderr.isatty() and not args.quiet
@@ -60,7 +64,7 @@ def _cmd_replay(args) -> int:
 
     try:
         report = replay(args.events, settings, on_alert=on_alert, on_reject=on_reject,
-                        on_progress=on_progress)
+                        on_progress=on_progress, engine=engine)
     finally:
         if out:
             out.close()
@@ -68,6 +72,23 @@ def _cmd_replay(args) -> int:
         print("\r" + " " * 78 + "\r", end="", file=sys.stderr)
     print(report.summary(), file=sys.stderr if args.json else sys.stdout)
     return 0
+
+
+def _golden(settings):
+    """Golden sets of ``queries.golden`` (refused at start-up if they do not match the encoder)."""
+    if not settings.golden:
+        return {}, None
+    from drift.embedding import Encoder, default_encoder_id
+    from drift.golden import load_golden_sets
+
+    try:
+        golden = load_golden_sets(settings.golden, expect_encoder_id=default_encoder_id())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"queries.golden: {exc}") from None
+    dims = {g.dim for g in golden.values()}
+    if len(dims) > 1:
+        raise ConfigError(f"queries.golden: the golden sets have different dimensions {sorted(dims)}")
+    return golden, Encoder
 
 
 def _kafka_overrides(args) -> dict:
@@ -82,9 +103,11 @@ def _cmd_serve(args) -> int:
 
     settings = _settings(args, _kafka_overrides(args))
     setup_logging(args.log_level)
+    golden, encoder = _golden(settings)
     # DRIFT_FAULT_INJECT is a test hook (see Service): it makes the process exit abruptly at a
     # step of the commit order, to prove the restart loses nothing
-    return Service(settings, fault=os.environ.get("DRIFT_FAULT_INJECT")).run()
+    return Service(settings, fault=os.environ.get("DRIFT_FAULT_INJECT"), golden=golden,
+                   encoder_factory=encoder).run()
 
 
 def _cmd_alerts(args) -> int:
@@ -167,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Exits 0 even when lines were rejected.", epilog=_EPILOG)
     p.add_argument("events", nargs="+", metavar="EVENTS.jsonl", help="event files, '-' for stdin")
     _common_config(p)
+    p.add_argument("--golden", metavar="DIR", help="golden set(s) for the query rule (see `drift golden build`)")
     p.add_argument("--out", metavar="FILE", help="also write one alert CloudEvent JSON per line here")
     p.add_argument("--json", action="store_true", help="print alert CloudEvents as JSON lines instead")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
@@ -196,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", default=None, help="where to write events and alerts (default: ./out/demo)")
     p.set_defaults(func=_cmd_demo)
 
+    sub.add_parser("golden", help="golden sets of queries: `drift golden build QUERIES… --out DIR`",
+                   add_help=False)
     # `drift broker ...` is dispatched before parsing (see main); listed here for --help
     sub.add_parser("broker", help="run the embedded Kafka-compatible broker (Tansu) for local work",
                    add_help=False)
@@ -208,6 +234,10 @@ def main(argv: list[str] | None = None) -> int:
         from drift import broker
 
         return int(broker.main(argv[1:]) or 0)
+    if argv[:2] == ["golden", "build"]:
+        from drift.golden import main_build
+
+        return int(main_build(argv[2:]) or 0)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

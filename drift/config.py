@@ -11,7 +11,9 @@ Sections
                    ``sasl_plain_username``, ``sasl_plain_password``, ``ssl_cafile``, …).
 ``[topics]``       ``scores``, ``retrieval``, ``queries``, ``alerts``, ``dlq``, ``state``.
 ``[http]``         ``port``.
-``[queries]``      ``golden`` (a golden-set directory; query rules are off without one).
+``[queries]``      ``golden`` (a golden-set directory, one set or one per app in ``DIR/<app>/``;
+                   query rules are off without one), ``max_texts_per_batch`` (texts embedded per
+                   batch; beyond it a deterministic sample is embedded and the rest counted).
 ``[engine]``       ``allowed_lateness``, ``max_future``, ``max_message_bytes``, ``service_name``,
                    ``retrieval_scale``.
 ``[service]``      ``drift serve`` loop: ``checkpoint_interval``, ``max_poll_records``,
@@ -143,6 +145,11 @@ DEFAULT_RULES: dict[str, dict[str, Any]] = {
                    "min_rate": 0.01, "long_term": True, "for_buckets": 1, "resolve_after": 3,
                    "resolve_ratio": 0.5},
     },
+    "query_centroid_shift": {
+        "detector": "centroid", "stream": "queries", "kinds": ["queries"], "severity": "warning",
+        "params": {"bucket": 3600.0, "window": 7 * 86400.0, "threshold": 0.15, "min_n": 200,
+                   "coverage_sim": 0.5, "for_buckets": 1, "resolve_after": 3, "resolve_ratio": 0.5},
+    },
     "prompt_change": {
         "detector": "change_tracker", "stream": "scores", "kinds": ["prompt_hash", "model"],
         "severity": "info", "params": {"max_values": 64, "max_changes": 32},
@@ -174,6 +181,7 @@ class Settings:
     topics: Mapping[str, str] = dataclasses.field(default_factory=lambda: dict(DEFAULT_TOPICS))
     http_port: int = 9308
     golden: str | None = None
+    max_texts_per_batch: int = 20000
     service_name: str = "drift"
     allowed_lateness: float = 600.0
     max_future: float = 86400.0
@@ -361,7 +369,8 @@ def _build(doc: Mapping[str, Any], source: str) -> Settings:
     _unknown("http", http, ("port",))
     port = _as_int(http.get("port", 9308), "http.port", 0, 65535)
     queries = _section(doc, "queries")
-    _unknown("queries", queries, ("golden",))
+    _unknown("queries", queries, ("golden", "max_texts_per_batch"))
+    max_texts = _as_int(queries.get("max_texts_per_batch", 20000), "queries.max_texts_per_batch", 1)
     engine = _section(doc, "engine")
     _unknown("engine", engine, _ENGINE_KEYS)
     lateness = parse_duration(engine.get("allowed_lateness", 600), "engine.allowed_lateness")
@@ -419,6 +428,10 @@ def _build(doc: Mapping[str, Any], source: str) -> Settings:
                     raise ConfigError(f"{f}: must be a positive duration, got {v!r}")
             elif k in ("alpha",):
                 params[k] = _as_float(v, f, unit=True)
+            elif k == "coverage_sim":
+                params[k] = _as_float(v, f)
+                if not -1 <= params[k] <= 1:
+                    raise ConfigError(f"{f}: must be a cosine similarity in [-1, 1], got {v!r}")
             elif k == "stat":
                 if v not in ("mean", "median"):
                     raise ConfigError(f"{f}: expected 'mean' or 'median', got {v!r}")
@@ -444,7 +457,7 @@ def _build(doc: Mapping[str, Any], source: str) -> Settings:
         if isinstance(v, Mapping):
             raise ConfigError(f"kafka.{k}: expected a value, got a table")
     return Settings(bootstrap_servers=bootstrap, group_id=group_id, kafka_client=kafka,
-                    topics=topics, http_port=port, golden=queries.get("golden"),
+                    topics=topics, http_port=port, golden=queries.get("golden"), max_texts_per_batch=max_texts,
                     service_name=str(engine.get("service_name", "drift")),
                     allowed_lateness=lateness, max_future=max_future, max_message_bytes=max_bytes,
                     retrieval_scale=rscale, service=service, dimensions=dims, rules=rules, source=source)

@@ -21,6 +21,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+import hashlib
+
+from detectors.centroid import CentroidShift
 from detectors.changes import ChangeTracker
 from detectors.drop import PercentDrop
 from detectors.rate import RateRatio
@@ -84,7 +87,7 @@ class SeriesTable:
         self.ids = {k: i for i, k in enumerate(self.keys)}
 
 
-_DETECTORS = {"percent_drop": PercentDrop, "ks": KsShift, "rate_ratio": RateRatio}
+_DETECTORS = {"percent_drop": PercentDrop, "ks": KsShift, "rate_ratio": RateRatio, "centroid": CentroidShift}
 
 
 class RuleRunner:
@@ -129,8 +132,14 @@ class Engine:
         Wall clock for the alerts' CloudEvent ``time``.
     """
 
-    def __init__(self, settings: Settings, now: Callable[[], float] = time.time):
+    def __init__(self, settings: Settings, now: Callable[[], float] = time.time,
+                 golden: dict | None = None, encoder_factory: Callable[[], Any] | None = None):
         self.settings = settings
+        # query rules: golden sets ({"*": set} or {app: set}) and a lazily built text encoder
+        self.golden = dict(golden or {})
+        self.encoder_factory = encoder_factory
+        self.encoder = None
+        self._embed_cache: dict[str, np.ndarray] = {}
         self.factory = AlertFactory(settings.service_name, now)
         lat = settings.allowed_lateness
         self.score_series = SeriesTable(("app", "intent", "dimension"))
@@ -142,8 +151,16 @@ class Engine:
         self.series_kind: list[str] = []  # per score series: quality | flag | check
         self.series_scale: list[tuple[float, float, bool]] = []
         self.rules: dict[str, RuleRunner] = {}
+        self.query_series = SeriesTable(("app",))
+        self.query_clock = EventClock(3600.0, lat)
+        self.query_rule: dict[int, str] = {}  # query series id -> runner name (None: unmonitored)
+        qspec = settings.rules.get("query_centroid_shift")
+        for key, g in sorted(self.golden.items()):
+            if qspec is not None and qspec.enabled:
+                extra = {"centroid": tuple(float(v) for v in g.centroid), "dim": int(g.dim), "golden_n": int(g.count)}
+                self.rules[f"query_centroid_shift@{key}"] = RuleRunner(qspec, lat, extra)
         for name, spec in settings.rules.items():
-            if not spec.enabled or spec.detector not in _DETECTORS:
+            if not spec.enabled or spec.detector not in _DETECTORS or spec.stream == "queries":
                 continue
             extra = {}
             if spec.stream == "retrieval":
@@ -162,8 +179,14 @@ class Engine:
         def scale_of(dim):
             spec = self.settings.dimension(dim)
             return spec.lo, spec.hi, spec.binary
-        return EventDecoder(scale_of, self.settings.retrieval_scale, None,
+        dims = {int(g.dim) for g in self.golden.values()}
+        return EventDecoder(scale_of, self.settings.retrieval_scale, dims.pop() if len(dims) == 1 else None,
                             self.settings.max_message_bytes)
+
+    def fingerprint(self) -> str:
+        """Rule configuration plus golden sets: what a state checkpoint must match."""
+        golden = ",".join(f"{k}:{g.checksum}" for k, g in sorted(self.golden.items()))
+        return self.settings.fingerprint() + (("+" + hashlib.sha256(golden.encode()).hexdigest()[:12]) if golden else "")
 
     # -- routing ----------------------------------------------------------------------------
     def _register_scores(self, new: list[int]) -> None:
@@ -230,7 +253,9 @@ class Engine:
             alerts += a
             rejected += r
         if len(decoded.queries):
-            self.counts["queries.events"] += len(decoded.queries)
+            a, r = self._process_queries(decoded.queries)
+            alerts += a
+            rejected += r
         for ev in alerts:
             self.counts[f"alerts.{ev['data']['rule']}.{ev['data']['status']}"] += 1
         return alerts, rejected
@@ -289,6 +314,98 @@ class Engine:
         alerts.sort(key=lambda p: p[0])
         return [a for _, a in alerts], rejected
 
+    def _process_queries(self, b):
+        sids, new = self.query_series.lookup(b.app)
+        for sid in new:
+            (app,) = self.query_series.keys[sid]
+            key = app if app in self.golden else ("*" if "*" in self.golden else None)
+            name = f"query_centroid_shift@{key}" if key is not None else None
+            if name in self.rules:
+                self.rules[name].register(sid)
+                self.query_rule[sid] = name
+        keep, rejected = self._screen("queries", b, sids, self.query_clock)
+        self.counts["queries.events"] += int(keep.sum())
+        monitored = keep & np.array([self.query_rule.get(int(s)) is not None for s in sids], bool)
+        self.counts["queries.unmonitored"] += int((keep & ~monitored).sum())
+        if not monitored.any():
+            return [], rejected
+        idx = np.flatnonzero(monitored)
+        vectors = b.vectors[idx].astype(np.float32) if b.vectors.shape[1] else None
+        has = b.has_vector[idx]
+        todo = np.flatnonzero(~has)
+        if todo.size:
+            vecs, ok = self._embed([b.text[idx[j]] for j in todo])
+            if vectors is None:
+                vectors = np.full((idx.size, vecs.shape[1]), np.nan, np.float32)
+            vectors[todo] = vecs
+            drop = todo[~ok]
+            if drop.size:  # sampled out: counted, not evaluated
+                keepq = np.ones(idx.size, bool)
+                keepq[drop] = False
+                idx, vectors = idx[keepq], vectors[keepq]
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            vectors = vectors / norms
+        alerts = []
+        names = np.array([self.query_rule[int(s)] for s in sids[idx]], dtype=object)
+        for name in sorted(set(names)):
+            sel = names == name
+            key = name.split("@", 1)[1]
+            v = vectors[sel]
+            sim = self.golden[key].nearest_similarity(v).astype(np.float64)
+            x = np.column_stack([v.astype(np.float64), sim])
+            runner = self.rules[name]
+            for f in runner.run(sids[idx][sel], b.ts[idx][sel], x):
+                sid = runner.sids[f.series]
+                lab = {"stream": "queries", **self.query_series.labels(sid)}
+                extra = {"evidence": {**f.extra, "texts_sampled_out": int(self.counts["queries.sampled_out"])}}
+                alerts.append((f.at, self.factory.from_finding(
+                    "query_centroid_shift", "centroid", runner.spec.severity, lab, f,
+                    window_seconds=runner.spec.params["window"], extra=extra,
+                    cause=None if f.status != "firing" else {
+                        "kind": "input_drift", "detail": (
+                            f"{100 * (f.extra.get('uncovered_share') or 0):.0f}% of the window's queries "
+                            "have no close golden-set neighbour: users ask things the golden set does not cover")})))
+        alerts.sort(key=lambda p: p[0])
+        return [a for _, a in alerts], rejected
+
+    def _embed(self, texts: list) -> tuple[np.ndarray, np.ndarray]:
+        """Vectors for ``texts`` (cached by text) and which were embedded.
+
+        At most ``max_texts_per_batch`` new texts are embedded per batch: when text arrives
+        faster than that, a deterministic sample (by text hash) is embedded and the rest is
+        counted in ``queries.sampled_out``.
+        """
+        dim = next(iter(self.golden.values())).dim
+        out = np.full((len(texts), dim), np.nan, np.float32)
+        ok = np.zeros(len(texts), bool)
+        missing: dict[str, list[int]] = {}
+        for i, t in enumerate(texts):
+            v = self._embed_cache.get(t)
+            if v is not None:
+                out[i] = v
+                ok[i] = True
+            else:
+                missing.setdefault(t, []).append(i)
+        if missing:
+            cap = self.settings.max_texts_per_batch
+            chosen = sorted(missing, key=lambda t: hashlib.sha1(t.encode()).digest())[:cap]
+            if self.encoder is None:
+                if self.encoder_factory is None:
+                    raise RuntimeError("query events carry text but no encoder is configured")
+                self.encoder = self.encoder_factory()
+            vecs = self.encoder.encode(chosen)
+            for t, v in zip(chosen, vecs):
+                if len(self._embed_cache) >= 200_000:
+                    self._embed_cache.pop(next(iter(self._embed_cache)))
+                self._embed_cache[t] = v
+                out[missing[t]] = v
+                ok[missing[t]] = True
+            skipped = sum(len(missing[t]) for t in missing if t not in self._embed_cache)
+            self.counts["queries.sampled_out"] += skipped
+            self.counts["queries.embedded"] += len(chosen)
+        return out, ok
+
     def _score_alert(self, name: str, runner: RuleRunner, f) -> dict:
         sid = runner.sids[f.series]
         app, intent, dim = self.score_series.keys[sid]
@@ -324,8 +441,11 @@ class Engine:
     # -- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
-            "fingerprint": self.settings.fingerprint(),
+            "fingerprint": self.fingerprint(),
             "score_series": self.score_series.state_dict(),
+            "query_series": self.query_series.state_dict(),
+            "query_clock": self.query_clock.state_dict(),
+            "query_rule": {int(k): v for k, v in self.query_rule.items()},
             "retrieval_series": self.retrieval_series.state_dict(),
             "app_intents": self.app_intents.state_dict(),
             "score_clock": self.score_clock.state_dict(),
@@ -339,9 +459,12 @@ class Engine:
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
-        if state.get("fingerprint") != self.settings.fingerprint():
-            raise ValueError("engine state was written with another rule configuration "
-                             f"({state.get('fingerprint')} != {self.settings.fingerprint()})")
+        if state.get("fingerprint") != self.fingerprint():
+            raise ValueError("engine state was written with another rule configuration or golden set "
+                             f"({state.get('fingerprint')} != {self.fingerprint()})")
+        self.query_series.load_state(state["query_series"])
+        self.query_clock.load_state(state["query_clock"])
+        self.query_rule = {int(k): v for k, v in state["query_rule"].items()}
         self.score_series.load_state(state["score_series"])
         self.retrieval_series.load_state(state["retrieval_series"])
         self.app_intents.load_state(state["app_intents"])

@@ -22,7 +22,7 @@ def _t(ts: str) -> float:
 def series_of(alert: dict) -> str:
     """``app/intent[/dimension]`` of an alert."""
     lab = alert["data"]["labels"]
-    return "/".join([lab["app"], lab["intent"]] + ([lab["dimension"]] if "dimension" in lab else []))
+    return "/".join(lab[k] for k in ("app", "intent", "dimension") if k in lab)
 
 
 def _applies(rule: str, series: str) -> bool:

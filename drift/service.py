@@ -144,8 +144,11 @@ class Service:
     """
 
     def __init__(self, settings: Settings, registry=None, http_host: str = "0.0.0.0",
-                 fault: str | None = None):
+                 fault: str | None = None, golden: dict | None = None, encoder_factory=None):
         self.settings = settings
+        self.golden = golden or {}
+        self._encoder = None
+        self._encoder_factory = encoder_factory
         # test hook: "POINT" or "POINT:N" ends the process abruptly at the N-th time (default 2nd)
         # the commit order reaches POINT (produced, confirmed, produced_state, state_written, committed)
         self.fault_point, _, n = (fault or "").partition(":")
@@ -164,6 +167,16 @@ class Service:
         self.consumer = None
         self.producer = None
         self.http: HttpServer | None = None
+
+    def encoder_factory(self):
+        """One shared text encoder for every partition's engine, built on first use."""
+        if self._encoder is None:
+            self._encoder = self._encoder_factory()
+        return self._encoder
+
+    def _new_engine(self) -> Engine:
+        return Engine(self.settings, golden=self.golden,
+                      encoder_factory=self.encoder_factory if self._encoder_factory else None)
 
     # -- clients ----------------------------------------------------------------------------
     def _client_config(self) -> dict[str, Any]:
@@ -225,9 +238,9 @@ class Service:
         keys = {state_key(group, tp.topic, tp.partition): tp for tp in tps}
         found = read_states(self._consumer_factory, self.settings.topics["state"], set(keys),
                             self.settings.service["restore_timeout"])
-        fingerprint = self.settings.fingerprint()
+        fingerprint = self._new_engine().fingerprint()
         for key, tp in keys.items():
-            engine = Engine(self.settings)
+            engine = self._new_engine()
             restored = None
             rejected = []
             for raw in reversed(found.get(key, [])):  # newest first; fall back to older ones
@@ -237,7 +250,7 @@ class Service:
                     restored = cp
                     break
                 except (CheckpointError, ValueError, KeyError) as exc:
-                    engine = Engine(self.settings)
+                    engine = self._new_engine()
                     self.metrics.restores.labels("rejected").inc()
                     rejected.append((str(exc), raw))
                     log.error("unusable checkpoint skipped", extra={"partition": f"{tp.topic}/{tp.partition}",

@@ -51,7 +51,7 @@ def mean_of(s: Simulation, *, app, dimension, intents=None, t0=-math.inf, t1=mat
 
 
 def test_scenario_names():
-    assert set(SCENARIOS) == {"stable", "prompt_cleanup", "provider_update", "rag_staleness",
+    assert set(SCENARIOS) == {"input_shift", "stable", "prompt_cleanup", "provider_update", "rag_staleness",
                               "truncation", "refusal_spike"}
     assert all(isinstance(v, str) and v for v in SCENARIOS.values())
 
