@@ -163,6 +163,12 @@ def _summary(rule, labels, f: Finding, window, baseline, window_seconds) -> str:
     if rule == "retrieval_drop":
         return (f"median top-1 retrieval similarity for {where} fell {_pct(f.value)} below {ref} "
                 f"({bv:.3g} → {wv:.3g}) over {span}")
+    if rule == "query_centroid_shift":
+        cov = (f.extra or {}).get("coverage")
+        cov_text = f"; {100 * cov:.0f}% of them covered by the golden set" if cov is not None else ""
+        return (f"queries of {labels.get('app')} moved away from the golden set: centroid cosine distance "
+                f"{f.value:.3f} (threshold {f.threshold:g}) over {span} of {window['n'] if window else 0:,} queries"
+                f"{cov_text}")
     if rule in ("flag_rate_spike", "format_failure_spike"):
         what = f"{dim} failure rate" if rule == "format_failure_spike" else f"{dim} rate"
         return (f"{what} for {where} rose to {f.value:.1f}× {ref} ({_pct(bv)} → {_pct(wv)}) "

@@ -75,20 +75,9 @@ def _cmd_replay(args) -> int:
 
 
 def _golden(settings):
-    """Golden sets of ``queries.golden`` (refused at start-up if they do not match the encoder)."""
-    if not settings.golden:
-        return {}, None
-    from drift.embedding import Encoder, default_encoder_id
-    from drift.golden import load_golden_sets
+    from drift.golden import golden_for_settings
 
-    try:
-        golden = load_golden_sets(settings.golden, expect_encoder_id=default_encoder_id())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"queries.golden: {exc}") from None
-    dims = {g.dim for g in golden.values()}
-    if len(dims) > 1:
-        raise ConfigError(f"queries.golden: the golden sets have different dimensions {sorted(dims)}")
-    return golden, Encoder
+    return golden_for_settings(settings)
 
 
 def _kafka_overrides(args) -> dict:
@@ -212,12 +201,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", default="2026-01-05T00:00:00Z", help="first simulated day (RFC 3339)")
     p.set_defaults(func=_cmd_simulate)
 
-    p = sub.add_parser("demo", help="the whole story on simulated traffic",
-                       description="Simulate the prompt_cleanup scenario (nine words removed from a "
-                                   "template on day 11), replay it through the engine and print the alerts "
-                                   "and a detection summary against the ground truth.")
+    p = sub.add_parser("demo", help="the whole story, live on an embedded broker",
+                       description="A simulated month of LLM traffic with four quiet failures injected at once "
+                                   "(a prompt cleanup, a provider update, an input shift on real CLINC150 queries, "
+                                   "a stale RAG index with real all-MiniLM-L6-v2 + faiss scores over COVID-QA). Starts "
+                                   "a broker unless one is configured, runs `drift serve`, streams the month, prints "
+                                   "alerts as they arrive and ends with a scorecard and a timeline picture.",
+                       epilog=_EPILOG)
+    _common_config(p)
+    p.add_argument("--bootstrap-servers", metavar="HOST:PORT", help="use this Kafka instead of an embedded broker")
+    p.add_argument("--offline", action="store_true", help="no Kafka: run the same events through the replay engine")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workdir", default=None, help="where to write events and alerts (default: ./out/demo)")
+    p.add_argument("--days", type=int, default=30, help="simulated days (default 30)")
+    p.add_argument("--workdir", default=None, help="where to write golden sets, alerts and the picture (default ./out/demo)")
     p.set_defaults(func=_cmd_demo)
 
     sub.add_parser("golden", help="golden sets of queries: `drift golden build QUERIES… --out DIR`",

@@ -1,66 +1,375 @@
-"""``drift demo``: the nine-words story on simulated traffic, start to finish.
+"""``drift demo``: the whole story live, on the embedded broker, with nothing to configure.
 
-Simulates 30 days of traffic for three apps, in which nine words are removed from one prompt
-template on day 11 (``prompt_cleanup``), replays it through the engine, prints each alert as it is
-raised, and ends with a scorecard against the ground truth.
+A simulated month of traffic for five apps with four failures injected at once:
+
+* ``prompt_cleanup``: nine words removed from support-bot's payments template on day 11 (new
+  prompt hash): the JSON-format score and the format_valid pass rate fall;
+* ``provider_update``: docs-qa's relevance falls 6 % on day 15, same template, same model name;
+* ``input_shift``: support-bot's users start asking things its golden set (real CLINC150 banking
+  and credit-card queries) does not cover, from day 14;
+* ``rag_staleness``: covid-faq's retrieval top-1 similarities — real all-MiniLM-L6-v2 + faiss
+  scores over the COVID-QA FAQ — fall as off-topic questions mix in from day 18.
+
+It starts a broker (unless one is configured), creates the topics, starts ``drift serve`` (the
+real service, in-process), streams the month at accelerated event time, prints each alert as it
+arrives on the alert topic, and ends with a scorecard against the ground truth and a timeline
+picture. ``--offline`` runs the same events through ``drift replay``'s engine instead.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import sys
+import threading
 import time
+
+import msgspec
+import numpy as np
 
 from drift.alerts import render
 from drift.config import load_settings
-from drift.replay import replay
-from drift.scorecard import score
-from drift.simulate import simulate, write_jsonl
+from drift.scorecard import score, series_of
 
-__all__ = ["run_demo"]
+__all__ = ["run_demo", "demo_events", "keyed_messages"]
+
+RAG_APP = "covid-faq"
+RAG_DAY = 18
+RAG_SHARE = 0.6  # off-topic share of covid-faq's questions after the ramp
+RAG_RAMP_DAYS = 3
+RAG_RATE = 20.0  # retrieval events per hour
+
+
+def _iso(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _rag_events(start: float, days: int, pools, seed: int):
+    """covid-faq retrieval events: real top-5 similarities, off-topic share rising from day 18."""
+    in_pool, off_pool = pools
+    rng = np.random.default_rng(seed + 1000)
+    hours = np.arange(days * 24)
+    hour_of_day = hours % 24
+    rate = RAG_RATE * (1.0 + 0.6 * np.sin((hour_of_day - 9) / 24 * 2 * np.pi))
+    counts = rng.poisson(np.maximum(rate, 0.5))
+    t = np.concatenate([start + h * 3600 + np.sort(rng.uniform(0, 3600, c)) for h, c in zip(hours, counts)])
+    t0 = start + RAG_DAY * 86400 + 10 * 3600
+    share = RAG_SHARE * np.clip((t - t0) / (RAG_RAMP_DAYS * 86400), 0, 1)
+    off = rng.random(t.size) < share
+    rows = np.where(off, rng.integers(0, len(off_pool), t.size), rng.integers(0, len(in_pool), t.size))
+    events = []
+    for ti, o, r in zip(t.tolist(), off.tolist(), rows.tolist()):
+        s = (off_pool if o else in_pool)[r]
+        events.append({"ts": _iso(ti), "app": RAG_APP, "intent": "all", "scores": [round(float(v), 4) for v in s],
+                       "index_version": "faq-2026-01-01", "trace_id": f"{rng.integers(1 << 62):016x}"})
+    change = {"what": "rag_staleness", "at": _iso(t0), "app": RAG_APP, "intents": ["all"], "stream": "retrieval",
+              "dimensions": [], "series": [f"{RAG_APP}/all"], "expected_rules": ["retrieval_drop"],
+              "expected_cause": "none",
+              "description": f"off-topic questions rise to {RAG_SHARE:.0%} of covid-faq's traffic over "
+                             f"{RAG_RAMP_DAYS} days: real all-MiniLM-L6-v2 + faiss top-1 similarities over the "
+                             "COVID-QA FAQ fall"}
+    return events, change
+
+
+def demo_events(seed: int, days: int, encoder):
+    """Events of the four injected failures, merged in time order, and their ground truth."""
+    from drift.rag import similarity_pools
+    from drift.simulate import iter_events, simulate
+
+    pc = simulate("prompt_cleanup", seed=seed, days=days)
+    pu = simulate("provider_update", seed=seed, days=days)
+    qs = simulate("input_shift", seed=seed, days=days, volume=0.5)  # ~6 queries/hour/app: embedding stays quick
+    events = [e for e in iter_events(pc) if not ("dimension" in e and e["app"] == "docs-qa")]
+    events += [e for e in iter_events(pu) if "dimension" in e and e["app"] == "docs-qa"]
+    events += [e for e in iter_events(qs) if "text" in e]
+    rag, rag_change = _rag_events(pc.start, days, similarity_pools(encoder, seed=seed), seed)
+    events += rag
+    events.sort(key=lambda e: e["ts"])
+    truth = {"scenario": "demo", "seed": seed, "days": days, "start": _iso(pc.start),
+             "changes": pc.truth["changes"] + pu.truth["changes"] + qs.truth["changes"] + [rag_change]}
+    return events, truth, pc.start
+
+
+def _stream(e: dict) -> str:
+    if "dimension" in e:
+        return "scores"
+    if "scores" in e or "score" in e:
+        return "retrieval"
+    return "queries"
+
+
+def keyed_messages(events, max_batch: int = 100):
+    """Kafka messages in time order: per key (``app/intent``, or ``app`` for queries), runs of up to
+    ``max_batch`` events as one JSON array (a single event as an object). Key order is kept."""
+    enc = msgspec.json.Encoder()
+    buffers: dict[tuple[str, str], list] = {}
+    out = []
+    for e in events:
+        stream = _stream(e)
+        key = e["app"] if stream == "queries" else f"{e['app']}/{e.get('intent', 'all')}"
+        buf = buffers.setdefault((stream, key), [])
+        buf.append(e)
+        if len(buf) >= max_batch:
+            out.append((stream, key.encode(), enc.encode(buf)))
+            buffers[(stream, key)] = []
+    for (stream, key), buf in buffers.items():
+        if buf:
+            out.append((stream, key.encode(), enc.encode(buf[0] if len(buf) == 1 else buf)))
+    return out
+
+
+class _Printer:
+    """Alert lines above a one-line progress display (a TTY), or plain lines (a pipe)."""
+
+    def __init__(self):
+        self.tty = sys.stdout.isatty()
+        self.lock = threading.Lock()
+        self.status = ""
+        self.last_plain = 0.0
+
+    def line(self, text: str) -> None:
+        with self.lock:
+            if self.tty:
+                sys.stdout.write("\r\033[K" + text + "\n" + self.status)
+            else:
+                sys.stdout.write(text + "\n")
+            sys.stdout.flush()
+
+    def progress(self, text: str) -> None:
+        with self.lock:
+            self.status = text
+            if self.tty:
+                sys.stdout.write("\r\033[K" + text)
+                sys.stdout.flush()
+            elif time.monotonic() - self.last_plain > 10:
+                self.last_plain = time.monotonic()
+                sys.stdout.write(text + "\n")
+                sys.stdout.flush()
+
+    def done(self) -> None:
+        with self.lock:
+            if self.tty:
+                sys.stdout.write("\r\033[K")
+                sys.stdout.flush()
+            self.status = ""
+
+
+def _build_golden(encoder, workdir: str) -> str:
+    from drift.golden import GoldenSet, load_golden_sets
+    from drift.simulate import QUERY_APPS, golden_texts
+
+    root = os.path.join(workdir, "golden")
+    try:
+        sets = load_golden_sets(root, expect_encoder_id=encoder.encoder_id)
+        if set(sets) == set(QUERY_APPS):
+            return root
+    except (OSError, ValueError):
+        pass
+    for app in QUERY_APPS:
+        GoldenSet.build(golden_texts(app, per_intent=40), encoder,
+                        sources=[{"source": "CLINC150 train", "app": app}]).save(os.path.join(root, app), overwrite=True)
+    return root
+
+
+def _counter(metric) -> float:
+    return sum(s.value for m in metric.collect() for s in m.samples if s.name.endswith("_total"))
+
+
+def _run_live(args, settings, events, say, printer):
+    """Broker (embedded unless configured) → topics → drift serve → produce → alerts back."""
+    from kafka import KafkaProducer
+
+    from drift.broker import EmbeddedBroker, create_topics
+    from drift.feed import follow_alerts
+    from drift.service import Service, setup_logging
+
+    broker = None
+    bootstrap = args.bootstrap_servers or os.environ.get("DRIFT_KAFKA_BOOTSTRAP_SERVERS")
+    if not bootstrap:
+        broker = EmbeddedBroker().start()
+        bootstrap = broker.bootstrap
+        say(f"started the embedded Kafka-compatible broker (Tansu) on {bootstrap}")
+    try:
+        t = settings.topics
+        create_topics(bootstrap, {t["scores"]: 3, t["retrieval"]: 3, t["queries"]: 3,
+                                  t["alerts"]: 1, t["dlq"]: 1, t["state"]: 1})
+        settings = load_settings(getattr(args, "config", None), os.environ, {
+            "kafka": {"bootstrap_servers": bootstrap, "group_id": f"drift-demo-{int(time.time())}"},
+            "http": {"port": 0}, "service": {"session_timeout_ms": 6000, "checkpoint_interval": 2},
+            "queries": {"golden": settings.golden}})
+        from drift.golden import golden_for_settings
+
+        golden, _ = golden_for_settings(settings)
+        setup_logging("warning")
+        service = Service(settings, golden=golden, encoder_factory=lambda: args._encoder)
+        svc_thread = threading.Thread(target=service.run, name="drift-serve", daemon=True)
+        svc_thread.start()
+        say(f"started `drift serve` (group {settings.group_id}; /metrics on :{_wait_port(service)}); "
+            "waiting for its partitions…")
+        deadline = time.monotonic() + 60
+        while not service.health.ready:
+            if time.monotonic() > deadline or not svc_thread.is_alive():
+                raise RuntimeError("drift serve did not become ready")
+            time.sleep(0.05)
+        alerts: list[dict] = []
+        stop_follow = threading.Event()
+
+        def on_alert(line):
+            ev = json.loads(line)
+            alerts.append(ev)
+            printer.line(render(ev))
+
+        follower = threading.Thread(target=follow_alerts, args=(settings,), name="drift-alerts", daemon=True,
+                                    kwargs={"follow": True, "as_json": True, "write": on_alert,
+                                            "stop": stop_follow.is_set})
+        follower.start()
+        time.sleep(1.0)  # the follower has found the end of the alert topic
+        msgs = keyed_messages(events)
+        say(f"streaming {len(events):,} events in {len(msgs):,} keyed messages…\n")
+        producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=1 << 20, acks="all")
+        started = time.perf_counter()
+
+        def progress():
+            consumed = _counter(service.metrics.events)
+            # the slowest input partition's newest event time: how far the whole month has got
+            seen = [p.engine.max_t for p in list(service.parts.values()) if np.isfinite(p.engine.max_t)]
+            newest = min(seen) if seen else float("nan")
+            day = (newest - args._start) / 86400 if np.isfinite(newest) else 0.0
+            rate = consumed / max(time.perf_counter() - started, 1e-9)
+            printer.progress(f"  event day {day:5.1f} | {consumed:>10,.0f} events | {rate:>9,.0f} events/s | "
+                             f"{len(alerts)} alerts")
+
+        for i, (stream, key, value) in enumerate(msgs):
+            producer.send(t[stream], key=key, value=value)
+            if i % 500 == 0:
+                progress()
+        producer.flush()
+        producer.close()
+        while _counter(service.metrics.messages) < len(msgs):
+            progress()
+            time.sleep(0.25)
+            if not svc_thread.is_alive():
+                raise RuntimeError("drift serve stopped unexpectedly")
+        # let the last alerts reach the alert topic and the follower
+        service.request_stop()
+        svc_thread.join(60)
+        expected = _counter(service.metrics.alerts)
+        deadline = time.monotonic() + 20
+        while len(alerts) < expected and time.monotonic() < deadline:
+            time.sleep(0.1)
+        progress()
+        printer.done()
+        stop_follow.set()
+        follower.join(10)
+        elapsed = time.perf_counter() - started
+        return alerts, elapsed
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+def _wait_port(service) -> int:
+    deadline = time.monotonic() + 10
+    while service.http is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return service.http.port if service.http else 0
+
+
+def _run_offline(settings, events, printer, golden, encoder):
+    from drift.engine import Engine
+
+    engine = Engine(settings, golden=golden, encoder_factory=lambda: encoder)
+    dec = engine.decoder()
+    lines = [msgspec.json.encode(e) for e in events]
+    alerts = []
+    started = time.perf_counter()
+    for i in range(0, len(lines), 50_000):
+        a, _ = engine.process(dec.decode(lines[i:i + 50_000]))
+        for ev in a:
+            alerts.append(ev)
+            printer.line(render(ev))
+    return alerts, time.perf_counter() - started
+
+
+def _timeline(path, events, alerts, truth, start):
+    """The demo's picture: one panel per injected failure."""
+    from drift.plots import Panel, binned, timeline_png
+
+    def pick(pred):
+        sel = [e for e in events if pred(e)]
+        t = np.array([dt.datetime.fromisoformat(e["ts"].replace("Z", "+00:00")).timestamp() for e in sel])
+        return sel, t
+
+    def alerts_of(series):
+        return [a for a in alerts if series_of(a) == series]
+
+    changes = {c["what"]: dt.datetime.fromisoformat(c["at"].replace("Z", "+00:00")).timestamp()
+               for c in truth["changes"]}
+    panels = []
+
+    def add(title, series, t, y, width, ylabel, what):
+        bt, by = binned(t, y, width)
+        at = changes.get(what)
+        before = by[bt < at] if at else by
+        band = (float(np.mean(before) - np.std(before)), float(np.mean(before) + np.std(before))) if before.size else None
+        panels.append(Panel(title, bt, by, ylabel, band, at, alerts_of(series),
+                            [(at, what.replace("_", " "))] if at else []))
+
+    sel, t = pick(lambda e: e.get("app") == "support-bot" and e.get("intent") == "billing" and e.get("dimension") == "format")
+    add("support-bot/billing · JSON-format judge score (6-hour means)", "support-bot/billing/format", t,
+        np.array([e["score"] for e in sel]), 6 * 3600, "score", "prompt_hash_change")
+    sel, t = pick(lambda e: e.get("app") == "support-bot" and e.get("intent") == "billing" and e.get("dimension") == "format_valid")
+    add("support-bot/billing · format_valid failure rate (6-hour)", "support-bot/billing/format_valid", t,
+        1 - np.array([e["score"] for e in sel]), 6 * 3600, "failure rate", "prompt_hash_change")
+    sel, t = pick(lambda e: e.get("app") == "docs-qa" and e.get("intent") == "api" and e.get("dimension") == "relevance")
+    add("docs-qa/api · relevance score (daily means)", "docs-qa/api/relevance", t,
+        np.array([e["score"] for e in sel]), 86400, "score", "provider_update")
+    sel, t = pick(lambda e: e.get("app") == RAG_APP and "scores" in e)
+    add("covid-faq · retrieval top-1 similarity, all-MiniLM-L6-v2 + faiss over COVID-QA (6-hour means)",
+        f"{RAG_APP}/all", t, np.array([e["scores"][0] for e in sel]), 6 * 3600, "cosine", "rag_staleness")
+    return timeline_png(path, panels, "llm-drift demo: four failures that infrastructure metrics miss")
 
 
 def run_demo(args) -> int:
+    from drift.embedding import Encoder
+    from drift.golden import golden_for_settings
+
     workdir = args.workdir or os.path.join("out", "demo")
     os.makedirs(workdir, exist_ok=True)
-    events = os.path.join(workdir, "prompt_cleanup.jsonl")
-    alerts_path = os.path.join(workdir, "alerts.jsonl")
-    say = lambda *a: print(*a, flush=True)  # noqa: E731
-    say("llm-drift demo: a prompt cleanup removes nine words from a template on day 11.")
-    say("Latency, errors and spend stay green; only the score distributions move.\n")
+    printer = _Printer()
+    say = lambda *a: printer.line(" ".join(str(x) for x in a))  # noqa: E731
+    say("llm-drift demo: a month of LLM traffic (5 apps) with four quiet failures injected at once.")
+    say("Latency, errors and spend stay green; only the distributions move.\n")
     t0 = time.perf_counter()
-    sim = simulate("prompt_cleanup", seed=args.seed)
-    n = write_jsonl(sim, events, batch=100)
-    say(f"simulated {n:,} events over {sim.days} days (3 apps, 9 intents, 6 score dimensions, "
-        f"retrieval) in {time.perf_counter() - t0:.1f} s → {events}")
-    say("replaying through the engine (the same one `drift serve` runs)…\n")
-    settings = load_settings(getattr(args, "config", None), os.environ)
-    tty = sys.stdout.isatty()
-    last = [0.0]
-
-    def progress(rep):
-        if tty and time.monotonic() - last[0] > 0.5:
-            last[0] = time.monotonic()
-            day = (rep.last_t - sim.start) / 86400 if rep.last_t else 0
-            print(f"\r  day {day:5.1f}  {rep.n_events:>10,} events  {len(rep.alerts)} alerts",
-                  end="", flush=True)
-
-    with open(alerts_path, "w", encoding="utf-8") as out:
-        def on_alert(ev):
-            out.write(json.dumps(ev) + "\n")
-            if tty:
-                print("\r" + " " * 60 + "\r", end="")
-            say(render(ev))
-
-        report = replay([events], settings, on_alert=on_alert, on_progress=progress)
-    if tty:
-        print("\r" + " " * 60 + "\r", end="")
+    encoder = Encoder()
+    args._encoder = encoder
+    golden_dir = _build_golden(encoder, workdir)
+    events, truth, start = demo_events(args.seed, args.days, encoder)
+    args._start = start
+    with open(os.path.join(workdir, "truth.json"), "w") as fh:
+        json.dump(truth, fh, indent=1)
+    say(f"prepared {len(events):,} events and golden sets ({golden_dir}) in {time.perf_counter() - t0:.0f} s:")
+    for c in sorted(truth["changes"], key=lambda c: c["at"]):
+        say(f"  day {(dt.datetime.fromisoformat(c['at'].replace('Z', '+00:00')).timestamp() - start) / 86400:4.1f}  "
+            f"{c['what']:<20} {c['app']}")
     say("")
-    say(report.summary())
-    card = score(sim.truth, report.alerts)
-    say("\n── scorecard against the ground truth " + "─" * 30)
+    settings = load_settings(getattr(args, "config", None), os.environ, {"queries": {"golden": golden_dir}})
+    if args.offline:
+        golden, _ = golden_for_settings(settings)
+        alerts, elapsed = _run_offline(settings, events, printer, golden, encoder)
+    else:
+        alerts, elapsed = _run_live(args, settings, events, say, printer)
+    with open(os.path.join(workdir, "alerts.jsonl"), "w") as fh:
+        for a in alerts:
+            fh.write(json.dumps(a) + "\n")
+    card = score(truth, alerts)
+    say(f"\nprocessed {len(events):,} events in {elapsed:.0f} s ({len(events) / max(elapsed, 1e-9):,.0f} events/s); "
+        f"{len(alerts)} alert events")
+    say("\n── scorecard against the ground truth " + "─" * 40)
     say(card.table())
-    say(f"\nalerts as CloudEvents: {alerts_path}")
-    say("next: `drift replay` your own events, or `drift simulate --list` for other failures")
+    png = _timeline(os.path.join(workdir, "timeline.png"), events, alerts, truth, start)
+    say(f"\ntimeline picture: {png}")
+    say(f"alerts as CloudEvents: {os.path.join(workdir, 'alerts.jsonl')}")
+    say(f"total {time.perf_counter() - t0:.0f} s")
     return 0 if card.ok else 1

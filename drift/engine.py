@@ -363,9 +363,10 @@ class Engine:
                     "query_centroid_shift", "centroid", runner.spec.severity, lab, f,
                     window_seconds=runner.spec.params["window"], extra=extra,
                     cause=None if f.status != "firing" else {
-                        "kind": "input_drift", "detail": (
-                            f"{100 * (f.extra.get('uncovered_share') or 0):.0f}% of the window's queries "
-                            "have no close golden-set neighbour: users ask things the golden set does not cover")})))
+                        "kind": "none", "detail": (
+                            f"input drift: {100 * (f.extra.get('uncovered_share') or 0):.0f}% of the window's "
+                            "queries have no close golden-set neighbour (users ask things the golden set does "
+                            "not cover)")})))
         alerts.sort(key=lambda p: p[0])
         return [a for _, a in alerts], rejected
 

@@ -561,3 +561,21 @@ def main_build(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main_build())
+
+
+def golden_for_settings(settings):
+    """Golden sets of ``settings.golden`` and the encoder class, refused at start-up (as a
+    :class:`~drift.config.ConfigError` naming ``queries.golden``) if they do not match."""
+    from drift.config import ConfigError
+    from drift.embedding import Encoder, default_encoder_id
+
+    if not settings.golden:
+        return {}, None
+    try:
+        golden = load_golden_sets(settings.golden, expect_encoder_id=default_encoder_id())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"queries.golden: {exc}") from None
+    dims = {g.dim for g in golden.values()}
+    if len(dims) > 1:
+        raise ConfigError(f"queries.golden: the golden sets have different dimensions {sorted(dims)}")
+    return golden, Encoder
