@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 
-import msgspec
+from drift.demo import keyed_messages
 
 
 def _events(n_events: int):
@@ -27,24 +27,6 @@ def _events(n_events: int):
             if len(out) >= n_events:
                 break
     return out
-
-
-def _messages(events, per_message: int):
-    enc = msgspec.json.Encoder()
-    by_key: dict[tuple[str, str], list] = {}
-    msgs = []
-    for e in events:
-        stream = "scores" if "dimension" in e else "retrieval"
-        k = (stream, f"{e['app']}/{e['intent']}")
-        buf = by_key.setdefault(k, [])
-        buf.append(e)
-        if len(buf) >= per_message:
-            msgs.append((k[0], k[1].encode(), enc.encode(buf[0] if per_message == 1 else buf)))
-            by_key[k] = []
-    for k, buf in by_key.items():
-        if buf:
-            msgs.append((k[0], k[1].encode(), enc.encode(buf[0] if len(buf) == 1 else buf)))
-    return msgs
 
 
 def _bare_consume(bootstrap, topics, total):
@@ -74,7 +56,7 @@ def run(n_events: int, per_message: int) -> dict:
     from drift.service import Service
 
     events = _events(n_events)
-    msgs = _messages(events, per_message)
+    msgs = keyed_messages(events, per_message)
     with EmbeddedBroker() as broker:
         tag = uuid.uuid4().hex[:6]
         topics = {k: f"bench-{k}-{tag}" for k in ("scores", "retrieval", "queries", "alerts", "dlq", "state")}

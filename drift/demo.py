@@ -30,6 +30,7 @@ import numpy as np
 
 from drift.alerts import render
 from drift.config import load_settings
+from drift.events import kafka_key, stream_of
 from drift.scorecard import score, series_of
 
 __all__ = ["run_demo", "demo_events", "keyed_messages"]
@@ -91,28 +92,27 @@ def demo_events(seed: int, days: int, encoder):
     return events, truth, pc.start
 
 
-def _stream(e: dict) -> str:
-    if "dimension" in e:
-        return "scores"
-    if "scores" in e or "score" in e:
-        return "retrieval"
-    return "queries"
+def keyed_messages(events, max_batch: int = 100, seed: int | None = None):
+    """Kafka messages in time order: ``(stream, key bytes, value bytes)``.
 
-
-def keyed_messages(events, max_batch: int = 100):
-    """Kafka messages in time order: per key (``app/intent``, or ``app`` for queries), runs of up to
-    ``max_batch`` events as one JSON array (a single event as an object). Key order is kept."""
+    Per key (:func:`drift.events.kafka_key`), runs of up to ``max_batch`` events become one JSON
+    array (a run of one is a single object); with ``seed`` the run lengths are drawn from
+    1..max_batch, so single events and arrays mix. Each key's order is kept.
+    """
     enc = msgspec.json.Encoder()
+    rng = np.random.default_rng(seed) if seed is not None else None
+    draw = (lambda: int(rng.integers(1, max_batch + 1))) if rng is not None else (lambda: max_batch)  # noqa: E731
     buffers: dict[tuple[str, str], list] = {}
+    target: dict[tuple[str, str], int] = {}
     out = []
     for e in events:
-        stream = _stream(e)
-        key = e["app"] if stream == "queries" else f"{e['app']}/{e.get('intent', 'all')}"
-        buf = buffers.setdefault((stream, key), [])
+        k = (stream_of(e), kafka_key(e))
+        buf = buffers.setdefault(k, [])
         buf.append(e)
-        if len(buf) >= max_batch:
-            out.append((stream, key.encode(), enc.encode(buf)))
-            buffers[(stream, key)] = []
+        if len(buf) >= target.setdefault(k, draw()):
+            out.append((k[0], k[1].encode(), enc.encode(buf[0] if len(buf) == 1 else buf)))
+            buffers[k] = []
+            target[k] = draw()
     for (stream, key), buf in buffers.items():
         if buf:
             out.append((stream, key.encode(), enc.encode(buf[0] if len(buf) == 1 else buf)))

@@ -26,7 +26,7 @@ import numpy as np
 
 __all__ = [
     "AnyEvent", "Rejection", "ScoreBatch", "RetrievalBatch", "QueryBatch", "Decoded",
-    "EventDecoder", "KINDS", "to_epoch", "format_time",
+    "EventDecoder", "KINDS", "to_epoch", "format_time", "stream_of", "kafka_key",
 ]
 
 KINDS = ("scores", "retrieval", "queries")
@@ -67,6 +67,23 @@ class AnyEvent(msgspec.Struct, omit_defaults=True, gc=False):
 _ARRAY_PATH = re.compile(r"at `\$\[(\d+)\]")
 _decoder = msgspec.json.Decoder(Union[AnyEvent, list[AnyEvent]])
 _encoder = msgspec.json.Encoder()
+
+
+def stream_of(event: dict) -> str:
+    """The stream of an event given as a dict, by the SPEC's field rules (``stream`` overrides)."""
+    if event.get("stream") in KINDS:
+        return event["stream"]
+    if "dimension" in event:
+        return "scores"
+    if "scores" in event or "score" in event:
+        return "retrieval"
+    return "queries"
+
+
+def kafka_key(event: dict) -> str:
+    """The message key producers must use: ``app/intent`` (scores, retrieval) or ``app`` (queries)."""
+    app = event.get("app", "default")
+    return app if stream_of(event) == "queries" else f"{app}/{event.get('intent') or 'all'}"
 
 
 def to_epoch(ts) -> float:

@@ -13,42 +13,15 @@ import time
 import urllib.request
 
 import msgspec
-import numpy as np
+
+from drift.demo import keyed_messages
 
 _enc = msgspec.json.Encoder()
 
 
-def stream_of(event: dict) -> str:
-    if "dimension" in event:
-        return "scores"
-    if "scores" in event or "score" in event:
-        return "retrieval"
-    return "queries"
-
-
-def key_of(event: dict) -> str:
-    return event["app"] if stream_of(event) == "queries" else f"{event['app']}/{event.get('intent', 'all')}"
-
-
 def messages_of(events, max_batch: int = 60, seed: int = 0):
-    """Group time-ordered events into keyed messages: per key, runs of 1..max_batch events
-    (a run of one is a single JSON object, longer runs are arrays). Per-key order is kept."""
-    rng = np.random.default_rng(seed)
-    buffers: dict[tuple[str, str], list] = {}
-    target: dict[tuple[str, str], int] = {}
-    out = []
-    for e in events:
-        k = (stream_of(e), key_of(e))
-        buf = buffers.setdefault(k, [])
-        buf.append(e)
-        if len(buf) >= target.setdefault(k, int(rng.integers(1, max_batch + 1))):
-            out.append((k[0], k[1], buf[0] if len(buf) == 1 else list(buf)))
-            buffers[k] = []
-            target[k] = int(rng.integers(1, max_batch + 1))
-    for k, buf in buffers.items():
-        if buf:
-            out.append((k[0], k[1], buf[0] if len(buf) == 1 else list(buf)))
-    return out
+    """Keyed messages with per-key runs of 1..max_batch events (single objects and arrays mixed)."""
+    return keyed_messages(events, max_batch, seed=seed)
 
 
 def produce(bootstrap: str, topics: dict[str, str], messages) -> int:
@@ -56,7 +29,8 @@ def produce(bootstrap: str, topics: dict[str, str], messages) -> int:
 
     p = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=512 * 1024, acks="all")
     for stream, key, value in messages:
-        p.send(topics[stream], key=key.encode(), value=value if isinstance(value, bytes) else _enc.encode(value))
+        p.send(topics[stream], key=key if isinstance(key, bytes) else key.encode(),
+               value=value if isinstance(value, bytes) else _enc.encode(value))
     p.flush()
     p.close()
     return len(messages)

@@ -38,7 +38,7 @@ def topics(topic_factory):
 def test_parity_with_replay(broker, topics, cleanup_events):
     events, expected = cleanup_events
     msgs = messages_of(events, max_batch=60)
-    assert any(isinstance(m[2], dict) for m in msgs) and any(isinstance(m[2], list) for m in msgs)
+    assert any(m[2][:1] == b"{" for m in msgs) and any(m[2][:1] == b"[" for m in msgs)  # single events and arrays
     produce(broker.bootstrap, topics, msgs)
     svc = ServeProcess(broker.bootstrap, f"g-{uuid.uuid4().hex[:6]}", topics)
     try:
