@@ -1,6 +1,7 @@
 """Timeline pictures: score series with their baseline band and alert markers (matplotlib, PNG).
 
-Used by ``drift demo`` and the notebook. Headless (Agg backend); matplotlib is imported lazily.
+Used by ``drift demo`` and the notebook. Renders with the Agg canvas without touching pyplot's
+global backend; matplotlib is imported lazily.
 """
 
 from __future__ import annotations
@@ -60,14 +61,14 @@ def _parse(ts: str) -> float:
 
 def timeline_png(path: str, panels: Sequence[Panel], title: str = "") -> str:
     """Draw ``panels`` one above the other into a PNG at ``path``; return the path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.dates as mdates
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    fig, axes = plt.subplots(len(panels), 1, figsize=(11, 2.4 * len(panels) + 0.8), sharex=True,
-                             squeeze=False)
+    # the object API: no global backend switch, so notebooks keep displaying their own figures
+    fig = Figure(figsize=(11, 2.4 * len(panels) + 0.8))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)
     for ax, p in zip(axes[:, 0], panels):
         ax.plot(_dates(p.t), p.y, color="#1f77b4", lw=1.0, label="observed")
         if p.band is not None:
@@ -99,5 +100,4 @@ def timeline_png(path: str, panels: Sequence[Panel], title: str = "") -> str:
         fig.suptitle(title, fontsize=12)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
