@@ -36,6 +36,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import tomllib
 from collections.abc import Mapping
@@ -64,6 +65,8 @@ def parse_duration(value, field: str) -> float:
         if not m:
             raise ConfigError(f"{field}: expected a duration like '7d', '1h', '10m' or seconds, got {value!r}")
         seconds = float(m.group(1)) * _UNIT[m.group(2)]
+    if not math.isfinite(seconds):
+        raise ConfigError(f"{field}: must be a finite duration, got {value!r}")
     if seconds < 0:
         raise ConfigError(f"{field}: must not be negative, got {value!r}")
     return seconds
@@ -310,7 +313,7 @@ def _as_int(value, field, lo=None, hi=None) -> int:
         v = int(value)
         if isinstance(value, float) and v != value:
             raise ValueError
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(f"{field}: expected an integer, got {value!r}") from None
     if (lo is not None and v < lo) or (hi is not None and v > hi):
         raise ConfigError(f"{field}: must be between {lo} and {hi}, got {v}")
@@ -424,8 +427,8 @@ def _build(doc: Mapping[str, Any], source: str) -> Settings:
             ref = params[k]
             if k in _DURATION_PARAMS:
                 params[k] = parse_duration(v, f)
-                if params[k] <= 0:
-                    raise ConfigError(f"{f}: must be a positive duration, got {v!r}")
+                if params[k] < 1:
+                    raise ConfigError(f"{f}: must be at least 1 second, got {v!r}")
             elif k in ("alpha",):
                 params[k] = _as_float(v, f, unit=True)
             elif k == "coverage_sim":

@@ -233,7 +233,7 @@ def _run_live(args, settings, events, say, printer):
         def progress():
             consumed = _counter(service.metrics.events)
             # the slowest input partition's newest event time: how far the whole month has got
-            seen = [p.engine.max_t for p in list(service.parts.values()) if np.isfinite(p.engine.max_t)]
+            seen = [t for t in (p.engine.newest_event_time for p in list(service.parts.values())) if np.isfinite(t)]
             newest = min(seen) if seen else float("nan")
             day = (newest - args._start) / 86400 if np.isfinite(newest) else 0.0
             rate = consumed / max(time.perf_counter() - started, 1e-9)

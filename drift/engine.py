@@ -140,6 +140,7 @@ class Engine:
         self.encoder_factory = encoder_factory
         self.encoder = None
         self._embed_cache: dict[str, np.ndarray] = {}
+        self.now = now
         self.factory = AlertFactory(settings.service_name, now)
         lat = settings.allowed_lateness
         self.score_series = SeriesTable(("app", "intent", "dimension"))
@@ -147,7 +148,6 @@ class Engine:
         self.app_intents = SeriesTable(("app", "intent"))
         self.score_clock = EventClock(3600.0, lat)
         self.retrieval_clock = EventClock(3600.0, lat)
-        self.max_t = -np.inf
         self.series_kind: list[str] = []  # per score series: quality | flag | check
         self.series_scale: list[tuple[float, float, bool]] = []
         self.rules: dict[str, RuleRunner] = {}
@@ -183,6 +183,12 @@ class Engine:
         return EventDecoder(scale_of, self.settings.retrieval_scale, dims.pop() if len(dims) == 1 else None,
                             self.settings.max_message_bytes)
 
+    @property
+    def newest_event_time(self) -> float:
+        """The newest event time accepted on any stream (-inf before the first)."""
+        return float(max((c.max_t.max() if c.max_t.size else -np.inf)
+                         for c in (self.score_clock, self.retrieval_clock, self.query_clock)))
+
     def fingerprint(self) -> str:
         """Rule configuration plus golden sets: what a state checkpoint must match."""
         golden = ",".join(f"{k}:{g.checksum}" for k, g in sorted(self.golden.items()))
@@ -209,26 +215,19 @@ class Engine:
     def _screen(self, stream, batch, sids, clock) -> tuple[np.ndarray, list[EventRejection]]:
         """Late and far-future events: mask of the ones to keep, and their rejections."""
         t = batch.ts
-        future = np.zeros(t.shape[0], bool)
-        for _ in range(3):  # a far-future event must not raise the bar for the ones after it
-            ok_t = np.where(future, -np.inf, t)
-            before = np.maximum.accumulate(np.concatenate([[self.max_t], ok_t]))[:-1]
-            nxt = np.isfinite(before) & (t > before + self.settings.max_future)
-            if np.array_equal(nxt, future):
-                break
-            future = nxt
+        # far future: ahead of the wall clock by more than max_future (a skewed or bogus producer
+        # clock). Event time may lag the wall clock by anything (replays, quiet weekends).
+        future = t > self.now() + self.settings.max_future
         late = np.zeros(t.shape[0], bool)
         keep_f = ~future
         late[keep_f] = clock.observe(sids[keep_f], t[keep_f])
         keep = ~(future | late)
-        if keep.any():
-            self.max_t = max(self.max_t, float(t[keep].max()))
         rejected = []
         for i in np.flatnonzero(~keep):
             ev = int(batch.idx[i])
             if future[i]:
                 cls, why = "FutureEvent", (f"event time {format_time(t[i])} is more than "
-                                           f"{self.settings.max_future:g} s past the newest time seen")
+                                           f"{self.settings.max_future:g} s ahead of the wall clock")
             else:
                 cls, why = "LateEvent", (f"event time {format_time(t[i])} is behind the series' "
                                          f"watermark by more than the allowed lateness "
@@ -451,7 +450,6 @@ class Engine:
             "app_intents": self.app_intents.state_dict(),
             "score_clock": self.score_clock.state_dict(),
             "retrieval_clock": self.retrieval_clock.state_dict(),
-            "max_t": self.max_t,
             "rules": {name: {"detector": r.detector.state_dict(), "local": r.local.copy(),
                              "sids": list(r.sids)} for name, r in self.rules.items()},
             "trackers": {n: getattr(self, n).state_dict()
@@ -476,7 +474,6 @@ class Engine:
             self.series_scale.append((spec.lo, spec.hi, spec.higher_is_better))
         self.score_clock.load_state(state["score_clock"])
         self.retrieval_clock.load_state(state["retrieval_clock"])
-        self.max_t = float(state["max_t"])
         for name, rs in state["rules"].items():
             runner = self.rules[name]
             runner.detector = type(runner.detector).from_state(rs["detector"])

@@ -20,7 +20,7 @@ def test_crash_at_each_step_of_the_commit_order(broker, topics, cleanup_events, 
     group = f"g-{uuid.uuid4().hex[:6]}"
     env = {"DRIFT_SERVICE_MAX_POLL_RECORDS": "300"}
     crashing = ServeProcess(broker.bootstrap, group, topics, {**env, "DRIFT_FAULT_INJECT": f"{point}:3"})
-    assert crashing.proc.wait(180) == 70
+    assert crashing.proc.wait(600) == 70
     crashing._reader.join(5)
     assert any(d.get("msg") == "fault injected: exiting abruptly" and d.get("point") == point for d in crashing.lines)
     second = ServeProcess(broker.bootstrap, group, topics, env)
