@@ -311,6 +311,7 @@ class Service:
             why = repr(failed[0][0].exception) if failed[0][0].is_done else "not acknowledged in time"
             if self.stop_requested or time.monotonic() > deadline:
                 raise DeliveryError(f"{len(failed)} record(s) not delivered: {why}")
+            self.health.beat()  # the loop is alive, waiting on the broker: not a hang
             self.health.set_ready(False, f"broker unavailable: {len(failed)} record(s) awaiting delivery")
             log.warning("delivery failed; retrying", extra={"records": len(failed), "reason": why,
                                                             "retry_in_s": delay})
@@ -419,6 +420,20 @@ class Service:
         self.last_checkpoint = time.monotonic()
         self.metrics.checkpoint_age.set(0)
 
+    def _check_broker(self) -> None:
+        """Readiness follows the group coordinator: a caught-up service has nothing to deliver,
+        so a broker outage shows here first."""
+        try:
+            unknown = self.consumer._coordinator.coordinator_unknown()
+        except Exception:  # noqa: BLE001 (a client without this internal: skip the check)
+            return
+        if unknown and self.health.ready:
+            self.health.set_ready(False, "broker unavailable: no group coordinator")
+            log.warning("broker unavailable: no group coordinator")
+        elif not unknown and not self.health.ready and self.health.reason.startswith("broker") and self.parts:
+            self.health.set_ready(True, "ok")
+            log.info("broker available again")
+
     def _update_lag(self) -> None:
         for tp in self.parts:
             hw = self.consumer.highwater(tp)
@@ -458,6 +473,7 @@ class Service:
                     if records:
                         self.process(records)
                     self._update_lag()
+                    self._check_broker()
                     overflow = self.dlq_overflow()
                     if overflow:
                         self.checkpoint()
