@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 
-from benchmarks import core, detection, kafka_e2e
+from benchmarks import core, detection, embedding, kafka_e2e
 
 
 def machine() -> dict:
@@ -44,7 +44,8 @@ def main(argv=None) -> int:
                 "replay": lambda: [core.bench_replay(args.quick, tmp)],
                 "kafka": lambda: [kafka_e2e.run(20_000 if args.quick else 200_000, 1),
                                   kafka_e2e.run(100_000 if args.quick else 1_000_000, 100)],
-                "detection": lambda: [detection.run(args.quick)]}
+                "detection": lambda: [detection.run(args.quick)],
+                "embedding": lambda: embedding.bench_centroid(args.quick) + embedding.bench_encoder(args.quick)}
         for name, fn in plan.items():
             if args.only and name not in args.only:
                 continue
