@@ -107,23 +107,20 @@ class BucketedDetector(Detector):
         findings: list[Finding] = []
         for rnd in plan.rounds:
             if rnd.close_series.size:
-                findings.extend(self._close_through(rnd.close_series, rnd.close_prev, rnd.closed))
+                findings.extend(self._close_bucket(rnd.close_series, rnd.closed))
             if rnd.events.size:
                 e = rnd.events
                 self._add(series[e], t[e], x[e])
         return findings
 
-    def _close_through(self, series, prev, closed) -> list[Finding]:
-        findings: list[Finding] = []
-        for b in range(int(prev.min()) + 1, closed + 1):
-            active = series[prev < b]
-            frozen = self.firing[active] | (self.pending[active] > 0)
-            self._close(active, b, frozen)
-            ev = self._evaluate(active, b)
-            findings.extend(self._transitions(active, b, ev))
-            steady = active[~(self.firing[active] | (self.pending[active] > 0))]
-            if steady.size:
-                self._accept_reference(steady)
+    def _close_bucket(self, series, b: int) -> list[Finding]:
+        """Close bucket ``b`` for ``series``: move it into the window, evaluate, update episodes."""
+        frozen = self.firing[series] | (self.pending[series] > 0)
+        self._close(series, b, frozen)
+        findings = self._transitions(series, b, self._evaluate(series, b))
+        steady = series[~(self.firing[series] | (self.pending[series] > 0))]
+        if steady.size:
+            self._accept_reference(steady)
         return findings
 
     def _transitions(self, series, b, ev: Evaluation) -> list[Finding]:

@@ -55,13 +55,12 @@ def grow_rows(array: np.ndarray, n: int, fill=0) -> np.ndarray:
 class Round:
     """One step of a plan: first close buckets, then add events.
 
-    ``close_series[j]`` closes its buckets ``close_prev[j] + 1 .. closed`` (in order); ``events``
+    Every series in ``close_series`` closes bucket ``closed``; ``events``
     are indices into the batch of the events to add after that.
     """
 
     closed: int
     close_series: np.ndarray
-    close_prev: np.ndarray
     events: np.ndarray
 
 
@@ -157,10 +156,6 @@ class EventClock:
         after[order] = np.maximum(running, p_sorted)
         return late, after
 
-    def late_mask(self, series: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """Which events would be late, without changing the clock."""
-        return self._running(np.asarray(series, np.int64), np.asarray(t, np.float64))[0]
-
     def observe(self, series: np.ndarray, t: np.ndarray) -> np.ndarray:
         """Advance only the newest-time-seen of each series; return the late mask."""
         series = np.asarray(series, dtype=np.int64)
@@ -216,7 +211,7 @@ class EventClock:
         mp, mf = prev[movers], final[movers]
         for k in sorted(close_keys | set(ev_of)):
             cs = movers[(mp < k) & (k <= mf)] if k in close_keys else empty
-            rounds.append(Round(k, cs, np.full(cs.size, k - 1, np.int64), ev_of.get(k, empty)))
+            rounds.append(Round(k, cs, ev_of.get(k, empty)))
         self.closed[movers] = final[movers]
         np.maximum.at(self.max_t, s_acc, t[idx])
         return ClockPlan(accepted, rounds)
