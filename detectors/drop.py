@@ -193,13 +193,16 @@ class PercentDrop(BucketedDetector):
         win = self.agg.win[series]
         n1, m1, v1 = self._summary(win)
         sides = []
+        firing = self.firing[series]
         for rows, valid in self._references(series):
             n0, m0, v0 = self._summary(rows)
             with np.errstate(divide="ignore", invalid="ignore"):
                 pct = (m0 - m1) / np.abs(m0)
-            p = self._test(win, n1, m1, v1, rows, n0, m0, v0)
             enough = valid & (n1 >= self.min_n) & (n0 >= self.min_n) & np.isfinite(pct)
-            sides.append({"hit": enough & (pct >= self.threshold) & (p < self.alpha),
+            # the test only where the effect is there (or a finding may report it)
+            big = enough & (pct >= self.threshold)
+            p = _where(big | firing, self._test, win, n1, m1, v1, rows, n0, m0, v0)
+            sides.append({"hit": big & (p < self.alpha),
                           "clear": ~valid | (enough & (pct < self.resolve_ratio * self.threshold)),
                           "value": pct, "p": p, "n": n0, "ref": m0})
         hit, clear, kind, pick = self._combine(sides)
@@ -225,6 +228,16 @@ class PercentDrop(BucketedDetector):
 
     def reset_baseline(self, series):
         self.agg.reset_baseline(np.asarray(series, dtype=np.int64))
+
+
+def _where(mask, test, *columns):
+    """``test(*columns)`` evaluated on the rows in ``mask`` only; NaN elsewhere (None columns pass)."""
+    out = np.full(mask.shape[0], np.nan)
+    if mask.all():
+        return test(*columns)
+    if mask.any():
+        out[mask] = test(*(None if c is None else c[mask] for c in columns))
+    return out
 
 
 def _buckets(name, seconds, bucket) -> int:

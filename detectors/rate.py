@@ -21,7 +21,7 @@ from scipy import special
 
 from detectors.base import check_positive, check_probability
 from detectors.bucketed import BucketedDetector, Evaluation
-from detectors.drop import _buckets
+from detectors.drop import _buckets, _where
 from detectors.windows import WindowedAggregate
 
 __all__ = ["RateRatio", "rate_ratio_pvalue"]
@@ -110,14 +110,17 @@ class RateRatio(BucketedDetector):
         with np.errstate(divide="ignore", invalid="ignore"):
             r1 = k1 / n1
         sides = []
+        firing = self.firing[series]
         for rows, valid in self._references(series):
             n0, k0 = rows[:, 0], rows[:, 1]
             with np.errstate(divide="ignore", invalid="ignore"):
                 r0 = k0 / n0
                 ratio = r1 / np.maximum(r0, self.min_rate)
-            p = rate_ratio_pvalue(k1, n1, k0, n0)
             enough = valid & (n1 >= self.min_n) & (n0 >= self.min_ref_n)
-            sides.append({"hit": enough & (k1 >= self.min_events) & (ratio >= self.ratio) & (p < self.alpha),
+            # the test only where the effect is there (or a finding may report it)
+            big = enough & (k1 >= self.min_events) & (ratio >= self.ratio)
+            p = _where(big | firing, rate_ratio_pvalue, k1, n1, k0, n0)
+            sides.append({"hit": big & (p < self.alpha),
                           "clear": ~valid | (enough & (ratio - 1 < self.resolve_ratio * (self.ratio - 1))),
                           "value": ratio, "p": p, "n": n0, "ref": r0})
         hit, clear, kind, pick = self._combine(sides)

@@ -36,7 +36,7 @@ import math
 
 import numpy as np
 
-__all__ = ["EventClock", "ClockPlan", "Round", "WindowedAggregate", "grow_rows"]
+__all__ = ["EventClock", "ClockPlan", "Round", "WindowedAggregate", "grow_rows", "rows_of"]
 
 _NEVER = np.iinfo(np.int64).min // 4  # "no bucket closed yet"
 
@@ -49,6 +49,18 @@ def grow_rows(array: np.ndarray, n: int, fill=0) -> np.ndarray:
     out = np.full((new,) + array.shape[1:], fill, dtype=array.dtype)
     out[: array.shape[0]] = array
     return out
+
+
+def rows_of(series: np.ndarray):
+    """Index for ``series``: a slice when it is a run of consecutive ids (sorted, unique).
+
+    Indexing with the slice gives views where the id array would copy; the rows and their
+    order are the same.
+    """
+    n = series.shape[0]
+    if n and int(series[-1]) - int(series[0]) + 1 == n and (n == 1 or bool((series[1:] > series[:-1]).all())):
+        return slice(int(series[0]), int(series[-1]) + 1)
+    return series
 
 
 @dataclasses.dataclass(frozen=True)
@@ -281,13 +293,14 @@ class WindowedAggregate:
     def add(self, series: np.ndarray, bucket: np.ndarray, rows: np.ndarray | None = None,
             bins: np.ndarray | None = None) -> None:
         """Add per-event contributions: ``rows`` (n, *row) summed in, or ``bins`` (n,) counted."""
-        # one 1-D ``np.add.at`` per column: numpy's fast path, and sums stay in event order
-        # (so they do not depend on batching)
+        # one 1-D ``np.add.at`` per column with values of the array's own dtype: numpy's fast
+        # path (40x faster than a scalar 1), and sums stay in event order (so they do not
+        # depend on batching)
         flat = self.ring.reshape(-1)
         width = int(np.prod(self.row))
         base = (series * self.cap + bucket % self.cap) * width
         if bins is not None:
-            np.add.at(flat, base + bins, 1)
+            np.add.at(flat, base + bins, np.ones(bins.shape[0], flat.dtype))
         else:
             rows = rows.reshape(rows.shape[0], width)
             for k in range(width):
@@ -300,18 +313,25 @@ class WindowedAggregate:
         """
         slot_in = b % self.cap
         slot_out = (b - self.window) % self.cap
-        incoming = self.ring[series, slot_in].astype(self.acc_dtype)
-        leaving = self.ring[series, slot_out].astype(self.acc_dtype)
-        self.win[series] += incoming - leaving
-        self.ring[series, slot_out] = 0
-        push = series[~frozen]
+        rows = rows_of(series)
+        incoming = self.ring[rows, slot_in].astype(self.acc_dtype, copy=False)
+        leaving = self.ring[rows, slot_out].astype(self.acc_dtype)  # a copy: the slot is reset
+        self.win[rows] += incoming - leaving
+        self.ring[rows, slot_out] = 0
+        steady = ~frozen
+        push = series if steady.all() else series[steady]
         if push.size:
-            out = leaving[~frozen]
-            bslot = self.base_pushes[push] % self.baseline
-            self.base_sum[push] += out - self.base_ring[push, bslot]
-            self.base_ring[push, bslot] = out
-            self.base_bucket[push, bslot] = b - self.window
-            self.base_pushes[push] += 1
+            out = leaving if push is series else leaving[steady]
+            prows = rows if push is series else rows_of(push)
+            bslot = self.base_pushes[prows] % self.baseline
+            if (bslot == bslot[0]).all():
+                bslot = int(bslot[0])  # series in step (the common case): one slot, no gather
+            else:
+                prows = push  # a slot per series: gather by (series, slot) pairs
+            self.base_sum[prows] += out - self.base_ring[prows, bslot]
+            self.base_ring[prows, bslot] = out
+            self.base_bucket[prows, bslot] = b - self.window
+            self.base_pushes[prows] += 1
 
     def base_full(self, series: np.ndarray) -> np.ndarray:
         return self.base_pushes[series] >= self.baseline

@@ -424,3 +424,74 @@ def test_histogram_counts_clips_out_of_range_and_validates():
         histogram_counts([0.5], [0], 1, 0, 1, 0)
     with pytest.raises(ValueError, match="integers"):
         histogram_counts([0.5], [0.0], 1, 0, 1, 4)
+
+
+# -- the Kolmogorov-limit screen --------------------------------------------------------------
+
+
+def _screen_factor(n):
+    from detectors.ks import SCREEN_FACTORS
+
+    f = np.inf
+    for n_min, factor in SCREEN_FACTORS:
+        if n >= n_min:
+            f = factor
+    return f
+
+
+@pytest.mark.parametrize("n", list(range(30, 131, 1)) + [150, 200, 300, 500, 1000, 3000, 10_000, 50_000])
+def test_screen_factor_bounds_scipy_kstwo(n):
+    """The screen's premise, against scipy: finite-n sf >= limit / factor wherever it is used."""
+    from scipy import special
+
+    from detectors.ks import SCREEN_MIN_LEVEL
+
+    factor = _screen_factor(n)
+    lam = np.linspace(0.2, 7.0, 200)
+    d = lam / np.sqrt(n)
+    d = d[d < 1]
+    limit = special.kolmogorov(np.sqrt(n) * d)
+    used = limit >= factor * SCREEN_MIN_LEVEL
+    exact = stats.kstwo.sf(d[used], n)
+    assert np.all(exact * factor >= limit[used])
+
+
+def test_screen_never_skips_a_rejection():
+    """Wherever ks_pvalue_at_least says p >= level, scipy's ks_2samp agrees (random cases)."""
+    from detectors.ks import ks_pvalue_at_least
+
+    rng = np.random.default_rng(5)
+    n1 = rng.integers(20, 3000, 400)
+    n2 = rng.integers(20, 3000, 400)
+    en = n1 * n2 / (n1 + n2)
+    d = rng.uniform(0.2, 6.0, 400) / np.sqrt(en)
+    level = 10.0 ** rng.uniform(-9, -1, 400)
+    sure = ks_pvalue_at_least(d, n1, n2, level)
+    p = ks_pvalue(d, n1, n2)
+    assert sure.sum() > 100 and (~sure).sum() > 50  # both sides exercised
+    assert np.all(p[sure] >= level[sure])
+    # and it is cheap to be right: near-misses are left to the exact computation
+    assert not ks_pvalue_at_least(0.9, 10, 10, 0.5)  # en < 30: never screened
+    assert not ks_pvalue_at_least(0.01, 5000, 5000, 1e-12)  # below SCREEN_MIN_LEVEL
+
+
+def test_ks_shift_findings_are_the_same_without_the_screen(monkeypatch):
+    """The screen only saves work: KsShift gives the same findings when it never screens."""
+    from benchmarks.workloads import keyed_scores
+    from detectors import shift
+
+    series, t, x = keyed_scores(300, 22, 60, seed=3, shift_at=0.7)
+    calls = []
+    screened = shift.KsShift(min_n=40).update_many(series, t, x)
+    real = shift.ks_pvalue
+
+    def counting(d, n1, n2):
+        calls.append(np.size(d))
+        return real(d, n1, n2)
+
+    monkeypatch.setattr(shift, "ks_pvalue", counting)
+    monkeypatch.setattr(shift, "ks_pvalue_at_least", lambda d, *a: np.zeros(np.shape(d), bool))
+    unscreened = shift.KsShift(min_n=40).update_many(series, t, x)
+    assert len(screened) > 20
+    assert screened == unscreened
+    assert sum(calls) > len(screened)  # without the screen, more exact p-values were needed
