@@ -20,7 +20,7 @@ import dataclasses
 import numpy as np
 
 from detectors.base import Detector, Finding, Side, check_positive
-from detectors.windows import EventClock, grow_rows
+from detectors.windows import EventClock, grow_rows, rows_of
 
 __all__ = ["BucketedDetector", "Evaluation"]
 
@@ -109,7 +109,7 @@ class BucketedDetector(Detector):
             if rnd.close_series.size:
                 findings.extend(self._close_bucket(rnd.close_series, rnd.closed))
             if rnd.events.size:
-                e = rnd.events
+                e = rows_of(rnd.events)  # a slice (views, no copies) for a run of the batch
                 self._add(series[e], t[e], x[e])
         return findings
 

@@ -50,6 +50,41 @@ __all__ = ["CentroidShift", "cosine_distance", "FIXED_POINT_SCALE"]
 FIXED_POINT_SCALE = 2.0 ** 32  # unit-vector components are summed as round(v * 2**32) in int64
 
 
+_CHUNK = 1 << 20  # rows per call of the fixed-point sums: |sum| < 2**52, exact in float64
+_BLOCK = 1024  # rows quantised at a time: the block stays in cache between its passes
+
+
+def _fixed_point_group_sums(v, scale, slot):
+    """Per distinct ``slot``: the sum of the rows ``rint(v * scale)``, as int64.
+
+    Each term is an integer below 2**32 in magnitude held in float64, and at most 2**20 of them
+    are summed, so every partial sum is exact whatever the order: the per-block sums below give
+    the same integers as summing one event at a time. No BLAS (its thread pool stalls on a
+    busy machine). Returns the sorted distinct slots and their sums.
+    """
+    slots, inv = np.unique(slot, return_inverse=True)
+    sums = np.zeros((slots.size, v.shape[1]))
+    buf = np.empty((min(_BLOCK, v.shape[0]), v.shape[1]))
+    for lo in range(0, v.shape[0], _BLOCK):
+        hi = min(lo + _BLOCK, v.shape[0])
+        q = buf[: hi - lo]
+        np.multiply(v[lo:hi], scale[lo:hi, None], out=q)
+        np.rint(q, out=q)
+        g = inv[lo:hi]
+        if (g == g[0]).all():
+            sums[g[0]] += q.sum(axis=0)
+            continue
+        present = np.unique(g)
+        if present.size <= 32:
+            for k in present:
+                sums[k] += q[g == k].sum(axis=0)
+        else:
+            order = np.argsort(g, kind="stable")
+            starts = np.flatnonzero(np.r_[True, np.diff(g[order]) != 0])
+            sums[present] += np.add.reduceat(q[order], starts, axis=0)
+    return slots, sums.astype(np.int64)
+
+
 def cosine_distance(sums: np.ndarray, unit: np.ndarray) -> np.ndarray:
     """``1 - cos`` between each row of ``sums`` and the unit vector ``unit`` (1 for zero rows).
 
@@ -231,27 +266,25 @@ class CentroidShift(BucketedDetector):
     def _add(self, series, t, x):
         v = x[:, :self.dim]
         sim = x[:, self.dim]
-        norm = np.sqrt((v * v).sum(axis=1))
+        norm = np.sqrt(np.einsum("ij,ij->i", v, v))
         good = np.isfinite(norm) & (norm > 0)
         if not good.all():
             self.invalid += int((~good).sum())
             series, t, v, sim, norm = series[good], t[good], v[good], sim[good], norm[good]
             if series.size == 0:
                 return
+        slot = series * self.agg.cap + self.clock.bucket_of(t) % self.agg.cap
         known = np.isfinite(sim)
-        rows = np.empty((series.size, self._width), np.int64)
-        rows[:, :self.dim] = np.rint(v / norm[:, None] * FIXED_POINT_SCALE)
-        rows[:, self.dim] = 1
-        rows[:, self.dim + 1] = known
-        rows[:, self.dim + 2] = known & (sim < self.coverage_sim)
-        b = self.clock.bucket_of(t)
-        slot = series * self.agg.cap + b % self.agg.cap
-        order = np.argsort(slot, kind="stable")
-        slot = slot[order]
-        starts = np.flatnonzero(np.concatenate([[True], slot[1:] != slot[:-1]]))
-        sums = np.add.reduceat(rows[order], starts, axis=0)  # exact: integers
+        uncovered = known & (sim < self.coverage_sim)
         flat = self.agg.ring.reshape(-1, self._width)
-        flat[slot[starts]] += sums
+        for lo in range(0, series.size, _CHUNK):
+            hi = min(lo + _CHUNK, series.size)
+            slots, sums = _fixed_point_group_sums(v[lo:hi], FIXED_POINT_SCALE / norm[lo:hi], slot[lo:hi])
+            inv = np.searchsorted(slots, slot[lo:hi])
+            flat[slots, :self.dim] += sums
+            flat[slots, self.dim] += np.bincount(inv, minlength=slots.size)
+            flat[slots, self.dim + 1] += np.bincount(inv, weights=known[lo:hi], minlength=slots.size).astype(np.int64)
+            flat[slots, self.dim + 2] += np.bincount(inv, weights=uncovered[lo:hi], minlength=slots.size).astype(np.int64)
 
     def _close(self, series, b, frozen):
         self.agg.close(series, b, np.ones(series.size, bool))

@@ -592,3 +592,22 @@ def test_input_shift_scenario_with_the_real_encoder(embed, clinc):
     assert f[0].extra["coverage"] < 0.6
     before = q["ts"][m] < at  # before the change, support-bot's queries are covered
     assert np.mean(g.nearest_similarity(v[before]) >= 0.5) > 0.95
+
+
+@pytest.mark.parametrize("groups", [1, 5, 40, 300])
+def test_fixed_point_group_sums_equal_exact_integer_sums(groups):
+    """One group, a few, more than the masked path takes: all equal int64 sums of the terms."""
+    from detectors.centroid import FIXED_POINT_SCALE, _fixed_point_group_sums
+
+    rng = np.random.default_rng(groups)
+    n, dim = 5000, 24
+    v = rng.normal(size=(n, dim + 1))[:, :dim]  # a strided view, as the detector passes it
+    scale = FIXED_POINT_SCALE / np.linalg.norm(v, axis=1)
+    slot = rng.integers(0, groups, n) * 7 + 3
+    slots, sums = _fixed_point_group_sums(v, scale, slot)
+    terms = np.rint(v * scale[:, None]).astype(np.int64)
+    expected = np.zeros((slots.size, dim), np.int64)
+    np.add.at(expected, np.searchsorted(slots, slot), terms)
+    np.testing.assert_array_equal(slots, np.unique(slot))
+    assert sums.dtype == np.int64
+    np.testing.assert_array_equal(sums, expected)
