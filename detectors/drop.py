@@ -113,26 +113,34 @@ class PercentDrop(BucketedDetector):
     long_term : bool
         Also compare with the long-term reference (the best full baseline seen while stable),
         so a slow decline that the rolling baseline follows still fires.
+    short_windows : tuple of float
+        Seconds (multiples of ``bucket``, shorter than ``window``): the most recent part of the
+        window is also tested on its own, so a step change fires once a short window is past
+        it instead of when it has moved the whole window's mean by ``threshold``. Every window
+        is tested at ``alpha / (1 + len(short_windows))`` (Bonferroni) with the same
+        ``threshold`` and ``min_n``.
     for_buckets, resolve_after, resolve_ratio
         Hysteresis: fire after ``for_buckets`` consecutive hits; resolve after ``resolve_after``
-        consecutive evaluations with the drop below ``resolve_ratio * threshold``.
+        consecutive evaluations with the drop below ``resolve_ratio * threshold`` in every
+        window (short ones count only once they hold ``min_n`` values).
 
     Notes
     -----
     H0: the window's values come from the reference distribution (no drop). Fires when the drop
     is at least ``threshold`` **and** the one-sided test rejects H0 at ``alpha``, with at least
-    ``min_n`` samples on both sides.
+    ``min_n`` samples on both sides. The finding reports the window that fired (the full one
+    first, then the short ones in the order given) and the reference it was measured against.
     """
 
     _params = ("stat", "bucket", "window", "baseline", "lateness", "threshold", "alpha", "min_n",
-               "lo", "hi", "bins", "higher_is_better", "long_term", "for_buckets",
+               "lo", "hi", "bins", "higher_is_better", "long_term", "short_windows", "for_buckets",
                "resolve_after", "resolve_ratio")
     _extra_state = ("agg",)
 
     def __init__(self, stat="mean", bucket=3600.0, window=7 * 86400.0, baseline=14 * 86400.0,
                  lateness=600.0, threshold=0.05, alpha=1e-3, min_n=100, lo=0.0, hi=1.0, bins=256,
-                 higher_is_better=True, long_term=True, for_buckets=1, resolve_after=3,
-                 resolve_ratio=0.5):
+                 higher_is_better=True, long_term=True, short_windows=(), for_buckets=1,
+                 resolve_after=3, resolve_ratio=0.5):
         if stat not in ("mean", "median"):
             raise ValueError(f"stat must be 'mean' or 'median', got {stat!r}")
         check_positive("threshold", threshold)
@@ -147,11 +155,15 @@ class PercentDrop(BucketedDetector):
         self._init_bucketed(bucket, lateness, for_buckets, resolve_after, resolve_ratio)
         self.statistic = "pct_drop"
         w, bl = _buckets("window", window, bucket), _buckets("baseline", baseline, bucket)
-        if stat == "mean":
-            self.agg = WindowedAggregate(w, bl, self.clock.ahead, (3,), np.float64)
-        else:
-            self.agg = WindowedAggregate(w, bl, self.clock.ahead, (self.bins,), np.uint32)
         self._w = w
+        self.short_windows = tuple(float(v) for v in short_windows)
+        self._short = tuple(_buckets("short_windows", v, bucket) for v in self.short_windows)
+        if any(k >= w for k in self._short):
+            raise ValueError(f"short_windows {self.short_windows} must be shorter than window ({window} s)")
+        if stat == "mean":
+            self.agg = WindowedAggregate(w, bl, self.clock.ahead, (3,), np.float64, recent=self._short)
+        else:
+            self.agg = WindowedAggregate(w, bl, self.clock.ahead, (self.bins,), np.uint32, recent=self._short)
 
     def _ensure(self, n):
         self.agg.ensure(n)
@@ -190,29 +202,48 @@ class PercentDrop(BucketedDetector):
         return sign_test_greater_pvalue(k, n1)
 
     def _evaluate(self, series, b) -> Evaluation:
-        win = self.agg.win[series]
-        n1, m1, v1 = self._summary(win)
-        sides = []
+        end = float(self.clock.bucket_end(b))
+        windows = [(self._w, self.agg.win[series])] + [(k, self.agg.recent(series, j))
+                                                       for j, k in enumerate(self._short)]
+        alpha = self.alpha / len(windows)
         firing = self.firing[series]
-        for rows, valid in self._references(series):
-            n0, m0, v0 = self._summary(rows)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                pct = (m0 - m1) / np.abs(m0)
-            enough = valid & (n1 >= self.min_n) & (n0 >= self.min_n) & np.isfinite(pct)
-            # the test only where the effect is there (or a finding may report it)
-            big = enough & (pct >= self.threshold)
-            p = _where(big | firing, self._test, win, n1, m1, v1, rows, n0, m0, v0)
-            sides.append({"hit": big & (p < self.alpha),
-                          "clear": ~valid | (enough & (pct < self.resolve_ratio * self.threshold)),
-                          "value": pct, "p": p, "n": n0, "ref": m0})
-        hit, clear, kind, pick = self._combine(sides)
-        ws, we = self._window_span(b, self._w, series.size)
+        refs = [(kind, rows, valid, *self._summary(rows)) for kind, (rows, valid) in
+                enumerate(self._references(series))]
+        sides = []
+        for w, (k, win) in enumerate(windows):
+            n1, m1, v1 = self._summary(win)
+            for kind, rows, valid, n0, m0, v0 in refs:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    pct = (m0 - m1) / np.abs(m0)
+                enough = valid & (n1 >= self.min_n) & (n0 >= self.min_n) & np.isfinite(pct)
+                # the test only where the effect is there (or a finding may report it)
+                big = enough & (pct >= self.threshold)
+                p = _where(big | firing, self._test, win, n1, m1, v1, rows, n0, m0, v0)
+                gone = pct < self.resolve_ratio * self.threshold
+                # a short window with too few values (a quiet night) does not hold up resolution
+                clear = ~valid | (enough & gone) if w == 0 else ~valid | ~enough | gone
+                sides.append({"hit": big & (p < alpha), "clear": clear, "value": pct, "p": p,
+                              "n": n0, "ref": m0, "kind": kind, "win_n": n1, "win_value": m1,
+                              "win_start": end - k * self.clock.bucket})
+        hit = np.logical_or.reduce([sd["hit"] for sd in sides])
+        clear = np.logical_and.reduce([sd["clear"] for sd in sides])
+        # report the first side that fired (full window and baseline first), else the first
+        chosen = np.argmax(np.stack([sd["hit"] for sd in sides]), axis=0)
+        others = [(j, chosen == j) for j in range(1, len(sides)) if hit.any()]
+        others = [(j, m) for j, m in others if m.any()]
+
+        def pick(key):
+            out = np.array(np.broadcast_to(sides[0][key], series.shape), dtype=np.float64)
+            for j, m in others:
+                out[m] = np.broadcast_to(sides[j][key], series.shape)[m]
+            return out
+
         unmirror = (lambda v: v) if self.higher_is_better else (lambda v: self.lo + self.hi - v)
         return Evaluation(
             hit=hit, clear=clear, value=pick("value"), p_value=pick("p"),
-            win_start=ws, win_end=we, win_n=n1, win_value=unmirror(m1),
-            ref_n=pick("n"), ref_value=unmirror(pick("ref")),
-            ref_kind=kind, threshold=self.threshold, statistic=self.statistic)
+            win_start=pick("win_start"), win_end=np.full(series.size, end), win_n=pick("win_n"),
+            win_value=unmirror(pick("win_value")), ref_n=pick("n"), ref_value=unmirror(pick("ref")),
+            ref_kind=pick("kind").astype(np.int64), threshold=self.threshold, statistic=self.statistic)
 
     def _accept_reference(self, series):
         if not self.long_term:

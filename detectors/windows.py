@@ -271,14 +271,21 @@ class WindowedAggregate:
     dtype : numpy dtype
         ``float64`` for sums (added with ``np.add.at`` in event order, so sums do not depend on
         batching) or an integer type for histograms.
+    recent : tuple of int
+        Lengths (buckets, at most ``window``) of shorter windows ending at the last closed
+        bucket whose sums are also kept (:meth:`recent`).
 
     Notes
     -----
-    Memory per series is ``(window + ahead + 2 + baseline + 2) * prod(row)`` items, fixed, and
-    independent of the event rate.
+    Memory per series is ``(window + ahead + 2 + baseline + 2 + len(recent)) * prod(row)``
+    items, fixed, and independent of the event rate.
     """
 
-    def __init__(self, window: int, baseline: int, ahead: int, row: tuple, dtype=np.float64):
+    def __init__(self, window: int, baseline: int, ahead: int, row: tuple, dtype=np.float64,
+                 recent: tuple = ()):
+        self.recent_buckets = tuple(int(k) for k in recent)
+        if any(not 1 <= k <= int(window) for k in self.recent_buckets):
+            raise ValueError(f"recent windows {self.recent_buckets} must be 1 to {window} buckets")
         self.window = int(window)
         self.baseline = int(baseline)
         self.cap = int(window) + int(ahead) + 2
@@ -295,9 +302,10 @@ class WindowedAggregate:
         self.ref = np.zeros((0,) + self.row, acc)
         self.ref_span = np.zeros((0, 2), np.int64)  # first and last bucket of the reference
         self.has_ref = np.zeros(0, bool)
+        self.recent_sum = np.zeros((0, len(self.recent_buckets)) + self.row, acc)
 
     _arrays = ("ring", "win", "base_ring", "base_sum", "base_bucket", "base_pushes", "ref",
-               "ref_span", "has_ref")
+               "ref_span", "has_ref", "recent_sum")
 
     def ensure(self, n_series: int) -> None:
         for name in self._arrays:
@@ -331,6 +339,8 @@ class WindowedAggregate:
         incoming = self.ring[rows, slot_in].astype(self.acc_dtype, copy=False)
         leaving = self.ring[rows, slot_out].astype(self.acc_dtype)  # a copy: the slot is reset
         self.win[rows] += incoming - leaving
+        for j, k in enumerate(self.recent_buckets):  # shorter windows ending at b, kept the same way
+            self.recent_sum[rows, j] += incoming - self.ring[rows, (b - k) % self.cap]
         self.ring[rows, slot_out] = 0
         steady = ~frozen
         push = series if steady.all() else series[steady]
@@ -346,6 +356,10 @@ class WindowedAggregate:
             self.base_ring[prows, bslot] = out
             self.base_bucket[prows, bslot] = b - self.window
             self.base_pushes[prows] += 1
+
+    def recent(self, series: np.ndarray, j: int) -> np.ndarray:
+        """Rows summed over the ``recent[j]`` most recently closed buckets of ``series``."""
+        return self.recent_sum[rows_of(series), j]
 
     def base_full(self, series: np.ndarray) -> np.ndarray:
         return self.base_pushes[series] >= self.baseline
@@ -380,11 +394,13 @@ class WindowedAggregate:
 
     def state_dict(self) -> dict:
         d = {name: getattr(self, name).copy() for name in self._arrays}
-        d["layout"] = [self.window, self.baseline, self.cap, list(self.row), self.dtype.str]
+        d["layout"] = [self.window, self.baseline, self.cap, list(self.row), self.dtype.str,
+                       list(self.recent_buckets)]
         return d
 
     def load_state(self, state: dict) -> None:
-        layout = [self.window, self.baseline, self.cap, list(self.row), self.dtype.str]
+        layout = [self.window, self.baseline, self.cap, list(self.row), self.dtype.str,
+                  list(self.recent_buckets)]
         if list(state["layout"]) != layout:
             raise ValueError(f"window state layout {state['layout']} does not match {layout}")
         for name in self._arrays:

@@ -119,6 +119,7 @@ DEFAULT_RULES: dict[str, dict[str, Any]] = {
         "detector": "percent_drop", "stream": "scores", "kinds": ["quality"], "severity": "warning",
         "params": {"stat": "mean", "bucket": 3600.0, "window": 7 * 86400.0, "baseline": 14 * 86400.0,
                    "threshold": 0.05, "alpha": 1e-3, "min_n": 100, "long_term": True,
+                   "short_windows": (6 * 3600.0, 86400.0),
                    "for_buckets": 1, "resolve_after": 3, "resolve_ratio": 0.5},
     },
     "quality_shift": {
@@ -131,7 +132,8 @@ DEFAULT_RULES: dict[str, dict[str, Any]] = {
         "detector": "percent_drop", "stream": "retrieval", "kinds": ["top1"], "severity": "warning",
         "params": {"stat": "median", "bucket": 6 * 3600.0, "window": 3 * 86400.0,
                    "baseline": 7 * 86400.0, "threshold": 0.10, "alpha": 1e-3, "min_n": 100,
-                   "bins": 512, "long_term": True, "for_buckets": 1, "resolve_after": 2,
+                   "bins": 512, "long_term": True, "short_windows": (86400.0,),
+                   "for_buckets": 1, "resolve_after": 2,
                    "resolve_ratio": 0.5},
     },
     "flag_rate_spike": {
@@ -425,7 +427,11 @@ def _build(doc: Mapping[str, Any], source: str) -> Settings:
                 continue
             f = f"{field}.{k}"
             ref = params[k]
-            if k in _DURATION_PARAMS:
+            if k == "short_windows":
+                if not isinstance(v, (list, tuple)):
+                    raise ConfigError(f"{f}: expected a list of durations like ['6h', '1d'], got {v!r}")
+                params[k] = tuple(parse_duration(x, f"{f}[{i}]") for i, x in enumerate(v))
+            elif k in _DURATION_PARAMS:
                 params[k] = parse_duration(v, f)
                 if params[k] < 1:
                     raise ConfigError(f"{f}: must be at least 1 second, got {v!r}")
@@ -451,6 +457,12 @@ def _build(doc: Mapping[str, Any], source: str) -> Settings:
                 if abs(ratio - round(ratio)) > 1e-9 or ratio < 1:
                     raise ConfigError(f"{field}.{k}: must be a whole multiple of {field}.bucket "
                                       f"({params['bucket']:g} s), got {params[k]:g} s")
+        for i, v in enumerate(params.get("short_windows", ())):
+            ratio = v / params["bucket"]
+            if abs(ratio - round(ratio)) > 1e-9 or ratio < 1 or v >= params["window"]:
+                raise ConfigError(f"{field}.short_windows[{i}]: must be a whole multiple of "
+                                  f"{field}.bucket ({params['bucket']:g} s) and shorter than "
+                                  f"{field}.window ({params['window']:g} s), got {v:g} s")
         severity = user.get("severity", default["severity"])
         if severity not in _SEVERITIES:
             raise ConfigError(f"{field}.severity: expected one of {', '.join(_SEVERITIES)}, got {severity!r}")

@@ -46,6 +46,8 @@ def test_rule_overrides_and_durations(tmp_path):
     assert s.rules["quality_drop"].params["window"] == 3 * 86400
     assert not s.rules["quality_shift"].enabled
     assert (s.dimension("helpfulness").lo, s.dimension("helpfulness").hi) == (1.0, 10.0)
+    s = load_settings(write(tmp_path, '[rules.quality_drop]\nshort_windows = ["2h", "12h"]\n'))
+    assert s.rules["quality_drop"].params["short_windows"] == (7200.0, 43200.0)
     assert parse_duration("90m", "x") == 5400 and parse_duration(30, "x") == 30
 
 
@@ -54,6 +56,10 @@ def test_rule_overrides_and_durations(tmp_path):
     ("[rules.quality_drop]\nwindow = \"soon\"\n", "rules.quality_drop.window"),
     ("[rules.quality_drop]\nwindow = \"90m\"\n", "rules.quality_drop.window"),
     ("[rules.quality_drop]\nthresold = 0.1\n", "rules.quality_drop.thresold"),
+    ("[rules.quality_drop]\nshort_windows = \"6h\"\n", "rules.quality_drop.short_windows"),
+    ("[rules.quality_drop]\nshort_windows = [\"6h\", \"soon\"]\n", "rules.quality_drop.short_windows[1]"),
+    ("[rules.quality_drop]\nshort_windows = [\"90m\"]\n", "rules.quality_drop.short_windows[0]"),
+    ("[rules.retrieval_drop]\nshort_windows = [\"3d\"]\n", "rules.retrieval_drop.short_windows[0]"),
     ("[rules.no_such_rule]\n", "rules.no_such_rule"),
     ("[rules.quality_shift]\nalpha = 2\n", "rules.quality_shift.alpha"),
     ("[rules.flag_rate_spike]\nseverity = \"page\"\n", "rules.flag_rate_spike.severity"),

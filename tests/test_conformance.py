@@ -39,6 +39,8 @@ def stream(kind: str, seed: int = 0):
 
 DETECTORS = {
     "percent_drop_mean": (lambda: PercentDrop(stat="mean", window=600, baseline=1200, min_n=50, **FAST), "score"),
+    "percent_drop_short_windows": (lambda: PercentDrop(stat="mean", window=600, baseline=1200, min_n=20,
+                                                      short_windows=(120, 240), **FAST), "score"),
     "percent_drop_median": (lambda: PercentDrop(stat="median", window=600, baseline=1200, min_n=50, bins=128, **FAST), "score"),
     "rate_ratio": (lambda: RateRatio(window=600, baseline=1200, min_n=30, min_ref_n=100, **FAST), "flag"),
     "ks_shift": (lambda: KsShift(window=600, baseline=1200, min_n=50, bins=128, **FAST), "score"),

@@ -116,3 +116,38 @@ def test_ks_family_correction_counts_series_with_data():
 def test_bad_parameters_raise_clear_errors(bad):
     with pytest.raises(ValueError):
         PercentDrop(**bad)
+
+
+def test_short_windows_catch_a_step_within_hours_and_report_their_window():
+    # 0.90 -> 0.84 (6.7 %) at day 20, 10:00: the 7-day mean needs days to move 5 %;
+    # a 6-hour window is past the step in about 6 hours.
+    change = 20 * DAY + 10 * 3600
+    s, t, x = one_series(80_000, 40, 12, lambda t, r: np.clip(r.normal(np.where(t < change, 0.9, 0.84), 0.05), 0, 1))
+    slow = PercentDrop(stat="mean").update_many(s, t, x)
+    fast = PercentDrop(stat="mean", short_windows=(6 * 3600, DAY)).update_many(s, t, x)
+    assert [f.status for f in slow] == [f.status for f in fast] == ["firing"]
+    assert slow[0].at - change > 2 * DAY
+    assert 0 < fast[0].at - change <= 7 * 3600
+    w = fast[0].window
+    assert w.end - w.start == 6 * 3600 and w.end == fast[0].at
+    assert fast[0].value >= 0.05 and fast[0].p_value < 1e-3 / 3  # Bonferroni over three windows
+    assert 0.83 < w.value <= 0.9 * 0.95 + 0.002  # the 6-hour mean, mostly after the step
+
+
+def test_short_windows_keep_a_stable_stream_quiet_and_resolve_after_recovery():
+    s, t, x = one_series(60_000, 90, 1, lambda t, r: np.clip(r.normal(0.85 + 0.01 * np.sin(t / DAY * 2 * np.pi), 0.08), 0, 1))
+    assert PercentDrop(stat="mean", short_windows=(6 * 3600, DAY)).update_many(s, t, x) == []
+
+    def v(t, r):
+        bad = (t >= 20 * DAY) & (t < 30 * DAY)
+        return np.clip(r.normal(np.where(bad, 0.75, 0.9), 0.05), 0, 1)
+    s, t, x = one_series(60_000, 60, 4, v)
+    f = PercentDrop(stat="mean", short_windows=(6 * 3600, DAY)).update_many(s, t, x)
+    assert [x.status for x in f] == ["firing", "resolved"]
+    assert 20 * DAY < f[0].at < 20.5 * DAY and 30 * DAY < f[1].at < 40 * DAY
+
+
+@pytest.mark.parametrize("short", [(5000.0,), (7 * DAY,), (8 * DAY,)])
+def test_short_windows_must_be_whole_buckets_shorter_than_the_window(short):
+    with pytest.raises(ValueError, match="short_windows"):
+        PercentDrop(short_windows=short)
