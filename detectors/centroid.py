@@ -136,10 +136,16 @@ class CentroidShift(BucketedDetector):
         other domains and 8-19 % of out-of-scope ones (``tests/test_embedding_drift.py``).
     golden_n : int
         Size of the golden set (reported as the reference's ``n``).
+    short_windows : tuple of float
+        Seconds (multiples of ``bucket``, shorter than ``window``): the most recent part of the
+        window is also compared with the golden centroid on its own, with the same
+        ``threshold`` and ``min_n``, so a shift fires once a short window is past it rather
+        than once it has moved the whole window's centroid. The finding reports the window
+        that fired (the full one first).
     for_buckets, resolve_after, resolve_ratio
         Hysteresis: fire after ``for_buckets`` consecutive hits; resolve after
         ``resolve_after`` consecutive evaluations with at least ``min_n`` queries and the
-        distance below ``resolve_ratio * threshold``.
+        distance below ``resolve_ratio * threshold`` in every window.
 
     Notes
     -----
@@ -165,18 +171,19 @@ class CentroidShift(BucketedDetector):
     (out-of-scope); coverage falls in proportion to the share from the start.
 
     The golden set is a fixed reference: there is no rolling baseline to freeze or reset.
-    Memory per series is ``(window / bucket + ahead + 2) * (dim + 3)`` int64, about 0.54 MB
-    for a 7-day window of hourly buckets of 384-dimensional vectors.
+    Memory per series is ``(window / bucket + ahead + 2 + len(short_windows)) * (dim + 3)``
+    int64, about 0.54 MB for a 7-day window of hourly buckets of 384-dimensional vectors.
     """
 
     _params = ("centroid", "dim", "bucket", "window", "lateness", "threshold", "min_n",
-               "coverage_sim", "golden_n", "for_buckets", "resolve_after", "resolve_ratio")
+               "coverage_sim", "golden_n", "short_windows", "for_buckets", "resolve_after",
+               "resolve_ratio")
     _state = BucketedDetector._state + ("null_sizes", "null_dist", "invalid")
     _extra_state = ("agg",)
 
     def __init__(self, centroid, dim, bucket=3600.0, window=7 * 86400.0, lateness=600.0,
-                 threshold=0.15, min_n=200, coverage_sim=0.5, golden_n=0, for_buckets=1,
-                 resolve_after=3, resolve_ratio=0.5):
+                 threshold=0.15, min_n=200, coverage_sim=0.5, golden_n=0, short_windows=(),
+                 for_buckets=1, resolve_after=3, resolve_ratio=0.5):
         if isinstance(dim, bool) or int(dim) != dim or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
         c = np.asarray(centroid, dtype=np.float64).ravel()
@@ -204,7 +211,12 @@ class CentroidShift(BucketedDetector):
         self._w = _buckets("window", window, bucket)
         self._width = self.dim + 3  # vector sum, count, similarity known, uncovered
         # baseline=1: the aggregate's baseline ring is unused (every close is "frozen")
-        self.agg = WindowedAggregate(self._w, 1, self.clock.ahead, (self._width,), np.int64)
+        self.short_windows = tuple(float(v) for v in short_windows)
+        self._short = tuple(_buckets("short_windows", v, bucket) for v in self.short_windows)
+        if any(k >= self._w for k in self._short):
+            raise ValueError(f"short_windows {self.short_windows} must be shorter than window ({window} s)")
+        self.agg = WindowedAggregate(self._w, 1, self.clock.ahead, (self._width,), np.int64,
+                                     recent=self._short)
         self.null_sizes = np.zeros(0)
         self.null_dist = np.zeros((0, 0))
         self.invalid = 0
@@ -290,22 +302,39 @@ class CentroidShift(BucketedDetector):
         self.agg.close(series, b, np.ones(series.size, bool))
 
     def _evaluate(self, series, b) -> Evaluation:
-        win = self.agg.win[series]
         d = self.dim
-        n = win[:, d].astype(np.float64)
-        known = win[:, d + 1].astype(np.float64)
-        unc = win[:, d + 2].astype(np.float64)
-        dist = cosine_distance(win[:, :d], self._unit)
-        dist = np.where(n > 0, dist, np.nan)
-        enough = n >= self.min_n
+        end = float(self.clock.bucket_end(b))
+        windows = [(self._w, self.agg.win[series])] + [(k, self.agg.recent(series, j))
+                                                       for j, k in enumerate(self._short)]
+        sides = []
+        for k, win in windows:
+            n = win[:, d].astype(np.float64)
+            dist = np.where(n > 0, cosine_distance(win[:, :d], self._unit), np.nan)
+            enough = n >= self.min_n
+            gone = dist < self.resolve_ratio * self.threshold
+            sides.append({"hit": enough & (dist >= self.threshold), "n": n, "dist": dist,
+                          "clear": enough & gone,
+                          "known": win[:, d + 1].astype(np.float64),
+                          "unc": win[:, d + 2].astype(np.float64), "start": end - k * self.clock.bucket})
+        hit = np.logical_or.reduce([sd["hit"] for sd in sides])
+        clear = np.logical_and.reduce([sd["clear"] for sd in sides])
+        chosen = np.argmax(np.stack([sd["hit"] for sd in sides]), axis=0)  # first that fired, else full
+
+        def pick(key):
+            out = np.array(np.broadcast_to(sides[0][key], series.shape), dtype=np.float64)
+            for j in range(1, len(sides)):
+                m = chosen == j
+                if m.any():
+                    out[m] = np.broadcast_to(sides[j][key], series.shape)[m]
+            return out
+
+        n, dist, known, unc = pick("n"), pick("dist"), pick("known"), pick("unc")
         with np.errstate(invalid="ignore", divide="ignore"):
             coverage = np.where(known > 0, (known - unc) / known, np.nan)
         p, q, ref = self._null(n, dist)
-        ws, we = self._window_span(b, self._w, series.size)
         return _CentroidEvaluation(
-            hit=enough & (dist >= self.threshold),
-            clear=enough & (dist < self.resolve_ratio * self.threshold),
-            value=dist, p_value=p, win_start=ws, win_end=we, win_n=n, win_value=coverage,
+            hit=hit, clear=clear, value=dist, p_value=p, win_start=pick("start"),
+            win_end=np.full(series.size, end), win_n=n, win_value=coverage,
             ref_n=np.full(series.size, float(self.golden_n)), ref_value=np.ones(series.size),
             ref_kind=np.zeros(series.size, np.int64), threshold=self.threshold,
             statistic=self.statistic, known=known, uncovered=unc, coverage=coverage,

@@ -121,8 +121,8 @@ class PercentDrop(BucketedDetector):
         ``threshold`` and ``min_n``.
     for_buckets, resolve_after, resolve_ratio
         Hysteresis: fire after ``for_buckets`` consecutive hits; resolve after ``resolve_after``
-        consecutive evaluations with the drop below ``resolve_ratio * threshold`` in every
-        window (short ones count only once they hold ``min_n`` values).
+        consecutive evaluations with the drop below ``resolve_ratio * threshold`` and at least
+        ``min_n`` values in every window.
 
     Notes
     -----
@@ -210,7 +210,7 @@ class PercentDrop(BucketedDetector):
         refs = [(kind, rows, valid, *self._summary(rows)) for kind, (rows, valid) in
                 enumerate(self._references(series))]
         sides = []
-        for w, (k, win) in enumerate(windows):
+        for k, win in windows:
             n1, m1, v1 = self._summary(win)
             for kind, rows, valid, n0, m0, v0 in refs:
                 with np.errstate(divide="ignore", invalid="ignore"):
@@ -219,9 +219,9 @@ class PercentDrop(BucketedDetector):
                 # the test only where the effect is there (or a finding may report it)
                 big = enough & (pct >= self.threshold)
                 p = _where(big | firing, self._test, win, n1, m1, v1, rows, n0, m0, v0)
-                gone = pct < self.resolve_ratio * self.threshold
-                # a short window with too few values (a quiet night) does not hold up resolution
-                clear = ~valid | (enough & gone) if w == 0 else ~valid | ~enough | gone
+                # Resolution needs the evidence of every window: the long one lags a step, so
+                # a short one without enough values (a quiet night) keeps the alert firing.
+                clear = ~valid | (enough & (pct < self.resolve_ratio * self.threshold))
                 sides.append({"hit": big & (p < alpha), "clear": clear, "value": pct, "p": p,
                               "n": n0, "ref": m0, "kind": kind, "win_n": n1, "win_value": m1,
                               "win_start": end - k * self.clock.bucket})

@@ -477,14 +477,15 @@ def run(det, series, t, x, sizes):
     return out
 
 
-def test_detector_batch_size_invariance():
+@pytest.mark.parametrize("short", [(), (180.0,)])
+def test_detector_batch_size_invariance(short):
     series, t, x, home = synthetic()
     n = len(t)
     rng = np.random.default_rng(5)
     random_sizes = []
     while sum(random_sizes) < n:
         random_sizes.append(int(min(rng.integers(1, 700), n - sum(random_sizes))))
-    dets = [CentroidShift(home, 8, **FAST) for _ in range(3)]
+    dets = [CentroidShift(home, 8, short_windows=short, **FAST) for _ in range(3)]
     results = [run(d, series, t, x, s) for d, s in zip(dets, ([n], [1] * n, random_sizes))]
     assert results[0] == results[1] == results[2]
     assert [(f.series, f.status) for f in results[0]] == [(1, "firing")]
@@ -611,3 +612,16 @@ def test_fixed_point_group_sums_equal_exact_integer_sums(groups):
     np.testing.assert_array_equal(slots, np.unique(slot))
     assert sums.dtype == np.int64
     np.testing.assert_array_equal(sums, expected)
+
+
+def test_short_window_fires_sooner_and_reports_itself():
+    series, t, x, home = synthetic(n=9000)
+    full = CentroidShift(home, 8, **FAST).update_many(series, t, x)
+    short = CentroidShift(home, 8, short_windows=(180.0,), **FAST).update_many(series, t, x)
+    shift_at = 3600 * 0.6
+    assert [(f.series, f.status) for f in full] == [(f.series, f.status) for f in short] == [(1, "firing")]
+    assert shift_at < short[0].at < full[0].at
+    w = short[0].window
+    assert w.end - w.start == 180.0 and w.n >= 50 and short[0].value >= 0.1
+    with pytest.raises(ValueError, match="short_windows"):
+        CentroidShift(home, 8, short_windows=(600.0,), **FAST)
