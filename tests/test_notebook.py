@@ -38,8 +38,8 @@ print("PROBE " + _json.dumps({
     "change_at": change["at"], "hash_from": change["from"], "hash_to": change["to"],
     "q_alerts": [[a["data"]["rule"], a["data"]["status"], a["data"]["labels"].get("app"),
                   a["data"]["starts_at"], a["data"]["statistic"]["value"]] for a in q_alerts],
-    "q_recomputed": [float(cosine_distance(vectors[(qt >= parse_time(a["data"]["starts_at"]) - 7 * DAY)
-                                                   & (qt < parse_time(a["data"]["starts_at"]))]
+    "q_recomputed": [float(cosine_distance(vectors[(qt >= parse_time(a["data"]["window"]["start"]))
+                                                   & (qt < parse_time(a["data"]["window"]["end"]))]
                                            .astype(np.float64).sum(0), golden.centroid))
                      for a in fires],
     "sampled_out": int(qengine.counts["queries.sampled_out"]),
