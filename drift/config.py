@@ -240,6 +240,8 @@ DEFAULT_SERVICE = {
     "livez_timeout": 120.0,        # /livez fails when the loop has not turned for this long
     "restore_timeout": 60.0,       # seconds to read drift.state when partitions are assigned
     "delivery_timeout": 600.0,     # keep retrying unconfirmed records this long (broker outage) before exiting 1
+    "connect_timeout": 5.0,        # one attempt to reach the brokers at start-up (and each client's bootstrap)
+    "startup_timeout": 300.0,      # keep retrying start-up connections this long before exiting 1
 }
 _ENGINE_KEYS = {"allowed_lateness", "max_future", "max_message_bytes", "service_name", "retrieval_scale"}
 
@@ -389,7 +391,8 @@ def _build(doc: Mapping[str, Any], source: str) -> Settings:
     service = dict(DEFAULT_SERVICE)
     for k, v in service_doc.items():
         f = f"service.{k}"
-        if k in ("checkpoint_interval", "dlq_window", "livez_timeout", "restore_timeout", "delivery_timeout"):
+        if k in ("checkpoint_interval", "dlq_window", "livez_timeout", "restore_timeout", "delivery_timeout",
+                 "connect_timeout", "startup_timeout"):
             service[k] = parse_duration(v, f)
             if service[k] <= 0:
                 raise ConfigError(f"{f}: must be a positive duration, got {v!r}")

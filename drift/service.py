@@ -19,10 +19,13 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import itertools
 import json
 import logging
 import os
 import signal
+import socket
+import ssl
 import sys
 import time
 from typing import Any
@@ -118,6 +121,34 @@ def read_states(consumer_factory, topic: str, keys: set[bytes], timeout: float) 
         consumer.close()
 
 
+def tls_problem(bootstrap_servers: str, timeout: float) -> str | None:
+    """Why no bootstrap server answers a TLS handshake within ``timeout`` (None: one does).
+
+    Only whether the listener speaks TLS is probed (certificates are not checked here: a TLS
+    server that refuses this client still counts, and kafka-python reports the refusal).
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    problems = []
+    for server in str(bootstrap_servers).split(","):
+        host, _, port = server.strip().rpartition(":")
+        host = host.strip("[]") or "localhost"
+        try:
+            with socket.create_connection((host, int(port or 9092)), timeout=timeout) as raw:
+                with ctx.wrap_socket(raw, server_hostname=host):
+                    return None
+        except ssl.SSLError as exc:
+            if "WRONG_VERSION_NUMBER" not in str(exc) and "record layer" not in str(exc):
+                return None  # a TLS server that refused the handshake (certificates): it speaks TLS
+            problems.append(f"{server.strip()} does not speak TLS ({exc.reason})")
+        except TimeoutError:
+            problems.append(f"{server.strip()}: no TLS answer within {timeout:g} s (a PLAINTEXT listener?)")
+        except (OSError, ValueError) as exc:
+            problems.append(f"{server.strip()}: {exc}")
+    return "TLS handshake failed: " + "; ".join(problems)
+
+
 class _Listener(ConsumerRebalanceListener):
     """Rebalance callbacks: checkpoint what is revoked, restore what is assigned."""
 
@@ -182,6 +213,8 @@ class Service:
     def _client_config(self) -> dict[str, Any]:
         cfg = self.settings.kafka_config()
         cfg.setdefault("client_id", f"drift-{self.settings.service_name}")
+        # every client bootstraps within connect_timeout or raises (kafka-python waits 30 s)
+        cfg.setdefault("bootstrap_timeout_ms", int(self.settings.service["connect_timeout"] * 1000))
         return cfg
 
     def _consumer_factory(self, **kw):
@@ -461,9 +494,9 @@ class Service:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(ValueError):  # not the main thread
                     signal.signal(sig, self.request_stop)
-            self._make_clients()
+            if not self._connect():
+                return 0 if self.stop_requested else 1
             stack.callback(lambda: self.producer.close(timeout=10))
-            self._ensure_output_topics()
             self.consumer.subscribe(topics=sorted(self.inputs), listener=_Listener(self))
             interval = self.settings.service["checkpoint_interval"]
             try:
@@ -490,6 +523,59 @@ class Service:
             except DeliveryError as exc:
                 log.error("stopping without committing: " + str(exc))
                 return 1
+
+    def _connect(self) -> bool:
+        """Build the clients and the output topics, retrying until ``startup_timeout``.
+
+        Each attempt is bounded by ``connect_timeout`` (the clients' bootstrap), so an
+        unreachable broker or a TLS mismatch is logged as an error with its reason, and
+        SIGTERM stops the service within one attempt. False: stop requested, or gave up.
+        """
+        from kafka.errors import KafkaError
+
+        svc = self.settings.service
+        deadline = time.monotonic() + svc["startup_timeout"]
+        where = {"bootstrap_servers": self.settings.bootstrap_servers,
+                 "security_protocol": self.settings.kafka_config().get("security_protocol", "PLAINTEXT")}
+        self.health.set_ready(False, "connecting to Kafka")
+        tls = where["security_protocol"] in ("SSL", "SASL_SSL")
+        for attempt in itertools.count(1):
+            # kafka-python's TLS handshake has no deadline: against a listener that does not
+            # speak TLS it waits forever, so TLS is probed first, with one
+            reason = tls_problem(self.settings.bootstrap_servers, svc["connect_timeout"]) if tls else None
+            if reason is None:
+                try:
+                    self._make_clients()
+                    self._ensure_output_topics()
+                    return True
+                except (KafkaError, OSError) as exc:
+                    self._close_clients()
+                    reason = f"{type(exc).__name__}: {exc}"
+            if self.stop_requested:
+                log.info("stop requested before Kafka was reached")
+                return False
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.error("cannot reach Kafka: giving up", extra={**where, "attempts": attempt, "error": reason})
+                return False
+            wait = min(2.0 ** min(attempt, 4), left)
+            log.error("cannot reach Kafka; retrying", extra={**where, "attempt": attempt, "error": reason,
+                                                            "retry_in_s": round(wait, 1)})
+            end = time.monotonic() + wait
+            while time.monotonic() < end and not self.stop_requested:
+                time.sleep(0.1)
+            if self.stop_requested:
+                log.info("stop requested before Kafka was reached")
+                return False
+        return False  # not reached
+
+    def _close_clients(self) -> None:
+        for name in ("consumer", "producer"):
+            client = getattr(self, name, None)
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    client.close(timeout=1) if name == "producer" else client.close(autocommit=False)
+                setattr(self, name, None)
 
     def _leave(self) -> None:
         self.health.set_ready(False, "stopping")
