@@ -18,11 +18,13 @@ Sections
                    ``retrieval_scale``.
 ``[service]``      ``drift serve`` loop: ``checkpoint_interval``, ``max_poll_records``,
                    ``session_timeout_ms``, ``dlq_max_fraction``, ``dlq_min_messages``, ``dlq_window``,
-                   ``livez_timeout``, ``restore_timeout``.
+                   ``livez_timeout``, ``restore_timeout``, ``delivery_timeout``, ``connect_timeout``,
+                   ``startup_timeout``.
 ``[dimensions.NAME]`` ``kind`` (``quality``, ``flag``, ``check``), ``scale = [lo, hi]``,
                    ``higher_is_better``.
 ``[rules.NAME]``   ``enabled``, ``severity`` and the rule's detector parameters (durations as
-                   ``"7d"``, ``"1h"``, ``"10m"``, ``"30s"`` or seconds).
+                   ``"7d"``, ``"1h"``, ``"10m"``, ``"30s"`` or seconds; ``short_windows`` as a
+                   list of them).
 
 Environment variables map ``DRIFT_<SECTION>_<KEY>`` onto the scalar keys of ``kafka``,
 ``topics``, ``http``, ``queries`` and ``engine`` (``DRIFT_KAFKA_BOOTSTRAP_SERVERS``,
