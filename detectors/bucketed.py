@@ -47,7 +47,8 @@ class Evaluation:
 class BucketedDetector(Detector):
     """Base class: event-time clock, per-series episodes with hysteresis, state round-trip."""
 
-    _state = ("clock", "firing", "pending", "clear_streak", "episode_start", "n_series", "late")
+    _state = ("clock", "firing", "pending", "clear_streak", "episode_start", "fired_window", "n_series",
+              "late")
     statistic = ""
 
     def _init_bucketed(self, bucket, lateness, for_buckets, resolve_after, resolve_ratio):
@@ -63,6 +64,7 @@ class BucketedDetector(Detector):
         self.pending = np.zeros(0, np.int64)  # consecutive hits while not firing
         self.clear_streak = np.zeros(0, np.int64)
         self.episode_start = np.zeros(0)
+        self.fired_window = np.zeros(0, np.int64)  # which of a rule's windows raised the episode
         self.n_series = 0
         self.late = 0
 
@@ -91,6 +93,7 @@ class BucketedDetector(Detector):
         self.pending = grow_rows(self.pending, n, 0)
         self.clear_streak = grow_rows(self.clear_streak, n, 0)
         self.episode_start = grow_rows(self.episode_start, n, np.nan)
+        self.fired_window = grow_rows(self.fired_window, n, 0)
         self._ensure(n)
         self.n_series = n
 
@@ -179,6 +182,20 @@ class BucketedDetector(Detector):
         if last < 0:
             return np.nan, np.nan
         return first * self.clock.bucket, (last + 1) * self.clock.bucket
+
+    def _windows_clear(self, series, hit, window, clear, quiet) -> np.ndarray:
+        """Resolution over several windows of one rule (the whole window, then short ones).
+
+        ``window``: the index of the window each hit came from; ``clear[w]``: window ``w`` has
+        enough data and its effect is gone; ``quiet[w]``: it has too little data to say. An
+        episode resolves when the window that raised it is clear and every other window is
+        clear or quiet: a long window that lags a step cannot resolve what a short one raised,
+        and a short window that is quiet (a low-volume series, a night) holds nothing up.
+        """
+        fired = np.where(hit & ~self.firing[series], window, self.fired_window[series])
+        self.fired_window[series] = fired
+        clear, quiet = np.stack(clear), np.stack(quiet)
+        return clear[fired, np.arange(series.size)] & (clear | quiet).all(axis=0)
 
     def _references(self, series):
         """(aggregate rows, valid mask) of the baseline and, if kept, the long-term reference."""

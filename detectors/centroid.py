@@ -145,7 +145,8 @@ class CentroidShift(BucketedDetector):
     for_buckets, resolve_after, resolve_ratio
         Hysteresis: fire after ``for_buckets`` consecutive hits; resolve after
         ``resolve_after`` consecutive evaluations with at least ``min_n`` queries and the
-        distance below ``resolve_ratio * threshold`` in every window.
+        distance below ``resolve_ratio * threshold`` in the window that raised the alert, and
+        in every other window that has ``min_n`` queries.
 
     Notes
     -----
@@ -313,12 +314,13 @@ class CentroidShift(BucketedDetector):
             enough = n >= self.min_n
             gone = dist < self.resolve_ratio * self.threshold
             sides.append({"hit": enough & (dist >= self.threshold), "n": n, "dist": dist,
-                          "clear": enough & gone,
+                          "clear": enough & gone, "quiet": ~enough,
                           "known": win[:, d + 1].astype(np.float64),
                           "unc": win[:, d + 2].astype(np.float64), "start": end - k * self.clock.bucket})
         hit = np.logical_or.reduce([sd["hit"] for sd in sides])
-        clear = np.logical_and.reduce([sd["clear"] for sd in sides])
         chosen = np.argmax(np.stack([sd["hit"] for sd in sides]), axis=0)  # first that fired, else full
+        clear = self._windows_clear(series, hit, chosen, [sd["clear"] for sd in sides],
+                                    [sd["quiet"] for sd in sides])
 
         def pick(key):
             out = np.array(np.broadcast_to(sides[0][key], series.shape), dtype=np.float64)

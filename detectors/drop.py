@@ -121,8 +121,9 @@ class PercentDrop(BucketedDetector):
         ``threshold`` and ``min_n``.
     for_buckets, resolve_after, resolve_ratio
         Hysteresis: fire after ``for_buckets`` consecutive hits; resolve after ``resolve_after``
-        consecutive evaluations with the drop below ``resolve_ratio * threshold`` and at least
-        ``min_n`` values in every window.
+        consecutive evaluations with the drop below ``resolve_ratio * threshold`` (and at least
+        ``min_n`` values) in the window that raised the alert, and in every other window that
+        has ``min_n`` values.
 
     Notes
     -----
@@ -209,9 +210,10 @@ class PercentDrop(BucketedDetector):
         firing = self.firing[series]
         refs = [(kind, rows, valid, *self._summary(rows)) for kind, (rows, valid) in
                 enumerate(self._references(series))]
-        sides = []
+        sides, window_clear, window_quiet = [], [], []
         for k, win in windows:
             n1, m1, v1 = self._summary(win)
+            clear = np.ones(series.size, bool)
             for kind, rows, valid, n0, m0, v0 in refs:
                 with np.errstate(divide="ignore", invalid="ignore"):
                     pct = (m0 - m1) / np.abs(m0)
@@ -219,16 +221,16 @@ class PercentDrop(BucketedDetector):
                 # the test only where the effect is there (or a finding may report it)
                 big = enough & (pct >= self.threshold)
                 p = _where(big | firing, self._test, win, n1, m1, v1, rows, n0, m0, v0)
-                # Resolution needs the evidence of every window: the long one lags a step, so
-                # a short one without enough values (a quiet night) keeps the alert firing.
-                clear = ~valid | (enough & (pct < self.resolve_ratio * self.threshold))
-                sides.append({"hit": big & (p < alpha), "clear": clear, "value": pct, "p": p,
+                clear &= ~valid | (enough & (pct < self.resolve_ratio * self.threshold))
+                sides.append({"hit": big & (p < alpha), "value": pct, "p": p,
                               "n": n0, "ref": m0, "kind": kind, "win_n": n1, "win_value": m1,
                               "win_start": end - k * self.clock.bucket})
+            window_clear.append(clear)
+            window_quiet.append(n1 < self.min_n)
         hit = np.logical_or.reduce([sd["hit"] for sd in sides])
-        clear = np.logical_and.reduce([sd["clear"] for sd in sides])
         # report the first side that fired (full window and baseline first), else the first
         chosen = np.argmax(np.stack([sd["hit"] for sd in sides]), axis=0)
+        clear = self._windows_clear(series, hit, chosen // len(refs), window_clear, window_quiet)
         others = [(j, chosen == j) for j in range(1, len(sides)) if hit.any()]
         others = [(j, m) for j, m in others if m.any()]
 

@@ -9,6 +9,7 @@ numbers only, never prompt, response or query text.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Mapping
 from typing import Any, Callable
@@ -149,7 +150,10 @@ def _summary(rule, labels, f: Finding, window, baseline, window_seconds) -> str:
     where = f"{labels.get('app')}/{labels.get('intent')}"
     dim = labels.get("dimension", "")
     ref = "its long-term reference" if f.reference_kind == "long_term" else "baseline"
-    span = _duration(window_seconds)
+    # the span of the window that decided (a rule's short window, or the whole window)
+    w = f.window
+    decided = w.end - w.start if w is not None and math.isfinite(w.end - w.start) and w.end > w.start else None
+    span = _duration(decided if decided else window_seconds)
     wv = window["value"] if window else None
     bv = baseline["value"] if baseline else None
     if f.status == "resolved":

@@ -155,7 +155,7 @@ DEFAULT_RULES: dict[str, dict[str, Any]] = {
     "query_centroid_shift": {
         "detector": "centroid", "stream": "queries", "kinds": ["queries"], "severity": "warning",
         "params": {"bucket": 3600.0, "window": 7 * 86400.0, "threshold": 0.15, "min_n": 200,
-                   "coverage_sim": 0.5, "short_windows": (86400.0,), "for_buckets": 1,
+                   "coverage_sim": 0.5, "short_windows": (86400.0, 2 * 86400.0), "for_buckets": 1,
                    "resolve_after": 3, "resolve_ratio": 0.5},
     },
     "prompt_change": {

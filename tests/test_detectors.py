@@ -151,3 +151,34 @@ def test_short_windows_keep_a_stable_stream_quiet_and_resolve_after_recovery():
 def test_short_windows_must_be_whole_buckets_shorter_than_the_window(short):
     with pytest.raises(ValueError, match="short_windows"):
         PercentDrop(short_windows=short)
+
+
+def test_a_short_window_too_quiet_to_judge_does_not_block_resolution():
+    # ~8 events an hour: the 6-hour window never holds min_n = 100, so only the 7-day window
+    # decides; the episode must still resolve after the recovery on day 30.
+    def v(t, r):
+        bad = (t >= 20 * DAY) & (t < 30 * DAY)
+        return np.clip(r.normal(np.where(bad, 0.75, 0.9), 0.05), 0, 1)
+    s, t, x = one_series(60 * 24 * 8, 60, 4, v)
+    det = PercentDrop(stat="mean", short_windows=(6 * 3600,))
+    f = det.update_many(s, t, x)
+    assert [x.status for x in f] == ["firing", "resolved"]
+    assert f[0].window.end - f[0].window.start == 7 * DAY  # raised by the whole window
+    assert 30 * DAY < f[1].at < 40 * DAY
+
+
+def test_a_lagging_long_window_does_not_resolve_what_a_short_window_raised():
+    # A lasting step down at day 20: the 6-hour window raises the alert within hours, while the
+    # 7-day mean is still within half the threshold of its baseline; nights are too quiet for
+    # the 6-hour window. The alert must stay up (it would resolve on the first quiet night if
+    # the lagging 7-day window could clear it).
+    rng = np.random.default_rng(21)
+    hours = np.arange(40 * 24)
+    per_hour = np.where((hours % 24) < 8, 2, 40)  # quiet nights
+    t = np.concatenate([h * 3600 + np.sort(rng.uniform(0, 3600, k)) for h, k in zip(hours, per_hour)])
+    x = np.clip(rng.normal(np.where(t < 20 * DAY + 12 * 3600, 0.9, 0.82), 0.05), 0, 1)
+    det = PercentDrop(stat="mean", short_windows=(6 * 3600,))
+    f = det.update_many(np.zeros(t.size, np.int64), t, x)
+    assert [x.status for x in f] == ["firing"]
+    assert f[0].window.end - f[0].window.start == 6 * 3600
+    assert f[0].at - (20 * DAY + 12 * 3600) <= 7 * 3600
