@@ -45,7 +45,6 @@ def bench_ks(quick: bool) -> list[dict]:
     from river import drift as rdrift
     from scipy import stats
 
-    from detectors.ks import ks_pvalue
     from detectors.shift import KsShift
 
     n_series, days, per_day = (200, 22, 20) if quick else (1000, 22, 100)

@@ -183,6 +183,20 @@ class BucketedDetector(Detector):
             return np.nan, np.nan
         return first * self.clock.bucket, (last + 1) * self.clock.bucket
 
+    @staticmethod
+    def _picker(sides: list[dict], chosen: np.ndarray):
+        """``pick(key)``: per series, ``sides[chosen][key]`` as float64 (scalars broadcast)."""
+        n = chosen.shape[0]
+        masks = [(j, m) for j in range(1, len(sides)) if (m := chosen == j).any()]
+
+        def pick(key):
+            out = np.array(np.broadcast_to(sides[0][key], (n,)), dtype=np.float64)
+            for j, m in masks:
+                out[m] = np.broadcast_to(sides[j][key], (n,))[m]
+            return out
+
+        return pick
+
     def _windows_clear(self, series, hit, window, clear, quiet) -> np.ndarray:
         """Resolution over several windows of one rule (the whole window, then short ones).
 

@@ -321,15 +321,7 @@ class CentroidShift(BucketedDetector):
         chosen = np.argmax(np.stack([sd["hit"] for sd in sides]), axis=0)  # first that fired, else full
         clear = self._windows_clear(series, hit, chosen, [sd["clear"] for sd in sides],
                                     [sd["quiet"] for sd in sides])
-
-        def pick(key):
-            out = np.array(np.broadcast_to(sides[0][key], series.shape), dtype=np.float64)
-            for j in range(1, len(sides)):
-                m = chosen == j
-                if m.any():
-                    out[m] = np.broadcast_to(sides[j][key], series.shape)[m]
-            return out
-
+        pick = self._picker(sides, chosen)
         n, dist, known, unc = pick("n"), pick("dist"), pick("known"), pick("unc")
         with np.errstate(invalid="ignore", divide="ignore"):
             coverage = np.where(known > 0, (known - unc) / known, np.nan)

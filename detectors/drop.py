@@ -231,15 +231,7 @@ class PercentDrop(BucketedDetector):
         # report the first side that fired (full window and baseline first), else the first
         chosen = np.argmax(np.stack([sd["hit"] for sd in sides]), axis=0)
         clear = self._windows_clear(series, hit, chosen // len(refs), window_clear, window_quiet)
-        others = [(j, chosen == j) for j in range(1, len(sides)) if hit.any()]
-        others = [(j, m) for j, m in others if m.any()]
-
-        def pick(key):
-            out = np.array(np.broadcast_to(sides[0][key], series.shape), dtype=np.float64)
-            for j, m in others:
-                out[m] = np.broadcast_to(sides[j][key], series.shape)[m]
-            return out
-
+        pick = self._picker(sides, chosen)
         unmirror = (lambda v: v) if self.higher_is_better else (lambda v: self.lo + self.hi - v)
         return Evaluation(
             hit=hit, clear=clear, value=pick("value"), p_value=pick("p"),
