@@ -183,6 +183,21 @@ class BucketedDetector(Detector):
             return np.nan, np.nan
         return first * self.clock.bucket, (last + 1) * self.clock.bucket
 
+    def _init_short_windows(self, short_windows, window: float, bucket: float) -> tuple[int, ...]:
+        """Keep ``short_windows`` (seconds) and return them in buckets: whole buckets, shorter
+        than the window (``self._w`` buckets). The aggregate keeps their sums
+        (``WindowedAggregate(recent=...)``)."""
+        self.short_windows = tuple(float(v) for v in short_windows)
+        self._short = tuple(_buckets("short_windows", v, bucket) for v in self.short_windows)
+        if any(k >= self._w for k in self._short):
+            raise ValueError(f"short_windows {self.short_windows} must be shorter than window ({window} s)")
+        return self._short
+
+    def _windows(self, series) -> list[tuple[int, np.ndarray]]:
+        """(buckets, rows) of the whole window, then of each short window, for ``series``."""
+        return [(self._w, self.agg.win[series])] + [(k, self.agg.recent(series, j))
+                                                    for j, k in enumerate(self._short)]
+
     @staticmethod
     def _picker(sides: list[dict], chosen: np.ndarray):
         """``pick(key)``: per series, ``sides[chosen][key]`` as float64 (scalars broadcast)."""
@@ -267,3 +282,10 @@ class BucketedDetector(Detector):
                 v = state[name]
                 setattr(obj, name, v.copy() if isinstance(v, np.ndarray) else v)
         return obj
+
+
+def _buckets(name, seconds, bucket) -> int:
+    k = seconds / bucket
+    if k < 1 or abs(k - round(k)) > 1e-9:
+        raise ValueError(f"{name} ({seconds} s) must be a positive multiple of bucket ({bucket} s)")
+    return int(round(k))

@@ -41,8 +41,7 @@ import math
 import numpy as np
 
 from detectors.base import check_positive
-from detectors.bucketed import BucketedDetector, Evaluation
-from detectors.drop import _buckets
+from detectors.bucketed import BucketedDetector, Evaluation, _buckets
 from detectors.windows import WindowedAggregate
 
 __all__ = ["CentroidShift", "cosine_distance", "FIXED_POINT_SCALE"]
@@ -212,12 +211,8 @@ class CentroidShift(BucketedDetector):
         self._w = _buckets("window", window, bucket)
         self._width = self.dim + 3  # vector sum, count, similarity known, uncovered
         # baseline=1: the aggregate's baseline ring is unused (every close is "frozen")
-        self.short_windows = tuple(float(v) for v in short_windows)
-        self._short = tuple(_buckets("short_windows", v, bucket) for v in self.short_windows)
-        if any(k >= self._w for k in self._short):
-            raise ValueError(f"short_windows {self.short_windows} must be shorter than window ({window} s)")
         self.agg = WindowedAggregate(self._w, 1, self.clock.ahead, (self._width,), np.int64,
-                                     recent=self._short)
+                                     recent=self._init_short_windows(short_windows, window, bucket))
         self.null_sizes = np.zeros(0)
         self.null_dist = np.zeros((0, 0))
         self.invalid = 0
@@ -305,8 +300,7 @@ class CentroidShift(BucketedDetector):
     def _evaluate(self, series, b) -> Evaluation:
         d = self.dim
         end = float(self.clock.bucket_end(b))
-        windows = [(self._w, self.agg.win[series])] + [(k, self.agg.recent(series, j))
-                                                       for j, k in enumerate(self._short)]
+        windows = self._windows(series)
         sides = []
         for k, win in windows:
             n = win[:, d].astype(np.float64)

@@ -22,7 +22,7 @@ import numpy as np
 from scipy import special
 
 from detectors.base import check_positive, check_probability
-from detectors.bucketed import BucketedDetector, Evaluation
+from detectors.bucketed import BucketedDetector, Evaluation, _buckets
 from detectors.windows import WindowedAggregate
 
 __all__ = ["PercentDrop", "welch_less_pvalue", "sign_test_greater_pvalue", "hist_quantile"]
@@ -157,14 +157,11 @@ class PercentDrop(BucketedDetector):
         self.statistic = "pct_drop"
         w, bl = _buckets("window", window, bucket), _buckets("baseline", baseline, bucket)
         self._w = w
-        self.short_windows = tuple(float(v) for v in short_windows)
-        self._short = tuple(_buckets("short_windows", v, bucket) for v in self.short_windows)
-        if any(k >= w for k in self._short):
-            raise ValueError(f"short_windows {self.short_windows} must be shorter than window ({window} s)")
+        short = self._init_short_windows(short_windows, window, bucket)
         if stat == "mean":
-            self.agg = WindowedAggregate(w, bl, self.clock.ahead, (3,), np.float64, recent=self._short)
+            self.agg = WindowedAggregate(w, bl, self.clock.ahead, (3,), np.float64, recent=short)
         else:
-            self.agg = WindowedAggregate(w, bl, self.clock.ahead, (self.bins,), np.uint32, recent=self._short)
+            self.agg = WindowedAggregate(w, bl, self.clock.ahead, (self.bins,), np.uint32, recent=short)
 
     def _ensure(self, n):
         self.agg.ensure(n)
@@ -204,8 +201,7 @@ class PercentDrop(BucketedDetector):
 
     def _evaluate(self, series, b) -> Evaluation:
         end = float(self.clock.bucket_end(b))
-        windows = [(self._w, self.agg.win[series])] + [(k, self.agg.recent(series, j))
-                                                       for j, k in enumerate(self._short)]
+        windows = self._windows(series)
         alpha = self.alpha / len(windows)
         firing = self.firing[series]
         refs = [(kind, rows, valid, *self._summary(rows)) for kind, (rows, valid) in
@@ -263,10 +259,3 @@ def _where(mask, test, *columns):
     if mask.any():
         out[mask] = test(*(None if c is None else c[mask] for c in columns))
     return out
-
-
-def _buckets(name, seconds, bucket) -> int:
-    k = seconds / bucket
-    if k < 1 or abs(k - round(k)) > 1e-9:
-        raise ValueError(f"{name} ({seconds} s) must be a positive multiple of bucket ({bucket} s)")
-    return int(round(k))

@@ -20,8 +20,8 @@ import numpy as np
 from scipy import special
 
 from detectors.base import check_positive, check_probability
-from detectors.bucketed import BucketedDetector, Evaluation
-from detectors.drop import _buckets, _where
+from detectors.bucketed import BucketedDetector, Evaluation, _buckets
+from detectors.drop import _where
 from detectors.windows import WindowedAggregate
 
 __all__ = ["RateRatio", "rate_ratio_pvalue"]

@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 from detectors.base import check_fraction, check_probability
-from detectors.bucketed import BucketedDetector, Evaluation
-from detectors.drop import _buckets, hist_quantile
+from detectors.bucketed import BucketedDetector, Evaluation, _buckets
+from detectors.drop import hist_quantile
 from detectors.ks import ks_from_histograms, ks_pvalue, ks_pvalue_at_least
 from detectors.windows import WindowedAggregate, grow_rows
 

@@ -457,18 +457,14 @@ def _build(doc: Mapping[str, Any], source: str) -> Settings:
                 params[k] = _as_int(v, f, 1)
             else:
                 params[k] = _as_float(v, f, positive=True)
-        for k in ("window", "baseline"):
-            if k in params:
-                ratio = params[k] / params["bucket"]
-                if abs(ratio - round(ratio)) > 1e-9 or ratio < 1:
-                    raise ConfigError(f"{field}.{k}: must be a whole multiple of {field}.bucket "
-                                      f"({params['bucket']:g} s), got {params[k]:g} s")
-        for i, v in enumerate(params.get("short_windows", ())):
+        spans = [(k, params[k], "") for k in ("window", "baseline") if k in params]
+        spans += [(f"short_windows[{i}]", v, f" and shorter than {field}.window ({params['window']:g} s)")
+                  for i, v in enumerate(params.get("short_windows", ()))]
+        for k, v, also in spans:
             ratio = v / params["bucket"]
-            if abs(ratio - round(ratio)) > 1e-9 or ratio < 1 or v >= params["window"]:
-                raise ConfigError(f"{field}.short_windows[{i}]: must be a whole multiple of "
-                                  f"{field}.bucket ({params['bucket']:g} s) and shorter than "
-                                  f"{field}.window ({params['window']:g} s), got {v:g} s")
+            if abs(ratio - round(ratio)) > 1e-9 or ratio < 1 or (also and v >= params["window"]):
+                raise ConfigError(f"{field}.{k}: must be a whole multiple of {field}.bucket "
+                                  f"({params['bucket']:g} s){also}, got {v:g} s")
         severity = user.get("severity", default["severity"])
         if severity not in _SEVERITIES:
             raise ConfigError(f"{field}.severity: expected one of {', '.join(_SEVERITIES)}, got {severity!r}")
