@@ -211,8 +211,8 @@ class PercentDrop(BucketedDetector):
             n1, m1, v1 = self._summary(win)
             clear = np.ones(series.size, bool)
             for kind, rows, valid, n0, m0, v0 in refs:
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    pct = (m0 - m1) / np.abs(m0)
+                with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                    pct = (m0 - m1) / np.abs(m0)  # non-finite where the reference is ~0: not enough
                 enough = valid & (n1 >= self.min_n) & (n0 >= self.min_n) & np.isfinite(pct)
                 # the test only where the effect is there (or a finding may report it)
                 big = enough & (pct >= self.threshold)
