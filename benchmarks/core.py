@@ -108,7 +108,7 @@ def bench_drop_rate(quick: bool) -> list[dict]:
     n_series, days, per_day = (100, 22, 50) if quick else (1000, 22, 200)
     series, t, x = keyed_scores(n_series, days, per_day, shift_at=0.8)
     fs, ft, fx = flags(n_series, days, per_day)
-    from drift.config import DEFAULT_RULES
+    from drift.core.config import DEFAULT_RULES
 
     # the rules as shipped: quality_drop (hourly, 7-day window, 6-hour and 1-day short windows)
     # and flag_rate_spike (hourly, 1-day window)
@@ -142,9 +142,9 @@ def bench_decode(quick: bool) -> dict:
 
     import msgspec
 
-    from drift.config import load_settings
-    from drift.engine import Engine
-    from drift.simulate import iter_events, simulate
+    from drift.core.config import load_settings
+    from drift.core.engine import Engine
+    from drift.tools.simulate import iter_events, simulate
 
     sim = simulate("stable", days=3 if quick else 10)
     enc = msgspec.json.Encoder()
@@ -161,9 +161,9 @@ def bench_replay(quick: bool, tmpdir: str) -> dict:
     """`drift replay` end to end (JSONL file to alerts) vs only reading the file's lines."""
     import os
 
-    from drift.config import load_settings
-    from drift.replay import iter_lines, replay
-    from drift.simulate import simulate, write_jsonl
+    from drift.core.config import load_settings
+    from drift.runtime.replay import iter_lines, replay
+    from drift.tools.simulate import simulate, write_jsonl
 
     path = os.path.join(tmpdir, "bench_replay.jsonl")
     sim = simulate("prompt_cleanup", days=12 if quick else 30, volume=0.3 if quick else 1.0)

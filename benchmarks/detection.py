@@ -1,10 +1,10 @@
 """Detection quality: how fast each detector notices the simulated failures, and at what false-alert cost.
 
-Every simulated scenario of :data:`drift.simulate.SCENARIOS` runs over several seeds through
+Every simulated scenario of :data:`drift.tools.simulate.SCENARIOS` runs over several seeds through
 
 * **ours** -- the real decoder and engine, the path of ``tests/scenario_harness.py`` (events as
   JSON bytes, decoded and processed in chunks of 50,000), scored with
-  :func:`drift.scorecard.score` against the simulation's ground truth; one row for the first
+  :func:`drift.tools.scorecard.score` against the simulation's ground truth; one row for the first
   alert of any expected rule and one per rule;
 * **river peers** -- ADWIN, Page-Hinkley and KSWIN through :class:`detectors.river_adapter.RiverDrift`,
   one detector per score series (app/intent/dimension; flags and checks as their 0/1 values) and
@@ -33,7 +33,7 @@ rising to 80 % over 3 days comes from domains its golden set does not cover), it
 retrieval are ``stable``'s. It runs ``plan.shift_days`` days at ``plan.shift_volume`` (full: 30 d
 at 1; quick: 24 d at 0.3, as ours' 7-day centroid window needs about a week after the change) with
 the real encoder (all-MiniLM-L6-v2 on the CPU, offline) and one golden set per app of
-:data:`drift.simulate.QUERY_APPS`, built from 40 CLINC150 ``train`` queries per intent (as
+:data:`drift.tools.simulate.QUERY_APPS`, built from 40 CLINC150 ``train`` queries per intent (as
 ``tests/test_query_drift.py``); one encoder, one text -> vector memo and one set of golden sets
 serve every seed. Ours is the engine with those golden sets (rule ``query_centroid_shift``), judged
 as above. The peers and the naive threshold get the same score and retrieval series as in the other
@@ -70,7 +70,7 @@ def input_shift_unavailable() -> str | None:
         return (f"needs the embedding extra (pip install -e '.[embed]'): {', '.join(missing)} "
                 "not importable")
     try:
-        from drift.golden import clinc150_dir
+        from drift.embeddings.golden import clinc150_dir
 
         clinc150_dir()
     except FileNotFoundError as exc:
@@ -122,12 +122,12 @@ def _t(ts: str) -> float:
 def run_engine(sim, chunk: int = 50_000, golden: dict | None = None, encoder=None) -> list[dict]:
     """Alerts of the engine on the simulation's events (the path of tests/scenario_harness.py).
 
-    ``golden`` (app -> :class:`drift.golden.GoldenSet`) and ``encoder`` turn on the query rule
+    ``golden`` (app -> :class:`drift.embeddings.golden.GoldenSet`) and ``encoder`` turn on the query rule
     (``input_shift``); every query must be embedded (none sampled out), as the peers see them all.
     """
-    from drift.config import load_settings
-    from drift.engine import Engine
-    from drift.simulate import iter_events
+    from drift.core.config import load_settings
+    from drift.core.engine import Engine
+    from drift.tools.simulate import iter_events
 
     engine = Engine(load_settings(), golden=golden,
                     encoder_factory=None if encoder is None else (lambda: encoder))
@@ -157,7 +157,7 @@ def run_engine(sim, chunk: int = 50_000, golden: dict | None = None, encoder=Non
 
 def judge_ours(truth: dict, alerts: list[dict]) -> dict:
     """Scorecard of one run, reduced to the benchmark's figures (overall and per rule)."""
-    from drift.scorecard import _applies, score, series_of
+    from drift.tools.scorecard import _applies, score, series_of
 
     card = score(truth, alerts)
     firing = [a for a in alerts if a["data"]["status"] == "firing"]
@@ -212,7 +212,7 @@ class Streams:
 
 def streams(sim) -> Streams:
     """Score series (app/intent/dimension) and retrieval top-1 series (app/intent) of a simulation."""
-    from drift.simulate import DIMENSION_KIND
+    from drift.tools.simulate import DIMENSION_KIND
 
     sc, rt = sim.scores, sim.retrieval
 
@@ -367,7 +367,7 @@ def _query_fa(st: Streams, truth: dict, f_sid, f_t) -> dict:
 # --- input_shift: real CLINC150 queries and the real encoder ------------------------------------
 
 class MemoEncoder:
-    """An :class:`drift.embedding.Encoder` behind a text -> vector memo.
+    """An :class:`drift.embeddings.encoder.Encoder` behind a text -> vector memo.
 
     The simulated queries are drawn from fixed CLINC150 pools, so the seeds repeat texts: one memo
     serves every seed's engine and the peers' similarity series (the engine's own text cache lives
@@ -420,14 +420,14 @@ def run_input_shift(plan: Plan, peers, records: list) -> dict:
     """``input_shift`` over the plan's seeds (``plan.shift_days`` days at ``plan.shift_volume``).
 
     One encoder (all-MiniLM-L6-v2, CPU) and one golden set per app of
-    :data:`drift.simulate.QUERY_APPS` (:data:`GOLDEN_PER_INTENT` CLINC150 ``train`` queries per
+    :data:`drift.tools.simulate.QUERY_APPS` (:data:`GOLDEN_PER_INTENT` CLINC150 ``train`` queries per
     intent) serve every seed. Ours: the engine with those golden sets, judged by
     :func:`judge_ours`. Peers and the naive threshold: every series of :func:`query_streams`.
     Appends to ``records``; returns what the run used (or ``{"skipped": why}``).
     """
-    from drift.embedding import Encoder
-    from drift.golden import GoldenSet
-    from drift.simulate import QUERY_APPS, golden_texts, simulate
+    from drift.embeddings.encoder import Encoder
+    from drift.embeddings.golden import GoldenSet
+    from drift.tools.simulate import QUERY_APPS, golden_texts, simulate
 
     t0 = time.perf_counter()
     try:
@@ -470,7 +470,7 @@ def run_input_shift(plan: Plan, peers, records: list) -> dict:
 
 def run(quick: bool = False, plan: Plan | None = None) -> dict:
     """Run the suite; return the result dict (``rows``, ``tuned``, ``records``, ``table``)."""
-    from drift.simulate import SCENARIOS, simulate
+    from drift.tools.simulate import SCENARIOS, simulate
 
     plan = plan or (QUICK if quick else FULL)
     t_start = time.perf_counter()

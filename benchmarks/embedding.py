@@ -62,8 +62,8 @@ def bench_centroid(quick: bool) -> list[dict]:
 
 
 def bench_encoder(quick: bool) -> list[dict]:
-    from drift.embedding import Encoder
-    from drift.golden import clinc150_queries
+    from drift.embeddings.encoder import Encoder
+    from drift.embeddings.golden import clinc150_queries
 
     texts = clinc150_queries(["banking", "travel", "small_talk"], "test")[: 100 if quick else 1000]
     fp32 = Encoder(threads=2)

@@ -12,11 +12,11 @@ import threading
 import time
 import uuid
 
-from drift.demo import keyed_messages
+from drift.tools.demo import keyed_messages
 
 
 def _events(n_events: int):
-    from drift.simulate import iter_events, simulate
+    from drift.tools.simulate import iter_events, simulate
 
     days = max(2, int(n_events / 30_000) + 1)
     sim = simulate("stable", days=days)
@@ -51,9 +51,9 @@ def _bare_consume(bootstrap, topics, total):
 def run(n_events: int, per_message: int) -> dict:
     from kafka import KafkaProducer
 
-    from drift.broker import EmbeddedBroker, create_topics
-    from drift.config import load_settings
-    from drift.service import Service
+    from drift.tools.broker import EmbeddedBroker, create_topics
+    from drift.core.config import load_settings
+    from drift.runtime.service import Service
 
     events = _events(n_events)
     msgs = keyed_messages(events, per_message)

@@ -51,7 +51,7 @@ import uuid
 
 import numpy as np
 
-from drift.events import kafka_key, stream_of
+from drift.core.events import kafka_key, stream_of
 
 TOPICS = {"scores": 3, "retrieval": 3, "queries": 3, "alerts": 1, "dlq": 1, "state": 1}
 CHUNK_DAYS = 16  # prompt_cleanup's change (day 11) must fall inside a chunk
@@ -63,7 +63,7 @@ START = "2026-01-05T00:00:00Z"
 
 def traffic(scenario: str, volume: float, seed: int):
     """Endless time-ordered events: consecutive ``CHUNK_DAYS``-day simulations, seeds seed, seed+1, …"""
-    from drift.simulate import iter_events, simulate
+    from drift.tools.simulate import iter_events, simulate
 
     t0 = _dt.datetime.fromisoformat(START.replace("Z", "+00:00")).timestamp()
     k = 0
@@ -75,8 +75,8 @@ def traffic(scenario: str, volume: float, seed: int):
 
 
 class Batcher:
-    """Per-key runs of 1..max_batch events (as :func:`drift.demo.keyed_messages` with a seed, keyed
-    by :func:`drift.events.kafka_key`), built incrementally and flushed when full or older than
+    """Per-key runs of 1..max_batch events (as :func:`drift.tools.demo.keyed_messages` with a seed, keyed
+    by :func:`drift.core.events.kafka_key`), built incrementally and flushed when full or older than
     ``max_hold`` seconds of wall time, so per-key order is kept and nothing waits long."""
 
     def __init__(self, max_batch: int, max_hold: float, seed: int):
@@ -124,7 +124,7 @@ class Serve:
         env.update(env_extra or {})
         cmd = [sys.executable, "-m", "drift.cli", "serve", "--bootstrap-servers", bootstrap,
                "--group-id", group, "--http-port", "0"]
-        from drift.broker import _pdeathsig_hook  # SIGTERM to the service if this process is killed
+        from drift.tools.broker import _pdeathsig_hook  # SIGTERM to the service if this process is killed
 
         self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, start_new_session=True,
@@ -226,7 +226,7 @@ def run(args: argparse.Namespace, log=print) -> dict:
     import msgspec
     from kafka import KafkaProducer
 
-    from drift.broker import EmbeddedBroker, create_topics
+    from drift.tools.broker import EmbeddedBroker, create_topics
 
     duration = args.minutes * 60.0
     enc = msgspec.json.Encoder()

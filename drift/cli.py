@@ -8,7 +8,7 @@ import os
 import sys
 import time
 
-from drift.config import ConfigError, load_settings
+from drift.core.config import ConfigError, load_settings
 
 __all__ = ["main"]
 
@@ -25,12 +25,12 @@ def _settings(args, overrides=None):
 
 
 def _cmd_replay(args) -> int:
-    from drift.alerts import render
-    from drift.replay import replay
+    from drift.core.alerts import render
+    from drift.runtime.replay import replay
 
     settings = _settings(args, {"queries": {"golden": args.golden}})
     golden, encoder = _golden(settings)
-    from drift.engine import Engine
+    from drift.core.engine import Engine
 
     engine = Engine(settings, golden=golden, encoder_factory=encoder)
     out = open(args.out, "w", encoding="utf-8") if args.out else None
@@ -57,7 +57,7 @@ def _cmd_replay(args) -> int:
         now = time.monotonic()
         if tty and now - last[0] > 1.0:
             last[0] = now
-            from drift.events import format_time
+            from drift.core.events import format_time
             print(f"\r  {rep.n_events:,} events, up to {format_time(rep.last_t)}, "
                   f"{rep.n_events / max(rep.seconds, 1e-9):,.0f} events/s, {len(rep.alerts)} alerts",
                   end="", file=sys.stderr, flush=True)
@@ -75,7 +75,7 @@ def _cmd_replay(args) -> int:
 
 
 def _golden(settings):
-    from drift.golden import golden_for_settings
+    from drift.embeddings.golden import golden_for_settings
 
     return golden_for_settings(settings)
 
@@ -88,7 +88,7 @@ def _kafka_overrides(args) -> dict:
 
 
 def _cmd_serve(args) -> int:
-    from drift.service import Service, setup_logging
+    from drift.runtime.service import Service, setup_logging
 
     settings = _settings(args, _kafka_overrides(args))
     setup_logging(args.log_level)
@@ -100,7 +100,7 @@ def _cmd_serve(args) -> int:
 
 
 def _cmd_alerts(args) -> int:
-    from drift.feed import follow_alerts
+    from drift.runtime.feed import follow_alerts
 
     settings = _settings(args, _kafka_overrides(args))
     follow_alerts(settings, from_beginning=args.from_beginning, follow=args.follow, as_json=args.json)
@@ -108,7 +108,7 @@ def _cmd_alerts(args) -> int:
 
 
 def _cmd_simulate(args) -> int:
-    from drift.simulate import SCENARIOS, simulate, write_jsonl
+    from drift.tools.simulate import SCENARIOS, simulate, write_jsonl
 
     if args.list:
         for name, desc in SCENARIOS.items():
@@ -133,7 +133,7 @@ def _cmd_simulate(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from drift.demo import run_demo
+    from drift.tools.demo import run_demo
 
     return run_demo(args)
 
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return int(broker.main(argv[1:]) or 0)
     if argv[:2] == ["golden", "build"]:
-        from drift.golden import main_build
+        from drift.embeddings.golden import main_build
 
         return int(main_build(argv[2:]) or 0)
     parser = build_parser()

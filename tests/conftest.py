@@ -1,6 +1,6 @@
 """Shared fixtures: one embedded Kafka-compatible broker (Tansu) per test session.
 
-``broker``         session-scoped, a started :class:`drift.broker.EmbeddedBroker`
+``broker``         session-scoped, a started :class:`drift.tools.broker.EmbeddedBroker`
                    on a free loopback port (in-memory storage); stopped at the end.
 ``topic_factory``  ``topic_factory(partitions=1) -> name``: creates a uniquely named
                    topic on that broker and waits until all its partitions are usable.
@@ -25,7 +25,7 @@ import uuid
 
 import pytest
 
-from drift.broker import BrokerError, EmbeddedBroker, create_topics
+from drift.tools.broker import BrokerError, EmbeddedBroker, create_topics
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -14,7 +14,7 @@ import urllib.request
 
 import msgspec
 
-from drift.demo import keyed_messages
+from drift.tools.demo import keyed_messages
 
 _enc = msgspec.json.Encoder()
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import msgspec
 
-from drift.config import load_settings
-from drift.engine import Engine
-from drift.simulate import iter_events, simulate
+from drift.core.config import load_settings
+from drift.core.engine import Engine
+from drift.tools.simulate import iter_events, simulate
 
 _enc = msgspec.json.Encoder()
 

@@ -15,7 +15,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 
 from drift import broker as broker_mod
-from drift.broker import DEFAULT_TOPICS, BrokerError, EmbeddedBroker, create_topics, tansu_binary
+from drift.tools.broker import DEFAULT_TOPICS, BrokerError, EmbeddedBroker, create_topics, tansu_binary
 
 kafka = pytest.mark.kafka
 
@@ -252,7 +252,7 @@ def test_create_topics_is_idempotent(broker, capsys):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_cli_runs_in_foreground_and_stops_cleanly(sig):
     cli = subprocess.Popen(
-        [sys.executable, "-m", "drift.broker", "--port", "0", "--create-default-topics"],
+        [sys.executable, "-m", "drift.tools.broker", "--port", "0", "--create-default-topics"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:

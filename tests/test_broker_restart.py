@@ -4,7 +4,7 @@ The session's shared broker keeps everything in memory, so a restart of it is a 
 cluster. Here each test runs its own Tansu on ``s3://BUCKET/`` against ``moto_server`` (the
 ``moto[server]`` test dependency) on a free loopback port: topics, records, committed offsets
 and ``drift.state`` survive the broker process, and the broker comes back on the same port
-(:meth:`drift.broker.EmbeddedBroker.restart`), as a restarted Kafka broker would.
+(:meth:`drift.tools.broker.EmbeddedBroker.restart`), as a restarted Kafka broker would.
 
 Measured with kafka-python's defaults (the service sets no client timeouts of its own), on the
 shared 2-core machine:
@@ -40,7 +40,7 @@ import uuid
 
 import pytest
 
-from drift.broker import BrokerError, EmbeddedBroker, create_topics
+from drift.tools.broker import BrokerError, EmbeddedBroker, create_topics
 from kafka_harness import ServeProcess, alert_ids, messages_of, produce, read_topic
 from test_service import _all_consumed, _committed, cleanup_events  # noqa: F401 (fixture)
 

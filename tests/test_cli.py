@@ -68,8 +68,8 @@ def test_replay_from_stdin_json_mode(cleanup_events):
 
 
 def test_replay_ids_equal_across_chunking(cleanup_events):
-    from drift.config import load_settings
-    from drift.replay import replay
+    from drift.core.config import load_settings
+    from drift.runtime.replay import replay
 
     a = replay([str(cleanup_events)], load_settings())
     b = replay([str(cleanup_events)], load_settings(), chunk=7)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from drift.config import ConfigError, load_settings, parse_duration
+from drift.core.config import ConfigError, load_settings, parse_duration
 
 
 def write(tmp_path, text):

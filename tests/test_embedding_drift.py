@@ -1,7 +1,7 @@
 """Query-embedding drift on real user queries: encoder, golden sets, CentroidShift, input_shift.
 
 Data: CLINC150 (Larson et al., 2019, github.com/clinc/oos-eval, CC BY 3.0), found through
-``drift.golden.clinc150_dir()`` (``$DRIFT_DATA_DIR`` or ``shared/data`` beside the repository);
+``drift.embeddings.golden.clinc150_dir()`` (``$DRIFT_DATA_DIR`` or the repository's ``data/``);
 missing data is an error, not a skip. Embeddings of every text used are computed once per session
 (``embed`` fixture) with the real all-MiniLM-L6-v2 encoder.
 
@@ -37,7 +37,7 @@ pytestmark = pytest.mark.skipif(
 
 from detectors.centroid import CentroidShift, cosine_distance  # noqa: E402
 from drift import golden as goldmod  # noqa: E402
-from drift.golden import GoldenSet, read_queries  # noqa: E402
+from drift.embeddings.golden import GoldenSet, read_queries  # noqa: E402
 
 GOLDEN_DOMAINS = ("banking", "credit_cards")
 NEW_DOMAINS = ("travel", "small_talk")
@@ -74,7 +74,7 @@ def clinc():
 
 @pytest.fixture(scope="session")
 def encoder():
-    from drift.embedding import Encoder
+    from drift.embeddings.encoder import Encoder
 
     return Encoder(batch_size=128)
 
@@ -248,7 +248,7 @@ def test_rising_share_fires_past_a_measured_level(pools, golden):
 def test_transport_of_embeddings_is_exact(pools, golden, encoder):
     import msgspec
 
-    from drift.embedding import from_b64, from_lists, to_b64
+    from drift.embeddings.encoder import from_b64, from_lists, to_b64
 
     rng = np.random.default_rng(7)
     new = np.concatenate([pools[k][1] for k in NEW_DOMAINS])
@@ -288,7 +288,7 @@ def test_transport_of_embeddings_is_exact(pools, golden, encoder):
 
 
 def test_b64_errors():
-    from drift.embedding import from_b64, to_b64
+    from drift.embeddings.encoder import from_b64, to_b64
 
     with pytest.raises(ValueError, match="dimension 3, expected 384"):
         from_b64(to_b64(np.ones((1, 3), np.float32)), dim=384)
@@ -344,7 +344,7 @@ def test_golden_load_refuses_mismatches(golden, encoder, tmp_path):
 
 
 def test_golden_sets_per_app(golden, tmp_path):
-    from drift.golden import load_golden_sets
+    from drift.embeddings.golden import load_golden_sets
 
     assert list(load_golden_sets(golden.save(tmp_path / "one"))) == ["*"]
     for app in ("support-bot", "travel-assistant"):
@@ -412,7 +412,7 @@ def test_golden_build_command(tmp_path, capsys, encoder, embed, clinc):
 
 
 def test_bf16_self_check(encoder, pools):
-    from drift.embedding import BF16_MIN_COSINE, Encoder
+    from drift.embeddings.encoder import BF16_MIN_COSINE, Encoder
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -560,7 +560,7 @@ def test_detector_validation_and_bad_rows():
 def test_input_shift_scenario_with_the_real_encoder(embed, clinc):
     """The scenario's support-bot queries, embedded for real, fire query_centroid_shift after
     the shift and not before (volume 0.3 to keep the embedding work small)."""
-    from drift.simulate import QUERY_APPS, golden_texts, iter_events, simulate
+    from drift.tools.simulate import QUERY_APPS, golden_texts, iter_events, simulate
 
     small = simulate("input_shift", seed=1, days=15, volume=0.02)
     events = [e for e in iter_events(small) if "text" in e]

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from drift.config import load_settings
-from drift.engine import Engine
+from drift.core.config import load_settings
+from drift.core.engine import Engine
 
 GOOD = {"ts": "2026-01-05T10:00:00Z", "app": "a", "intent": "i", "dimension": "relevance", "score": 0.8}
 

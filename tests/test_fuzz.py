@@ -30,9 +30,9 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from drift.config import DEFAULT_RULES, DEFAULT_SERVICE, DEFAULT_TOPICS, ConfigError, load_settings
-from drift.engine import Engine
-from drift.events import MAX_TS, MIN_TS
+from drift.core.config import DEFAULT_RULES, DEFAULT_SERVICE, DEFAULT_TOPICS, ConfigError, load_settings
+from drift.core.engine import Engine
+from drift.core.events import MAX_TS, MIN_TS
 
 # an embedding value beyond float32 range is rejected (NonFiniteValue) after numpy warns on the cast
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")

@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from drift.checkpoint import FORMAT_VERSION, MAGIC, decode_checkpoint, encode_checkpoint
+from drift.runtime.checkpoint import FORMAT_VERSION, MAGIC, decode_checkpoint, encode_checkpoint
 from kafka_harness import ServeProcess, alert_ids, messages_of, produce, read_topic
 from test_service import _all_consumed, cleanup_events, topics  # noqa: F401 (fixtures)
 

@@ -4,7 +4,7 @@ import datetime as dt
 
 import pytest
 
-from drift.scorecard import score
+from drift.tools.scorecard import score
 from scenario_harness import run_lines, run_scenario, scenario_lines
 
 SEEDS = (0, 1, 2)

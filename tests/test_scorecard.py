@@ -1,6 +1,6 @@
 """The scorecard that matches alerts to a simulation's ground truth."""
 
-from drift.scorecard import score
+from drift.tools.scorecard import score
 
 TRUTH = {"changes": [{"what": "prompt_hash_change", "at": "2026-01-16T10:00:00Z", "series": ["a/b/format", "a/b/format_valid"],
                       "expected_rules": ["format_failure_spike", "quality_drop"], "allowed_rules": ["quality_shift"],

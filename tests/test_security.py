@@ -22,7 +22,7 @@ What runs where
   the listener still speaks plaintext; the test then skips and says so.
 * No raw text: a scenario whose events carry marker strings in ``text``, ``trace_id`` and unknown
   ``prompt`` / ``response`` fields, plus poison messages built around the markers, through
-  ``drift.replay.replay``, the ``drift replay`` CLI and ``drift serve`` (alerts topic, log lines,
+  ``drift.runtime.replay.replay``, the ``drift replay`` CLI and ``drift serve`` (alerts topic, log lines,
   ``/metrics``, DLQ headers, state topic).
 """
 
@@ -43,7 +43,7 @@ import uuid
 import numpy as np
 import pytest
 
-from drift.config import ConfigError, load_settings
+from drift.core.config import ConfigError, load_settings
 
 SECRET_TOML = "s3cr3t-T0ML-ssl-pw-4f1c"
 SECRET_ENV = "s3cr3t-ENV-sasl-pw-9b2e"
@@ -157,8 +157,8 @@ def test_sasl_and_tls_settings_reach_every_kafka_client(tmp_path, monkeypatch):
     import kafka
     import kafka.admin
 
-    from drift.feed import follow_alerts
-    from drift.service import Service, read_states
+    from drift.runtime.feed import follow_alerts
+    from drift.runtime.service import Service, read_states
 
     lines = "".join(f"{k} = {json.dumps(v)}\n" for k, v in SASL_TLS.items() if k != "sasl_plain_password")
     s = load_settings(_toml(tmp_path, "[kafka]\n" + lines), {"DRIFT_KAFKA_SASL_PLAIN_PASSWORD": SECRET_TOML},
@@ -186,7 +186,7 @@ def stuck_starts(broker, tmp_path_factory):
     """Two `drift serve` processes side by side, observed for 12 s, then sent SIGTERM (8 s grace):
     ``ssl``: told to use SSL, pointed at the PLAINTEXT test broker;
     ``unreachable``: pointed at a port nobody listens on."""
-    from drift.broker import create_topics
+    from drift.tools.broker import create_topics
     from kafka_harness import ServeProcess
 
     tmp = tmp_path_factory.mktemp("ssl")
@@ -290,7 +290,7 @@ def _tls_handshake(port: int, cafile: str, timeout: float = 3.0) -> str | None:
 
 @pytest.mark.kafka
 def test_tls_end_to_end_if_tansu_can_serve_tls(tmp_path):
-    from drift.broker import tansu_binary
+    from drift.tools.broker import tansu_binary
 
     binary = str(tansu_binary())
     helptext = subprocess.run([binary, "broker", "--help"], capture_output=True, timeout=30).stdout.decode()
@@ -448,7 +448,7 @@ def scenario():
 
 
 def test_replay_alerts_and_rejection_reasons_carry_no_raw_text(scenario, tmp_path):
-    from drift.replay import replay
+    from drift.runtime.replay import replay
 
     path = tmp_path / "events.jsonl"
     with open(path, "wb") as fh:
@@ -474,7 +474,7 @@ def test_replay_alerts_and_rejection_reasons_carry_no_raw_text(scenario, tmp_pat
 @pytest.fixture(scope="module")
 def served(broker, scenario, tmp_path_factory):
     """The scenario (plus poison) through `drift serve` with secret-bearing Kafka settings."""
-    from drift.broker import create_topics
+    from drift.tools.broker import create_topics
     from kafka_harness import ServeProcess, messages_of, produce, read_topic
 
     tmp = tmp_path_factory.mktemp("leak")
@@ -567,7 +567,7 @@ def test_tls_probe_tells_tls_listeners_from_others(tmp_path):
     for a plaintext one (no answer), a closed port, and a malformed address."""
     import threading
 
-    from drift.service import tls_problem
+    from drift.runtime.service import tls_problem
 
     openssl = shutil.which("openssl")
     if not openssl:

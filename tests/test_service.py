@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from drift.config import load_settings
+from drift.core.config import load_settings
 from kafka_harness import ServeProcess, alert_ids, messages_of, produce, read_topic
 from scenario_harness import run_lines
 
@@ -18,7 +18,7 @@ def cleanup_events():
     """16 days of prompt_cleanup: alerts of several rules, with a known replay result."""
     import msgspec
 
-    from drift.simulate import iter_events, simulate
+    from drift.tools.simulate import iter_events, simulate
 
     sim = simulate("prompt_cleanup", seed=0, days=16)
     events = list(iter_events(sim))
@@ -222,8 +222,8 @@ def test_mostly_bad_traffic_stops_the_service_with_a_clear_message(broker, topic
 
 
 def test_drift_alerts_prints_the_alert_topic(broker, topics, capsys):
-    from drift.alerts import AlertFactory
-    from drift.feed import follow_alerts
+    from drift.core.alerts import AlertFactory
+    from drift.runtime.feed import follow_alerts
     from detectors.base import Finding, Side
     from kafka import KafkaProducer
 

@@ -1,4 +1,4 @@
-"""Tests of the synthetic traffic generator (drift.simulate)."""
+"""Tests of the synthetic traffic generator (drift.tools.simulate)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import time
 import numpy as np
 import pytest
 
-import drift.simulate as simmod
-from drift.simulate import SCENARIOS, Simulation, iter_events, simulate, write_jsonl
+import drift.tools.simulate as simmod
+from drift.tools.simulate import SCENARIOS, Simulation, iter_events, simulate, write_jsonl
 
 TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 DAY = 86400.0

@@ -1,8 +1,8 @@
 """``drift serve``: the long-lived consumer service.
 
 A consumer group over the three input topics. Each assigned input partition has its own
-:class:`~drift.engine.Engine` (the same engine as ``drift replay``), restored from ``drift.state``
-when the partition is assigned and checkpointed in the order written in :mod:`drift.checkpoint`.
+:class:`~drift.core.engine.Engine` (the same engine as ``drift replay``), restored from ``drift.state``
+when the partition is assigned and checkpointed in the order written in :mod:`drift.runtime.checkpoint`.
 The loop, in quixstreams' shape::
 
     while running:
@@ -32,20 +32,21 @@ from typing import Any
 
 from kafka import ConsumerRebalanceListener
 
-from drift.alerts import state_notice
-from drift.checkpoint import CheckpointError, decode_checkpoint, encode_checkpoint, new_checkpoint, state_key
-from drift.config import Settings
-from drift.engine import Engine
-from drift.events import EventDecoder
-from drift.http import Health, HttpServer, Metrics
+from drift.core import alerts as _alerts
+from drift.core.sinks import DeliveryError, Sink
+from drift.runtime.checkpoint import CheckpointError, decode_checkpoint, encode_checkpoint, new_checkpoint, state_key
+from drift.core.config import Settings
+from drift.core.engine import Engine
+from drift.core.streams import STREAMS
+from drift.core.events import EventDecoder
+from drift.runtime.http import Health, HttpServer, Metrics
+from drift.runtime.sinks import KafkaAlertSink
 
 __all__ = ["Service", "DeliveryError", "setup_logging", "read_states"]
 
 log = logging.getLogger("drift.service")
 
 
-class DeliveryError(RuntimeError):
-    """A produced record (alert, DLQ record or state) was not confirmed by the broker."""
 
 
 class JsonFormatter(logging.Formatter):
@@ -172,11 +173,16 @@ class Service:
         Where metrics register (a fresh one by default).
     http_host : str
         Interface for the HTTP port (``settings.http_port``; 0 picks a free port).
+    sinks : list of Sink, optional
+        Alert sinks besides the alert topic (which is always the first); each one's ``confirm``
+        runs in step 2 of the commit order.
     """
 
     def __init__(self, settings: Settings, registry=None, http_host: str = "0.0.0.0",
-                 fault: str | None = None, golden: dict | None = None, encoder_factory=None):
+                 fault: str | None = None, golden: dict | None = None, encoder_factory=None,
+                 sinks: list[Sink] | None = None):
         self.settings = settings
+        self.sinks: list[Sink] = [KafkaAlertSink(self), *(sinks or [])]
         self.golden = golden or {}
         self._encoder = None
         self._encoder_factory = encoder_factory
@@ -191,7 +197,7 @@ class Service:
         self.parts: dict[Any, PartitionState] = {}
         self.pending: list = []
         t = settings.topics
-        self.inputs = {t["scores"]: "scores", t["retrieval"]: "retrieval", t["queries"]: "queries"}
+        self.inputs = {t[name]: name for name in STREAMS if name in t}
         self.key_partition: dict[tuple[str, bytes], int] = {}
         self.dlq_window: collections.deque = collections.deque()
         self.last_checkpoint = time.monotonic()
@@ -291,9 +297,8 @@ class Service:
             for reason, raw in rejected:
                 outcome = (f"restored the previous checkpoint (offset {restored.next_offset})" if restored
                            else "rebuilding from the beginning of the partition")
-                ev = state_notice(engine.factory, tp.topic, tp.partition, reason, outcome, raw)
-                self._send(self.settings.topics["alerts"], ev["data"]["alert_id"].encode(), json.dumps(ev).encode())
-                self.metrics.alerts.labels("state_restore", "info").inc()
+                notice = _alerts.state_notice(tp.topic, tp.partition, reason, outcome, raw, source=engine.source)
+                self._emit([notice])
             part = PartitionState(tp.topic, tp.partition, self.inputs[tp.topic], engine, engine.decoder())
             if restored is not None:
                 part.next_offset = part.checkpointed = restored.next_offset
@@ -370,7 +375,6 @@ class Service:
         """Decode, run and produce for one polled batch (``{TopicPartition: [records]}``)."""
         started = time.perf_counter()
         now = time.monotonic()
-        alerts_topic = self.settings.topics["alerts"]
         for tp, recs in records.items():
             part = self.parts.get(tp)
             if part is None or not recs:
@@ -380,19 +384,31 @@ class Service:
             for rej in decoded.rejected:
                 rec = recs[rej.message]
                 self._dlq(rec, rec.value, rej.error_class, rej.reason, rej.event)
-            alerts, late = part.engine.process(decoded)
+            alerts, late = part.engine.run(decoded)
             for rej in late:
                 self._dlq(recs[rej.message], rej.raw, rej.error_class, rej.reason, rej.event)
-            for a in alerts:
-                data = a["data"]
-                self._send(alerts_topic, data["alert_id"].encode(), json.dumps(a).encode())
-                self.metrics.alerts.labels(data["rule"], data["status"]).inc()
+            if alerts:
+                self._emit(alerts)
             part.next_offset = recs[-1].offset + 1
             self.metrics.messages.labels(tp.topic).inc(len(recs))
             self.metrics.events.labels(tp.topic).inc(decoded.n_events - len(late))
             bad = len({r.message for r in decoded.rejected})
             self.dlq_window.append((now, len(recs), bad))
         self.metrics.batch.observe(time.perf_counter() - started)
+
+    def _emit(self, alerts) -> None:
+        """Hand alerts to every sink (the alert topic first)."""
+        for sink in self.sinks:
+            sink.emit(alerts)
+        for a in alerts:
+            self.metrics.alerts.labels(a.rule, a.status).inc()
+
+    def _confirm_sinks(self) -> None:
+        """Step 2 of the commit order: every sink confirms what it was given (the alert topic's
+        sink confirms the producer's records: alerts and DLQ records)."""
+        for sink in self.sinks:
+            sink.confirm()
+        self._confirm()  # DLQ records, if no alert was produced
 
     def _check_keys(self, tp, recs) -> None:
         for r in recs:
@@ -425,7 +441,7 @@ class Service:
         from kafka.structs import OffsetAndMetadata, TopicPartition
 
         self._fault("produced")
-        self._confirm()  # 1 + 2: alerts and DLQ records delivered
+        self._confirm_sinks()  # 1 + 2: alerts (every sink) and DLQ records delivered
         self._fault("confirmed")
         todo = [(tp, p) for tp, p in self.parts.items() if (tps is None or tp in tps)
                 and p.next_offset is not None and p.next_offset != p.checkpointed]
@@ -497,6 +513,8 @@ class Service:
             if not self._connect():
                 return 0 if self.stop_requested else 1
             stack.callback(lambda: self.producer.close(timeout=10))
+            for sink in self.sinks:
+                stack.callback(sink.close)
             self.consumer.subscribe(topics=sorted(self.inputs), listener=_Listener(self))
             interval = self.settings.service["checkpoint_interval"]
             try:

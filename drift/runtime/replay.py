@@ -14,9 +14,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO
 
-from drift.config import Settings
-from drift.engine import Engine
-from drift.events import format_time
+from drift.core.config import Settings
+from drift.core.engine import Engine
+from drift.core.events import format_time
 
 __all__ = ["replay", "ReplayReport", "RejectedLine", "iter_lines"]
 

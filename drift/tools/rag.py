@@ -12,7 +12,7 @@ import csv
 
 import numpy as np
 
-from drift.golden import clinc150_queries, data_dir
+from drift.embeddings.golden import clinc150_queries, data_dir
 
 __all__ = ["faq_documents", "faq_paraphrases", "offtopic_queries", "similarity_pools"]
 

@@ -13,7 +13,7 @@ exactly representable as a JSON number and comes back to the same float32).
 Examples
 --------
 >>> import numpy as np
->>> from drift.embedding import from_b64, to_b64
+>>> from drift.embeddings.encoder import from_b64, to_b64
 >>> v = np.array([[0.6, 0.8, 0.0]], dtype=np.float32)
 >>> to_b64(v)
 ['mpkZP83MTD8AAAAA']

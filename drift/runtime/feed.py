@@ -12,8 +12,8 @@ import sys
 import time
 from collections.abc import Callable
 
-from drift.alerts import render
-from drift.config import Settings
+from drift.core.alerts import render
+from drift.core.config import Settings
 
 __all__ = ["follow_alerts"]
 

@@ -14,8 +14,6 @@ and, decided later by the engine, ``LateEvent`` and ``FutureEvent``.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import datetime as _dt
 import re
@@ -134,6 +132,11 @@ class _Columns:
     def event_json(self, i: int) -> bytes:
         return _encoder.encode(self.objs[i])
 
+    def trace_ids(self, idx: np.ndarray) -> list:
+        """The ``trace_id`` of the events at ``idx`` (None where an event has none)."""
+        objs = self.objs
+        return [getattr(objs[i], "trace_id", None) for i in idx.tolist()]
+
 
 @dataclasses.dataclass
 class ScoreBatch(_Columns):
@@ -158,34 +161,24 @@ class QueryBatch(_Columns):
 
 @dataclasses.dataclass
 class Decoded:
-    """Result of decoding a list of messages."""
+    """Result of decoding a list of messages: one columnar batch per stream, and the rejections.
 
-    scores: ScoreBatch
-    retrieval: RetrievalBatch
-    queries: QueryBatch
+    ``decoded.scores`` (and so on for every registered stream) is ``decoded.batches["scores"]``.
+    """
+
+    batches: dict
     rejected: list[Rejection]
     n_messages: int
 
+    def __getattr__(self, name):
+        batches = self.__dict__.get("batches")
+        if batches is not None and name in batches:
+            return batches[name]
+        raise AttributeError(name)
+
     @property
     def n_events(self) -> int:
-        return len(self.scores) + len(self.retrieval) + len(self.queries)
-
-
-def _schema_error(e: AnyEvent, kind: str) -> str | None:
-    if kind == "scores":
-        if e.dimension is None:
-            return "missing required field `dimension`"
-        if e.score is None:
-            return "missing required field `score`"
-    elif kind == "retrieval":
-        if e.scores is None and e.score is None:
-            return "missing required field `scores` (or `score`)"
-        if e.scores is not None and len(e.scores) == 0:
-            return "`scores` is empty"
-    elif kind == "queries":
-        if e.text is None and e.embedding is None and e.embedding_b64 is None:
-            return "needs one of `text`, `embedding` or `embedding_b64`"
-    return None
+        return sum(len(b) for b in self.batches.values())
 
 
 class EventDecoder:
@@ -202,10 +195,18 @@ class EventDecoder:
         Required query embedding size (None: query embeddings are not checked).
     max_message_bytes : int
         Larger messages are rejected unread.
+    streams : mapping of str to Stream, optional
+        The input streams (default: every registered one, :data:`drift.core.streams.STREAMS`).
     """
 
     def __init__(self, scale_of, retrieval_scale=(-1.0, 1.0), embedding_dim=None,
-                 max_message_bytes=1_000_000):
+                 max_message_bytes=1_000_000, streams=None):
+        if streams is None:
+            from drift.core.streams import STREAMS as streams
+        self.streams = dict(streams)
+        self._names = list(self.streams)
+        self._typed = {n: msgspec.json.Decoder(Union[s.event_type, list[s.event_type]])
+                       for n, s in self.streams.items() if s.event_type is not AnyEvent}
         self.scale_of = scale_of
         self.retrieval_scale = tuple(retrieval_scale)
         self.embedding_dim = embedding_dim
@@ -225,7 +226,32 @@ class EventDecoder:
                                           f"message is {len(raw)} bytes, limit {limit}"))
             else:
                 ok.append(m)
-        objs = self._decode_all([values[m] for m in ok])
+        typed = self._typed.get(kind) if kind is not None else None
+        objs = self._decode_all([values[m] for m in ok], typed)
+        if kind is None and self._typed:
+            objs = [self._retype(o, values[m]) for m, o in zip(ok, objs)]
+        return self._validate(ok, objs, rejected, kind, len(values))
+
+    def decode_objects(self, events: list, kind: str | None = None) -> Decoded:
+        """Like :meth:`decode`, for Python objects: each item of ``events`` is one message (an
+        event mapping, or a list of them); no JSON bytes in between."""
+        rejected: list[Rejection] = []
+        objs = []
+        for e in events:
+            stream = self.streams.get(kind if kind is not None else (
+                e.get("stream") if isinstance(e, dict) else None))
+            typ = stream.event_type if stream is not None else AnyEvent
+            try:
+                objs.append(msgspec.convert(e, Union[typ, list[typ]]))
+            except msgspec.ValidationError as exc:
+                text = str(exc)
+                cls = "BadTimestamp" if text.endswith(".ts`") else "SchemaError"
+                at = _ARRAY_PATH.search(text)
+                objs.append(Rejection(-1, cls, text, int(at.group(1)) if at else None))
+        return self._validate(list(range(len(events))), objs, rejected, kind, len(events))
+
+    def _validate(self, ok: list[int], objs: list, rejected: list[Rejection], kind: str | None,
+                  n_messages: int) -> Decoded:
         evs: list[AnyEvent] = []
         msg: list[int] = []
         idx: list[int] = []
@@ -258,12 +284,12 @@ class EventDecoder:
         reject(kinds < 0, "UnknownEventKind", lambda j: (
             "cannot tell the event kind: expected `dimension` (score), `scores` (retrieval) or "
             "`text`/`embedding` (query), or a valid `stream`"))
-        for k, name in enumerate(KINDS):
-            sel = np.flatnonzero(kinds == k)
-            errs = [(j, _schema_error(evs[j], name)) for j in sel]
+        for k, name in enumerate(self._names):
+            stream = self.streams[name]
             bad = np.zeros(len(evs), bool)
             why = {}
-            for j, e in errs:
+            for j in np.flatnonzero(kinds == k):
+                e = stream.schema_error(evs[j])
                 if e:
                     bad[j] = True
                     why[j] = e
@@ -272,34 +298,37 @@ class EventDecoder:
             good = ~np.isin(msg_a, np.fromiter(bad_msgs, np.int64, len(bad_msgs)))
         else:
             good = np.ones(len(evs), bool)
-        parts = []
-        for k, name in enumerate(KINDS):
+        batches = {}
+        for k, name in enumerate(self._names):
             sel = np.flatnonzero((kinds == k) & good)
-            parts.append(([evs[j] for j in sel], msg_a[sel], idx_a[sel]))
-        scores = self._scores(*parts[0])
-        retrieval = self._retrieval(*parts[1])
-        queries = self._queries(*parts[2])
+            batches[name] = self.streams[name].build(self, [evs[j] for j in sel], msg_a[sel], idx_a[sel])
         # column checks: a message with any bad event is rejected whole
         late_bad: dict[int, Rejection] = {}
-        for batch, checks in ((scores, self._check_scores), (retrieval, self._check_retrieval),
-                              (queries, self._check_queries)):
-            for m, cls, reason, i in checks(batch):
+        for name, batch in batches.items():
+            for m, cls, reason, i in self.streams[name].check(self, batch):
                 if m not in late_bad:
                     late_bad[m] = Rejection(m, cls, reason, i)
         if late_bad:
             drop = np.array(sorted(late_bad), dtype=np.int64)
-            scores = scores.take(~np.isin(scores.msg, drop))
-            retrieval = retrieval.take(~np.isin(retrieval.msg, drop))
-            queries = queries.take(~np.isin(queries.msg, drop))
+            batches = {name: b.take(~np.isin(b.msg, drop)) for name, b in batches.items()}
         rejected.extend(bad_msgs.values())
         rejected.extend(late_bad.values())
         rejected.sort(key=lambda r: r.message)
-        return Decoded(scores, retrieval, queries, rejected, len(values))
+        return Decoded(batches, rejected, n_messages)
+
+    def _retype(self, obj, raw: bytes):
+        """In files, a message whose events name a stream with its own event type is decoded
+        again with that type."""
+        first = obj[0] if obj.__class__ is list and obj else obj
+        dec = self._typed.get(getattr(first, "stream", None))
+        if dec is None or obj.__class__ is Rejection:
+            return obj
+        return self._decode_one(raw, dec)
 
     @staticmethod
-    def _decode_one(raw: bytes):
+    def _decode_one(raw: bytes, decoder=None):
         try:
-            return _decoder.decode(raw)
+            return (decoder or _decoder).decode(raw)
         except msgspec.ValidationError as exc:
             text = str(exc)
             cls = "BadTimestamp" if text.endswith(".ts`") else "SchemaError"
@@ -312,41 +341,36 @@ class EventDecoder:
         except RecursionError:
             return Rejection(-1, "MalformedJSON", "JSON is nested too deeply")
 
-    def _decode_all(self, raws: list[bytes]) -> list:
+    def _decode_all(self, raws: list[bytes], decoder=None) -> list:
         """Decoded object (or a Rejection) per message: one msgspec call per message, so each
         message is framed exactly as its own JSON document."""
-        decode = _decoder.decode
+        decode = (decoder or _decoder).decode
         out = []
         append = out.append
         for r in raws:
             try:
                 append(decode(r))
             except Exception:  # rare: explain it (the same call, with the error classified)
-                append(self._decode_one(r))
+                append(self._decode_one(r, decoder))
         return out
 
-    @staticmethod
-    def _kinds(evs: list[AnyEvent], forced: str | None) -> np.ndarray:
+    def _kinds(self, evs: list, forced: str | None) -> np.ndarray:
         """Stream index per event (-1 when it cannot be told)."""
         n = len(evs)
         if forced is not None:
-            return np.full(n, KINDS.index(forced), np.int8)
+            return np.full(n, self._names.index(forced), np.int8)
         out = np.full(n, -1, np.int8)
         if n == 0:
             return out
-        stream = np.array([e.stream for e in evs], dtype=object)
-        dim = np.not_equal(np.array([e.dimension for e in evs], dtype=object), None)
-        ret = np.array([e.scores is not None or e.score is not None for e in evs], bool)
-        qry = np.array([e.text is not None or e.embedding is not None or e.embedding_b64 is not None
-                        for e in evs], bool)
-        out[qry] = 2
-        out[ret] = 1
-        out[dim] = 0
+        order = sorted(range(len(self._names)), key=lambda k: self.streams[self._names[k]].precedence)
+        for k in order:  # the highest precedence claims last, and wins
+            out[self.streams[self._names[k]].claims(evs)] = k
+        stream = np.array([getattr(e, "stream", None) for e in evs], dtype=object)
         has_stream = np.not_equal(stream, None)
         if has_stream.any():
-            for k, name in enumerate(KINDS):
+            for k, name in enumerate(self._names):
                 out[has_stream & (stream == name)] = k
-            out[has_stream & ~np.isin(stream, KINDS)] = -1
+            out[has_stream & ~np.isin(stream, self._names)] = -1
         return out
 
     # -- building columns -------------------------------------------------------------------
@@ -357,61 +381,6 @@ class EventDecoder:
         app = np.array([e.app for e in evs], dtype=object)
         intent = np.array([e.intent if e.intent is not None else "all" for e in evs], dtype=object)
         return msg, idx, ts.reshape(-1), app, intent
-
-    def _scores(self, evs, msg, idx) -> ScoreBatch:
-        msg, idx, ts, app, intent = self._common(evs, msg, idx)
-        b = ScoreBatch(msg, idx, ts, app, intent, evs,
-                       np.array([e.dimension for e in evs], dtype=object),
-                       np.array([e.score for e in evs], dtype=np.float64),
-                       np.array([e.prompt_hash for e in evs], dtype=object),
-                       np.array([e.model for e in evs], dtype=object))
-        return b
-
-    def _retrieval(self, evs, msg, idx) -> RetrievalBatch:
-        msg, idx, ts, app, intent = self._common(evs, msg, idx)
-        top1 = np.fromiter(((max(e.scores) if e.scores is not None else e.score) for e in evs),
-                           np.float64, len(evs))
-        b = RetrievalBatch(msg, idx, ts, app, intent, evs, top1,
-                           np.array([e.index_version for e in evs], dtype=object))
-        b._all_finite = np.fromiter(
-            (e.scores is None or all(np.isfinite(e.scores)) for e in evs), bool, len(evs))
-        return b
-
-    def _queries(self, evs, msg, idx) -> QueryBatch:
-        msg, idx, ts, app, intent = self._common(evs, msg, idx)
-        dim = self.embedding_dim
-        errors = np.zeros(len(evs), dtype=object)
-        rows = []
-        has = np.zeros(len(evs), bool)
-        for i, e in enumerate(evs):
-            v = None
-            if e.embedding_b64 is not None:
-                try:
-                    raw = base64.b64decode(e.embedding_b64, validate=True)
-                    if len(raw) % 4:
-                        raise ValueError("length is not a multiple of 4 bytes")
-                    v = np.frombuffer(raw, dtype="<f4")
-                except (binascii.Error, ValueError) as exc:
-                    errors[i] = f"`embedding_b64` is not base64 of float32: {exc}"
-            elif e.embedding is not None:
-                v = np.asarray(e.embedding, dtype=np.float32)
-            if v is not None:
-                has[i] = True
-            rows.append(v)
-        # without a golden set the query rules are off: embeddings are checked for form only
-        width = dim or 0
-        vectors = np.full((len(evs), width), np.nan, np.float32)
-        for i, r in enumerate(rows):
-            if r is None or not dim:
-                continue
-            if r.shape[0] != width:
-                errors[i] = f"embedding has {r.shape[0]} dimensions, the golden set has {width}"
-            else:
-                vectors[i] = r
-        b = QueryBatch(msg, idx, ts, app, intent, evs,
-                       np.array([e.text for e in evs], dtype=object), vectors, has)
-        b._errors = errors
-        return b
 
     # -- column checks ----------------------------------------------------------------------
     @staticmethod
@@ -435,37 +404,3 @@ class EventDecoder:
         if s is None:
             s = self._scales[dim] = tuple(self.scale_of(dim))
         return s
-
-    def _check_scores(self, b: ScoreBatch):
-        out = self._check_time(b)
-        finite = np.isfinite(b.score)
-        out += self._first_bad(b, ~finite, "NonFiniteValue", lambda j: f"score is {float(b.score[j])!r}")
-        dims, inv = np.unique(b.dimension.astype(str), return_inverse=True) if len(b) else ([], np.zeros(0, int))
-        spec = np.array([self._scale(d) for d in dims], dtype=np.float64).reshape(-1, 3)
-        lo, hi, binary = spec[inv, 0], spec[inv, 1], spec[inv, 2] > 0
-        outside = finite & ((b.score < lo) | (b.score > hi))
-        out += self._first_bad(b, outside, "OutOfScale", lambda j: (
-            f"score {float(b.score[j])!r} is outside the declared scale [{lo[j]:g}, {hi[j]:g}] of "
-            f"dimension `{b.dimension[j]}`"))
-        notbin = finite & ~outside & binary & (b.score != 0) & (b.score != 1)
-        out += self._first_bad(b, notbin, "OutOfScale", lambda j: (
-            f"dimension `{b.dimension[j]}` is a flag/check and takes 0 or 1, got {float(b.score[j])!r}"))
-        return out
-
-    def _check_retrieval(self, b: RetrievalBatch):
-        out = self._check_time(b)
-        finite = np.isfinite(b.top1) & b._all_finite if len(b) else np.zeros(0, bool)
-        out += self._first_bad(b, ~finite, "NonFiniteValue", lambda j: "retrieval score is not finite")
-        lo, hi = self.retrieval_scale
-        outside = finite & ((b.top1 < lo) | (b.top1 > hi))
-        out += self._first_bad(b, outside, "OutOfScale", lambda j: (
-            f"retrieval score {float(b.top1[j])!r} is outside [{lo:g}, {hi:g}]"))
-        return out
-
-    def _check_queries(self, b: QueryBatch):
-        out = self._check_time(b)
-        err = np.not_equal(b._errors, 0) if len(b) else np.zeros(0, bool)
-        out += self._first_bad(b, err, "BadEmbedding", lambda j: str(b._errors[j]))
-        finite = (np.isfinite(b.vectors).all(axis=1) if b.vectors.shape[1] else np.ones(len(b), bool)) | ~b.has_vector
-        out += self._first_bad(b, ~finite & ~err, "NonFiniteValue", lambda j: "embedding has NaN or inf")
-        return out

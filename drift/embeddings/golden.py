@@ -20,8 +20,8 @@ skipped) and JSON: the CLINC150 ``data_full.json`` format (splits of ``[text, in
 selected with ``split`` and, through the ``domains.json`` beside it, ``domains``), or a list of
 strings or objects with ``text``.
 
-Real data (CLINC150, Larson et al. 2019, CC BY 3.0) is looked up in ``$DRIFT_DATA_DIR``, then in
-``shared/data`` inside the repository and beside it (:func:`data_dir`).
+Real data (CLINC150, Larson et al. 2019, CC BY 3.0) lives in the repository's ``data/`` folder
+with its licence; ``$DRIFT_DATA_DIR`` overrides it (:func:`data_dir`).
 """
 
 from __future__ import annotations
@@ -44,26 +44,26 @@ __all__ = ["GoldenSet", "load_golden_sets", "read_queries", "main_build", "data_
 FORMAT = "llm-drift-golden/1"
 DATA_ENV = "DRIFT_DATA_DIR"
 NEAREST_CANDIDATES = 4  # faiss candidates whose similarity nearest_similarity recomputes exactly
-_REPO = Path(__file__).resolve().parents[1]
+_REPO = Path(__file__).resolve().parents[2]
 
 
 # --- real data ---------------------------------------------------------------------------------
 
 def data_dir() -> Path:
-    """The shared data folder: ``$DRIFT_DATA_DIR``, else ``<repo>/shared/data``, else
-    ``<repo>/../shared/data``. Raises ``FileNotFoundError`` naming the places it looked."""
+    """The data folder: ``$DRIFT_DATA_DIR``, else the repository's ``data/`` (CLINC150 and
+    COVID-QA with their licences). Raises ``FileNotFoundError`` naming the place it looked."""
     env = os.environ.get(DATA_ENV)
     if env:
         p = Path(env).expanduser()
         if p.is_dir():
             return p
         raise FileNotFoundError(f"{DATA_ENV}={env} is not a folder (it should hold clinc150/)")
-    tried = [_REPO / "shared" / "data", _REPO.parent / "shared" / "data"]
+    tried = [_REPO / "data"]
     for p in tried:
         if p.is_dir():
             return p
     raise FileNotFoundError(
-        "shared data folder not found (looked in " + ", ".join(map(str, tried))
+        "data folder not found (looked in " + ", ".join(map(str, tried))
         + f"); set {DATA_ENV} to the folder that holds clinc150/")
 
 
@@ -319,7 +319,7 @@ class GoldenSet:
     @classmethod
     def build(cls, texts: Sequence[str], encoder, *, sources: Sequence[dict] = (),
               progress=None) -> "GoldenSet":
-        """Embed ``texts`` with ``encoder`` (an :class:`drift.embedding.Encoder`)."""
+        """Embed ``texts`` with ``encoder`` (an :class:`drift.embeddings.encoder.Encoder`)."""
         texts = list(texts)
         if not texts:
             raise ValueError("no queries to build a golden set from")
@@ -502,7 +502,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "  .json   a list of queries, or the CLINC150 data_full.json format (--split, --domains)\n"
         "\nexamples:\n"
         "  drift golden build faq_queries.txt --out golden/support-bot\n"
-        "  drift golden build shared/data/clinc150/data_full.json --domains banking credit_cards "
+        "  drift golden build data/clinc150/data_full.json --domains banking credit_cards "
         "--split train --out golden/support-bot",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("queries", nargs="+", metavar="QUERIES", help="query files (.txt, .jsonl, .json)")
@@ -542,7 +542,7 @@ def main_build(argv: Sequence[str] | None = None) -> int:
         return fail(str(exc))
     print(f"read {len(texts)} queries from {len(sources)} file(s); loading the encoder…",
           file=sys.stderr)
-    from drift.embedding import Encoder, stderr_progress
+    from drift.embeddings.encoder import Encoder, stderr_progress
 
     try:
         encoder = Encoder(threads=args.threads, batch_size=args.batch_size, dtype=args.dtype)
@@ -565,9 +565,9 @@ if __name__ == "__main__":  # pragma: no cover
 
 def golden_for_settings(settings):
     """Golden sets of ``settings.golden`` and the encoder class, refused at start-up (as a
-    :class:`~drift.config.ConfigError` naming ``queries.golden``) if they do not match."""
-    from drift.config import ConfigError
-    from drift.embedding import Encoder, default_encoder_id
+    :class:`~drift.core.config.ConfigError` naming ``queries.golden``) if they do not match."""
+    from drift.core.config import ConfigError
+    from drift.embeddings.encoder import Encoder, default_encoder_id
 
     if not settings.golden:
         return {}, None

@@ -44,34 +44,12 @@ import tomllib
 from collections.abc import Mapping
 from typing import Any
 
+from drift.core import rules as _rules
+from drift.core.params import (ConfigError, as_bool as _as_bool, as_float as _as_float, as_int as _as_int,
+                               check_bucket_multiples, param_defaults, parse_duration, parse_params)
+
 __all__ = ["ConfigError", "Settings", "RuleSpec", "DimensionSpec", "load_settings",
            "parse_duration", "DEFAULT_RULES", "SECRET_KEYS", "redact"]
-
-
-class ConfigError(ValueError):
-    """A configuration mistake; the message names the field."""
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
-
-
-def parse_duration(value, field: str) -> float:
-    """``"7d"``, ``"1h"``, ``"10m"``, ``"30s"``, ``"500ms"`` or a number of seconds."""
-    if isinstance(value, bool):
-        raise ConfigError(f"{field}: expected a duration like '7d' or seconds, got {value!r}")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        m = _DURATION.match(str(value))
-        if not m:
-            raise ConfigError(f"{field}: expected a duration like '7d', '1h', '10m' or seconds, got {value!r}")
-        seconds = float(m.group(1)) * _UNIT[m.group(2)]
-    if not math.isfinite(seconds):
-        raise ConfigError(f"{field}: must be a finite duration, got {value!r}")
-    if seconds < 0:
-        raise ConfigError(f"{field}: must not be negative, got {value!r}")
-    return seconds
 
 
 # Kafka client settings whose values never appear in logs or config dumps.
@@ -114,69 +92,65 @@ DEFAULT_DIMENSIONS = {
     "format_valid": DimensionSpec("format_valid", "check"),
 }
 
-# Rule table: which detector, which stream and dimension kind, and its default parameters.
-# Durations are seconds. These defaults implement SPEC's rule table.
-DEFAULT_RULES: dict[str, dict[str, Any]] = {
-    "quality_drop": {
-        "detector": "percent_drop", "stream": "scores", "kinds": ["quality"], "severity": "warning",
-        "params": {"stat": "mean", "bucket": 3600.0, "window": 7 * 86400.0, "baseline": 14 * 86400.0,
-                   "threshold": 0.05, "alpha": 1e-3, "min_n": 100, "long_term": True,
-                   "short_windows": (6 * 3600.0, 86400.0),
-                   "for_buckets": 1, "resolve_after": 3, "resolve_ratio": 0.5},
-    },
-    "quality_shift": {
-        "detector": "ks", "stream": "scores", "kinds": ["quality"], "severity": "warning",
-        "params": {"bucket": 86400.0, "window": 7 * 86400.0, "baseline": 14 * 86400.0,
-                   "alpha": 0.01, "min_d": 0.1, "min_n": 200, "bins": 256,
-                   "for_buckets": 1, "resolve_after": 2, "resolve_ratio": 0.5},
-    },
-    "retrieval_drop": {
-        "detector": "percent_drop", "stream": "retrieval", "kinds": ["top1"], "severity": "warning",
-        "params": {"stat": "median", "bucket": 6 * 3600.0, "window": 3 * 86400.0,
-                   "baseline": 7 * 86400.0, "threshold": 0.10, "alpha": 1e-3, "min_n": 100,
-                   "bins": 512, "long_term": True, "short_windows": (86400.0,),
-                   "for_buckets": 1, "resolve_after": 2,
-                   "resolve_ratio": 0.5},
-    },
-    "flag_rate_spike": {
-        "detector": "rate_ratio", "stream": "scores", "kinds": ["flag"], "severity": "critical",
-        "params": {"bucket": 3600.0, "window": 86400.0, "baseline": 7 * 86400.0, "ratio": 2.0,
-                   "alpha": 1e-5, "min_n": 50, "min_ref_n": 1000, "min_events": 5,
-                   "min_rate": 0.005, "long_term": True, "for_buckets": 1, "resolve_after": 3,
-                   "resolve_ratio": 0.5},
-    },
-    "format_failure_spike": {
-        "detector": "rate_ratio", "stream": "scores", "kinds": ["check"], "severity": "warning",
-        "params": {"bucket": 3600.0, "window": 3600.0, "baseline": 7 * 86400.0, "ratio": 2.0,
-                   "alpha": 1e-6, "min_n": 20, "min_ref_n": 200, "min_events": 5,
-                   "min_rate": 0.01, "long_term": True, "for_buckets": 1, "resolve_after": 3,
-                   "resolve_ratio": 0.5},
-    },
-    "query_centroid_shift": {
-        "detector": "centroid", "stream": "queries", "kinds": ["queries"], "severity": "warning",
-        "params": {"bucket": 3600.0, "window": 7 * 86400.0, "threshold": 0.15, "min_n": 200,
-                   "coverage_sim": 0.5, "short_windows": (86400.0, 2 * 86400.0), "for_buckets": 1,
-                   "resolve_after": 3, "resolve_ratio": 0.5},
-    },
-    "prompt_change": {
-        "detector": "change_tracker", "stream": "scores", "kinds": ["prompt_hash", "model"],
-        "severity": "info", "params": {"max_values": 64, "max_changes": 32},
-    },
-}
 
-_DURATION_PARAMS = {"bucket", "window", "baseline"}
-_SEVERITIES = ("info", "warning", "critical")
+
+def default_rules() -> dict[str, dict[str, Any]]:
+    """The registered rules (built-ins and plug-ins) as plain tables: kind, stream, series
+    kinds, severity and the full default parameters."""
+    out = {}
+    for name, rule in _rules.RULES.items():
+        kind = _rules.RULE_KINDS[rule.kind_name]
+        out[name] = {"detector": kind.name, "stream": rule.stream, "kinds": list(rule.kinds),
+                     "severity": rule.severity, "params": {**param_defaults(kind.params), **rule.params}}
+    return out
+
+
+# The built-in rules (drift.core.rules): these defaults implement SPEC's rule table.
+DEFAULT_RULES: dict[str, dict[str, Any]] = default_rules()
+_SEVERITIES = _rules.SEVERITIES
+_MATCH_KEYS = ("app", "intent", "dimension")
+
+
+@dataclasses.dataclass(frozen=True)
+class Override:
+    """Parameters of a rule for the series that ``match`` selects (``{"app": ("a",), ...}``)."""
+
+    match: Mapping[str, tuple[str, ...]]
+    params: Mapping[str, Any]
 
 
 @dataclasses.dataclass(frozen=True)
 class RuleSpec:
+    """A configured rule: its kind (``detector``), stream, series selection and parameters.
+
+    ``match`` restricts the rule to some series (``app``, ``intent``, ``dimension``: tuples of
+    accepted values); ``overrides`` give other parameters to some of them (first match wins).
+    """
+
     name: str
-    detector: str
+    detector: str  # the rule kind (drift.core.rules.RULE_KINDS)
     stream: str
     kinds: tuple[str, ...]
     severity: str
     enabled: bool
     params: Mapping[str, Any]
+    match: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    overrides: tuple[Override, ...] = ()
+    first_action: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.detector
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(labels.get(k) in v for k, v in self.match.items())
+
+    def params_for(self, labels: Mapping[str, str]) -> tuple[int, Mapping[str, Any]]:
+        """(variant, parameters) for a series: 0 and the rule's own, or 1 + the override's index."""
+        for i, o in enumerate(self.overrides):
+            if all(labels.get(k) in v for k, v in o.match.items()):
+                return i + 1, o.params
+        return 0, self.params
 
 
 @dataclasses.dataclass(frozen=True)
@@ -418,58 +392,7 @@ def _build(doc: Mapping[str, Any], source: str) -> Settings:
         dims[name] = DimensionSpec(name, kind, lo, hi,
                                    _as_bool(spec.get("higher_is_better", True), f"{field}.higher_is_better"))
 
-    rules_doc = _section(doc, "rules")
-    _unknown("rules", rules_doc, DEFAULT_RULES)
-    rules = {}
-    for name, default in DEFAULT_RULES.items():
-        user = rules_doc.get(name, {})
-        field = f"rules.{name}"
-        if not isinstance(user, Mapping):
-            raise ConfigError(f"{field}: expected a table, got {user!r}")
-        params = dict(default["params"])
-        _unknown(field, user, set(params) | {"enabled", "severity"})
-        for k, v in user.items():
-            if k in ("enabled", "severity"):
-                continue
-            f = f"{field}.{k}"
-            ref = params[k]
-            if k == "short_windows":
-                if not isinstance(v, (list, tuple)):
-                    raise ConfigError(f"{f}: expected a list of durations like ['6h', '1d'], got {v!r}")
-                params[k] = tuple(parse_duration(x, f"{f}[{i}]") for i, x in enumerate(v))
-            elif k in _DURATION_PARAMS:
-                params[k] = parse_duration(v, f)
-                if params[k] < 1:
-                    raise ConfigError(f"{f}: must be at least 1 second, got {v!r}")
-            elif k in ("alpha",):
-                params[k] = _as_float(v, f, unit=True)
-            elif k == "coverage_sim":
-                params[k] = _as_float(v, f)
-                if not -1 <= params[k] <= 1:
-                    raise ConfigError(f"{f}: must be a cosine similarity in [-1, 1], got {v!r}")
-            elif k == "stat":
-                if v not in ("mean", "median"):
-                    raise ConfigError(f"{f}: expected 'mean' or 'median', got {v!r}")
-                params[k] = v
-            elif isinstance(ref, bool):
-                params[k] = _as_bool(v, f)
-            elif isinstance(ref, int):
-                params[k] = _as_int(v, f, 1)
-            else:
-                params[k] = _as_float(v, f, positive=True)
-        spans = [(k, params[k], "") for k in ("window", "baseline") if k in params]
-        spans += [(f"short_windows[{i}]", v, f" and shorter than {field}.window ({params['window']:g} s)")
-                  for i, v in enumerate(params.get("short_windows", ()))]
-        for k, v, also in spans:
-            ratio = v / params["bucket"]
-            if abs(ratio - round(ratio)) > 1e-9 or ratio < 1 or (also and v >= params["window"]):
-                raise ConfigError(f"{field}.{k}: must be a whole multiple of {field}.bucket "
-                                  f"({params['bucket']:g} s){also}, got {v:g} s")
-        severity = user.get("severity", default["severity"])
-        if severity not in _SEVERITIES:
-            raise ConfigError(f"{field}.severity: expected one of {', '.join(_SEVERITIES)}, got {severity!r}")
-        rules[name] = RuleSpec(name, default["detector"], default["stream"], tuple(default["kinds"]),
-                               severity, _as_bool(user.get("enabled", True), f"{field}.enabled"), params)
+    rules = _rules_of(_section(doc, "rules"))
     for k, v in kafka.items():
         if isinstance(v, Mapping):
             raise ConfigError(f"kafka.{k}: expected a value, got a table")
@@ -478,3 +401,103 @@ def _build(doc: Mapping[str, Any], source: str) -> Settings:
                     service_name=str(engine.get("service_name", "drift")),
                     allowed_lateness=lateness, max_future=max_future, max_message_bytes=max_bytes,
                     retrieval_scale=rscale, service=service, dimensions=dims, rules=rules, source=source)
+
+
+def _match(table: Mapping[str, Any], field: str) -> dict[str, tuple[str, ...]]:
+    out = {}
+    for k in _MATCH_KEYS:
+        if k in table:
+            v = table[k]
+            values = (v,) if isinstance(v, str) else v
+            if not isinstance(values, (list, tuple)) or not values or not all(isinstance(x, str) for x in values):
+                raise ConfigError(f"{field}.{k}: expected a name or a list of names, got {v!r}")
+            out[k] = tuple(values)
+    return out
+
+
+def _check_detector(kind: _rules.RuleKind, params: Mapping[str, Any], field: str) -> None:
+    """Build a throw-away detector so that combinations the detector refuses fail here."""
+    if kind.detector is None:
+        return
+    try:
+        kind.detector(**params, **kind.probe)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{field}: {exc}") from None
+
+
+def _rules_of(rules_doc: Mapping[str, Any]) -> dict[str, RuleSpec]:
+    """``[rules.NAME]`` tables: tune a registered rule, or declare a new one with ``kind``."""
+    rules: dict[str, RuleSpec] = {}
+    names = list(_rules.RULES) + [n for n in rules_doc if n not in _rules.RULES]
+    for name in names:
+        field = f"rules.{name}"
+        user = rules_doc.get(name, {})
+        if not isinstance(user, Mapping):
+            raise ConfigError(f"{field}: expected a table, got {user!r}")
+        builtin = _rules.RULES.get(name)
+        if builtin is not None:
+            if "kind" in user and user["kind"] != builtin.kind_name:
+                raise ConfigError(f"{field}.kind: {name} is a built-in {builtin.kind_name} rule; "
+                                  f"declare a new rule under another name for kind {user['kind']!r}")
+            kind = _rules.RULE_KINDS[builtin.kind_name]
+            stream, kinds, severity = builtin.stream, tuple(builtin.kinds), builtin.severity
+            base = {**param_defaults(kind.params), **builtin.params}
+        else:
+            if "kind" not in user:
+                raise ConfigError(f"{field}: not a built-in rule (built-ins: {', '.join(_rules.RULES)}); "
+                                  f"a new rule needs kind = one of {', '.join(sorted(_rules.RULE_KINDS))}")
+            kind = _rules.RULE_KINDS.get(user["kind"])
+            if kind is None:
+                raise ConfigError(f"{field}.kind: unknown rule kind {user['kind']!r} "
+                                  f"(known: {', '.join(sorted(_rules.RULE_KINDS))})")
+            stream = user.get("stream", kind.streams[0])
+            if stream not in kind.streams:
+                raise ConfigError(f"{field}.stream: a {kind.name} rule watches {' or '.join(kind.streams)}, "
+                                  f"got {stream!r}")
+            kinds = _default_kinds(stream, user)
+            severity = "warning"
+            base = param_defaults(kind.params)
+        meta = {"enabled", "severity", "kind", "stream", "kinds", "first_action", "override"} | set(_MATCH_KEYS)
+        params = parse_params(kind.params, user, field, base, ignore=tuple(meta))
+        check_bucket_multiples(params, field)
+        _check_detector(kind, params, field)
+        if "kinds" in user:
+            v = user["kinds"]
+            if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v):
+                raise ConfigError(f"{field}.kinds: expected a list of names, got {v!r}")
+            kinds = tuple(v)
+        severity = user.get("severity", severity)
+        if severity not in _SEVERITIES:
+            raise ConfigError(f"{field}.severity: expected one of {', '.join(_SEVERITIES)}, got {severity!r}")
+        first_action = user.get("first_action")
+        if first_action is not None and not isinstance(first_action, str):
+            raise ConfigError(f"{field}.first_action: expected a sentence, got {first_action!r}")
+        overrides = []
+        raw = user.get("override", [])
+        if not isinstance(raw, list):
+            raise ConfigError(f"{field}.override: expected [[{field}.override]] tables, got {raw!r}")
+        for i, o in enumerate(raw):
+            of = f"{field}.override[{i}]"
+            if not isinstance(o, Mapping):
+                raise ConfigError(f"{of}: expected a table, got {o!r}")
+            m = _match(o, of)
+            if not m:
+                raise ConfigError(f"{of}: needs app, intent or dimension to say which series it is for")
+            op = parse_params(kind.params, o, of, params, ignore=_MATCH_KEYS)
+            check_bucket_multiples(op, of)
+            _check_detector(kind, op, of)
+            overrides.append(Override(m, op))
+        rules[name] = RuleSpec(name, kind.name, stream, kinds, severity,
+                               _as_bool(user.get("enabled", True), f"{field}.enabled"), params,
+                               _match(user, field), tuple(overrides), first_action)
+    return rules
+
+
+# the value kinds a new rule watches by default, per stream
+_STREAM_KINDS = {"scores": ("quality",), "retrieval": ("top1",), "queries": ("queries",)}
+
+
+def _default_kinds(stream: str, user: Mapping[str, Any]) -> tuple[str, ...]:
+    if "dimension" in user and stream == "scores":  # a named dimension: whatever its kind
+        return ("quality", "flag", "check")
+    return _STREAM_KINDS.get(stream, (stream,))

@@ -28,10 +28,10 @@ import time
 import msgspec
 import numpy as np
 
-from drift.alerts import render
-from drift.config import load_settings
-from drift.events import kafka_key, stream_of
-from drift.scorecard import score, series_of
+from drift.core.alerts import render
+from drift.core.config import load_settings
+from drift.core.events import kafka_key, stream_of
+from drift.tools.scorecard import score, series_of
 
 __all__ = ["run_demo", "demo_events", "keyed_messages"]
 
@@ -75,8 +75,8 @@ def _rag_events(start: float, days: int, pools, seed: int):
 
 def demo_events(seed: int, days: int, encoder):
     """Events of the four injected failures, merged in time order, and their ground truth."""
-    from drift.rag import similarity_pools
-    from drift.simulate import iter_events, simulate
+    from drift.tools.rag import similarity_pools
+    from drift.tools.simulate import iter_events, simulate
 
     pc = simulate("prompt_cleanup", seed=seed, days=days)
     pu = simulate("provider_update", seed=seed, days=days)
@@ -95,7 +95,7 @@ def demo_events(seed: int, days: int, encoder):
 def keyed_messages(events, max_batch: int = 100, seed: int | None = None):
     """Kafka messages in time order: ``(stream, key bytes, value bytes)``.
 
-    Per key (:func:`drift.events.kafka_key`), runs of up to ``max_batch`` events become one JSON
+    Per key (:func:`drift.core.events.kafka_key`), runs of up to ``max_batch`` events become one JSON
     array (a run of one is a single object); with ``seed`` the run lengths are drawn from
     1..max_batch, so single events and arrays mix. Each key's order is kept.
     """
@@ -156,8 +156,8 @@ class _Printer:
 
 
 def _build_golden(encoder, workdir: str) -> str:
-    from drift.golden import GoldenSet, load_golden_sets
-    from drift.simulate import QUERY_APPS, golden_texts
+    from drift.embeddings.golden import GoldenSet, load_golden_sets
+    from drift.tools.simulate import QUERY_APPS, golden_texts
 
     root = os.path.join(workdir, "golden")
     try:
@@ -180,9 +180,9 @@ def _run_live(args, settings, events, say, printer):
     """Broker (embedded unless configured) → topics → drift serve → produce → alerts back."""
     from kafka import KafkaProducer
 
-    from drift.broker import EmbeddedBroker, create_topics
-    from drift.feed import follow_alerts
-    from drift.service import Service, setup_logging
+    from drift.tools.broker import EmbeddedBroker, create_topics
+    from drift.runtime.feed import follow_alerts
+    from drift.runtime.service import Service, setup_logging
 
     broker = None
     bootstrap = args.bootstrap_servers or os.environ.get("DRIFT_KAFKA_BOOTSTRAP_SERVERS")
@@ -198,7 +198,7 @@ def _run_live(args, settings, events, say, printer):
             "kafka": {"bootstrap_servers": bootstrap, "group_id": f"drift-demo-{int(time.time())}"},
             "http": {"port": 0}, "service": {"session_timeout_ms": 6000, "checkpoint_interval": 2},
             "queries": {"golden": settings.golden}})
-        from drift.golden import golden_for_settings
+        from drift.embeddings.golden import golden_for_settings
 
         golden, _ = golden_for_settings(settings)
         setup_logging("warning")
@@ -277,7 +277,7 @@ def _wait_port(service) -> int:
 
 
 def _run_offline(settings, events, printer, golden, encoder):
-    from drift.engine import Engine
+    from drift.core.engine import Engine
 
     engine = Engine(settings, golden=golden, encoder_factory=lambda: encoder)
     dec = engine.decoder()
@@ -294,7 +294,7 @@ def _run_offline(settings, events, printer, golden, encoder):
 
 def _timeline(path, events, alerts, truth, start):
     """The demo's picture: one panel per injected failure."""
-    from drift.plots import Panel, binned, timeline_png
+    from drift.tools.plots import Panel, binned, timeline_png
 
     def pick(pred):
         sel = [e for e in events if pred(e)]
@@ -332,8 +332,8 @@ def _timeline(path, events, alerts, truth, start):
 
 
 def run_demo(args) -> int:
-    from drift.embedding import Encoder
-    from drift.golden import golden_for_settings
+    from drift.embeddings.encoder import Encoder
+    from drift.embeddings.golden import golden_for_settings
 
     workdir = args.workdir or os.path.join("out", "demo")
     os.makedirs(workdir, exist_ok=True)

@@ -31,7 +31,7 @@ Traffic model
 
 Examples
 --------
->>> from drift.simulate import SCENARIOS, simulate
+>>> from drift.tools.simulate import SCENARIOS, simulate
 >>> sorted(SCENARIOS)  # doctest: +NORMALIZE_WHITESPACE
 ['input_shift', 'prompt_cleanup', 'provider_update', 'rag_staleness', 'refusal_spike', 'stable',
  'truncation']
@@ -574,7 +574,7 @@ CLINC150_SOURCE = ("CLINC150 \"oos-eval\" (Larson et al., 2019), github.com/clin
 def golden_texts(app: str, split: str = GOLDEN_SPLIT, per_intent: int | None = None) -> list[str]:
     """The queries to build ``app``'s golden set from: CLINC150 ``split`` of its domains (at
     most ``per_intent`` per intent, e.g. 40 of the 100 for a quicker build in tests)."""
-    from drift.golden import clinc150_queries
+    from drift.embeddings.golden import clinc150_queries
 
     if app not in QUERY_APPS:
         raise ValueError(f"no query app {app!r}; one of {', '.join(QUERY_APPS)}")
@@ -595,7 +595,7 @@ def _clinc_pool(data: dict, dmap: dict, domains, splits) -> tuple[list[str], lis
 
 
 def _query_stream(seed, t0_ms, days, volume, season, at):
-    from drift.golden import load_clinc150
+    from drift.embeddings.golden import load_clinc150
 
     data, dmap = load_clinc150()
     if dmap is None:

@@ -1,0 +1,413 @@
+"""Rules: the registry of rule kinds and the built-in rules declared from them.
+
+A **rule kind** (:class:`RuleKind`) is declared once: its detector class, a typed parameter
+dataclass (defaults, validation and error text come from it, see :mod:`drift.core.params`),
+the streams it can watch, the sentence that summarises an alert and the first thing the
+on-call should do. A **rule** (:class:`Rule`) is a kind applied to a stream's series with its
+own defaults, severity and wording: the SPEC's rules are declarations at the bottom of this
+file. Users add rules in TOML from any kind, and override a rule's parameters for some series::
+
+    [rules.faithfulness_floor]          # a new rule (the name is not a built-in)
+    kind = "floor"
+    dimension = "faithfulness"          # which series: app / intent / dimension (str or list)
+    floor = 0.8
+    bucket = "5m"
+    window = "5m"
+
+    [[rules.quality_drop.override]]     # stricter for one app
+    app = "payments-bot"
+    threshold = 0.03
+
+Adding a detector is one file in ``detectors/`` plus one :func:`register` call:
+
+>>> import dataclasses
+>>> from detectors.floor import Floor
+>>> from drift.core.params import param
+>>> @dataclasses.dataclass(frozen=True)
+... class CeilingParams:
+...     floor: float = param(0.2, "number", "the highest acceptable mean")
+...     below: bool = param(False, "bool")
+...     bucket: float = param(3600.0, "duration")
+...     window: float = param(3600.0, "duration")
+...     alpha: float = param(0.01, "unit")
+...     min_n: int = param(30, "count")
+...     for_buckets: int = param(1, "count")
+...     resolve_after: int = param(2, "count")
+>>> kind = register(RuleKind("ceiling_demo", Floor, CeilingParams, alert_detector="floor"))
+>>> RULE_KINDS["ceiling_demo"].detector.__name__
+'Floor'
+>>> _ = RULE_KINDS.pop("ceiling_demo")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from detectors.base import Finding
+from detectors.centroid import CentroidShift
+from detectors.changes import ChangeTracker
+from detectors.drop import PercentDrop
+from detectors.floor import Floor
+from detectors.rate import RateRatio
+from detectors.shift import KsShift
+from drift.core.params import param
+
+__all__ = ["RuleKind", "Rule", "SummaryContext", "RULE_KINDS", "RULES", "register", "rule_kind",
+           "SEVERITIES"]
+
+SEVERITIES = ("info", "warning", "critical")
+
+
+@dataclasses.dataclass(frozen=True)
+class SummaryContext:
+    """What a summary sentence may use: the rule, the series, the finding and the two sides as
+    they appear in the alert (values on the series' own scale)."""
+
+    rule: str
+    labels: Mapping[str, str]
+    finding: Finding
+    window: Mapping[str, Any] | None
+    baseline: Mapping[str, Any] | None
+    window_seconds: float
+
+    @property
+    def where(self) -> str:
+        return f"{self.labels.get('app')}/{self.labels.get('intent')}"
+
+    @property
+    def dim(self) -> str:
+        return self.labels.get("dimension", "")
+
+    @property
+    def ref(self) -> str:
+        return "its long-term reference" if self.finding.reference_kind == "long_term" else "baseline"
+
+    @property
+    def span(self) -> str:
+        """The span of the window that decided (a rule's short window, or the whole window)."""
+        w = self.finding.window
+        decided = w.end - w.start if w is not None and math.isfinite(w.end - w.start) and w.end > w.start else None
+        return duration_text(decided if decided else self.window_seconds)
+
+    @property
+    def wv(self):
+        return self.window["value"] if self.window else None
+
+    @property
+    def bv(self):
+        return self.baseline["value"] if self.baseline else None
+
+
+def duration_text(seconds: float) -> str:
+    """``86400`` → ``"1 day"``, ``21600`` → ``"6 hours"``."""
+    for unit, name in ((86400, "day"), (3600, "hour"), (60, "minute")):
+        if seconds >= unit and seconds % unit == 0:
+            k = int(seconds // unit)
+            return f"{k} {name}{'s' if k != 1 else ''}"
+    return f"{seconds:g} s"
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.1f}%"
+
+
+def generic_summary(c: SummaryContext) -> str:
+    f = c.finding
+    subject = "/".join([c.rule] + [v for k, v in c.labels.items() if k != "stream" and v])
+    return f"{subject}: {f.statistic}={f.value:.3g} (threshold {f.threshold:g}) over {c.span}"
+
+
+@dataclasses.dataclass(frozen=True)
+class RuleKind:
+    """A kind of rule: a detector, its parameters and how its alerts read.
+
+    Attributes
+    ----------
+    name : str
+        What TOML's ``kind = "..."`` names.
+    detector : type
+        A class of ``detectors/`` following the detector contract (``update_many``,
+        ``state_dict``/``from_state``); ``None`` for notice kinds (``change_tracker``), which
+        the engine runs on each stream's change attributes.
+    params : type
+        Frozen dataclass of the tunable parameters, fields made with :func:`~drift.core.params.param`.
+    alert_detector : str
+        The ``detector`` field of its alerts (defaults to ``name``).
+    summary : callable
+        ``summary(SummaryContext) -> str``: the alert's one sentence (rules may override it).
+    first_action : str
+        What the on-call should do first (rules may override it).
+    streams : tuple of str
+        Streams whose values it can watch.
+    values : str
+        ``"unit"``: the stream's values normalised to [0, 1], higher is better (flags and check
+        failures as 1); ``"raw"``: the values as sent, on the series' own scale.
+    probe : dict
+        Engine-supplied arguments (scale, golden centroid, ...) to construct a throw-away
+        detector when a configuration is checked, so bad combinations fail at start-up.
+    """
+
+    name: str
+    detector: type | None
+    params: type
+    alert_detector: str = ""
+    summary: Callable[[SummaryContext], str] = generic_summary
+    first_action: str = ""
+    streams: tuple[str, ...] = ("scores", "retrieval")
+    values: str = "unit"
+    probe: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if not self.alert_detector:
+            object.__setattr__(self, "alert_detector", self.name)
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """A rule with a name: a kind applied to a stream's series, with defaults and wording.
+
+    ``kinds`` selects series by the value kind their stream gives them (scores: the dimension's
+    kind ``quality``/``flag``/``check``; retrieval: ``top1``; queries: ``queries``; for notice
+    rules, the change attributes such as ``prompt_hash``). ``kind`` may be a :class:`RuleKind`,
+    which is registered with the rule.
+    """
+
+    name: str
+    kind: str | RuleKind
+    stream: str
+    kinds: tuple[str, ...]
+    severity: str = "warning"
+    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    summary: Callable[[SummaryContext], str] | None = None
+    first_action: str | None = None
+
+    @property
+    def kind_name(self) -> str:
+        return self.kind if isinstance(self.kind, str) else self.kind.name
+
+
+RULE_KINDS: dict[str, RuleKind] = {}
+RULES: dict[str, Rule] = {}
+
+
+def register(obj):
+    """Register a :class:`RuleKind` or a :class:`Rule` (and the kind it carries); returns it.
+
+    Rules registered before :func:`drift.core.config.load_settings` runs are built-ins: on by
+    default, tunable in ``[rules.NAME]``.
+    """
+    if isinstance(obj, RuleKind):
+        RULE_KINDS[obj.name] = obj
+    elif isinstance(obj, Rule):
+        if not isinstance(obj.kind, str):
+            register(obj.kind)
+        if obj.kind_name not in RULE_KINDS:
+            raise ValueError(f"rule {obj.name!r}: unknown kind {obj.kind_name!r}")
+        if obj.severity not in SEVERITIES:
+            raise ValueError(f"rule {obj.name!r}: severity must be one of {SEVERITIES}")
+        RULES[obj.name] = obj
+    else:
+        raise TypeError(f"expected a RuleKind or a Rule, got {type(obj).__name__}")
+    return obj
+
+
+def rule_kind(name: str) -> RuleKind:
+    return RULE_KINDS[name]
+
+
+# --------------------------------------------------------------------------- parameters
+_BUCKET = "evaluation cadence (bucket width) in event time"
+_HYST = ("for_buckets", "resolve_after", "resolve_ratio")
+
+
+@dataclasses.dataclass(frozen=True)
+class PercentDropParams:
+    stat: str = param("mean", "choice", "statistic compared", choices=("mean", "median"))
+    bucket: float = param(3600.0, "duration", _BUCKET)
+    window: float = param(7 * 86400.0, "duration", "current (rolling) window")
+    baseline: float = param(14 * 86400.0, "duration", "frozen baseline span")
+    threshold: float = param(0.05, "positive", "minimum relative drop")
+    alpha: float = param(1e-3, "unit", "significance level, shared by the windows")
+    min_n: int = param(100, "count", "minimum samples on each side")
+    bins: int = param(256, "count", "histogram bins (median)")
+    long_term: bool = param(True, "bool", "also compare with the long-term reference")
+    short_windows: tuple = param((), "durations", "recent parts of the window tested on their own")
+    for_buckets: int = param(1, "count", "consecutive hits before firing")
+    resolve_after: int = param(3, "count", "consecutive clear evaluations before resolving")
+    resolve_ratio: float = param(0.5, "positive", "clear below this share of the threshold")
+
+
+@dataclasses.dataclass(frozen=True)
+class KsParams:
+    bucket: float = param(86400.0, "duration", _BUCKET)
+    window: float = param(7 * 86400.0, "duration", "current window")
+    baseline: float = param(14 * 86400.0, "duration", "frozen baseline span")
+    alpha: float = param(0.01, "unit", "significance level after correction")
+    min_d: float = param(0.1, "positive", "minimum KS distance D")
+    min_n: int = param(200, "count", "minimum samples on each side")
+    bins: int = param(256, "count", "histogram bins")
+    for_buckets: int = param(1, "count", "consecutive hits before firing")
+    resolve_after: int = param(2, "count", "consecutive clear evaluations before resolving")
+    resolve_ratio: float = param(0.5, "positive", "clear below this share of min_d")
+
+
+@dataclasses.dataclass(frozen=True)
+class RateRatioParams:
+    bucket: float = param(3600.0, "duration", _BUCKET)
+    window: float = param(86400.0, "duration", "current window")
+    baseline: float = param(7 * 86400.0, "duration", "frozen baseline span")
+    ratio: float = param(2.0, "positive", "minimum rate ratio (window / reference)")
+    alpha: float = param(1e-4, "unit", "significance level")
+    min_n: int = param(20, "count", "minimum events in the window")
+    min_ref_n: int = param(200, "count", "minimum events in the reference")
+    min_events: int = param(5, "count", "minimum flagged events in the window")
+    min_rate: float = param(0.005, "positive", "reference rate floor")
+    long_term: bool = param(True, "bool", "also compare with the long-term reference")
+    for_buckets: int = param(1, "count", "consecutive hits before firing")
+    resolve_after: int = param(3, "count", "consecutive clear evaluations before resolving")
+    resolve_ratio: float = param(0.5, "positive", "clear below this share of the ratio's excess")
+
+
+@dataclasses.dataclass(frozen=True)
+class CentroidParams:
+    bucket: float = param(3600.0, "duration", _BUCKET)
+    window: float = param(7 * 86400.0, "duration", "current window")
+    threshold: float = param(0.15, "positive", "minimum cosine distance to the golden centroid")
+    min_n: int = param(200, "count", "minimum queries in a window")
+    coverage_sim: float = param(0.5, "cosine", "a query is covered when its nearest golden neighbour is this similar")
+    short_windows: tuple = param((), "durations", "recent parts of the window tested on their own")
+    for_buckets: int = param(1, "count", "consecutive hits before firing")
+    resolve_after: int = param(3, "count", "consecutive clear evaluations before resolving")
+    resolve_ratio: float = param(0.5, "positive", "clear below this share of the threshold")
+
+
+@dataclasses.dataclass(frozen=True)
+class FloorParams:
+    floor: float = param(0.8, "number", "the level the window's mean must not fall below (or rise above)")
+    below: bool = param(True, "bool", "true: a floor; false: a ceiling")
+    bucket: float = param(300.0, "duration", _BUCKET)
+    window: float = param(300.0, "duration", "rolling window")
+    alpha: float = param(0.01, "unit", "significance of the one-sample t-test against the floor")
+    min_n: int = param(30, "count", "minimum samples in the window")
+    for_buckets: int = param(1, "count", "consecutive hits before firing")
+    resolve_after: int = param(2, "count", "consecutive clear evaluations before resolving")
+
+
+@dataclasses.dataclass(frozen=True)
+class ChangeParams:
+    max_values: int = param(64, "count", "distinct values remembered per app/intent")
+    max_changes: int = param(32, "count", "changes remembered per app/intent")
+
+
+# --------------------------------------------------------------------------- summaries
+def _resolved(c: SummaryContext) -> str | None:
+    if c.finding.status != "resolved":
+        return None
+    subject = "/".join([c.rule] + [c.labels[k] for k in ("app", "intent", "dimension") if c.labels.get(k)])
+    return f"{subject} recovered: {c.finding.statistic} now {c.finding.value:.3g} (threshold {c.finding.threshold:g})"
+
+
+def _summary(fn):
+    def summary(c: SummaryContext) -> str:
+        return _resolved(c) or fn(c)
+    summary.__doc__ = fn.__doc__
+    return summary
+
+
+@_summary
+def drop_summary(c):
+    what = f"{c.dim} score" if c.dim else "mean"
+    return f"{what} for {c.where} fell {_pct(c.finding.value)} below {c.ref} ({c.bv:.3g} → {c.wv:.3g}) over {c.span}"
+
+
+@_summary
+def retrieval_drop_summary(c):
+    return (f"median top-1 retrieval similarity for {c.where} fell {_pct(c.finding.value)} below {c.ref} "
+            f"({c.bv:.3g} → {c.wv:.3g}) over {c.span}")
+
+
+@_summary
+def ks_summary(c):
+    f = c.finding
+    return (f"{c.dim} score distribution for {c.where} shifted from {c.ref} (KS D={f.value:.3f}, "
+            f"p={f.p_value:.2g}; median {c.bv:.3g} → {c.wv:.3g}) over {c.span}")
+
+
+@_summary
+def rate_summary(c):
+    what = f"{c.dim} failure rate" if c.rule == "format_failure_spike" else f"{c.dim} rate"
+    return (f"{what} for {c.where} rose to {c.finding.value:.1f}× {c.ref} ({_pct(c.bv)} → {_pct(c.wv)}) "
+            f"over {c.span}")
+
+
+@_summary
+def centroid_summary(c):
+    f = c.finding
+    cov = (f.extra or {}).get("coverage")
+    cov_text = f"; {100 * cov:.0f}% of them covered by the golden set" if cov is not None else ""
+    n = c.window["n"] if c.window else 0
+    return (f"queries of {c.labels.get('app')} moved away from the golden set: centroid cosine distance "
+            f"{f.value:.3f} (threshold {f.threshold:g}) over {c.span} of {n:,} queries{cov_text}")
+
+
+@_summary
+def floor_summary(c):
+    f = c.finding
+    what = f"{c.dim} mean" if c.dim else "mean"
+    side = "below its floor" if f.statistic == "mean_below_floor" else "above its ceiling"
+    return f"{what} for {c.where} is {c.wv:.3g}, {side} {f.threshold:g} over {c.span} ({c.window['n']:,} samples)"
+
+
+# --------------------------------------------------------------------------- kinds
+PERCENT_DROP = register(RuleKind(
+    "percent_drop", PercentDrop, PercentDropParams, summary=drop_summary,
+    first_action="Pull traces from the degradation period; check the prompt hash timeline"))
+KS = register(RuleKind(
+    "ks", KsShift, KsParams, alert_detector="ks_2samp", summary=ks_summary, streams=("scores",),
+    first_action="Compare score histograms before and after; pull traces from the shifted period"))
+RATE_RATIO = register(RuleKind(
+    "rate_ratio", RateRatio, RateRatioParams, summary=rate_summary, streams=("scores",),
+    first_action="Sample flagged responses since the spike; check model and policy changes"))
+CENTROID = register(RuleKind(
+    "centroid", CentroidShift, CentroidParams, alert_detector="centroid_shift", summary=centroid_summary,
+    streams=("queries",), probe={"centroid": (1.0, 0.0), "dim": 2},
+    first_action="Review queries far from the golden set; extend the golden set or route the new intents"))
+FLOOR = register(RuleKind(
+    "floor", Floor, FloorParams, summary=floor_summary, values="raw",
+    first_action="Pull traces from the window; check recent prompt, model and retrieval changes"))
+CHANGE_TRACKER = register(RuleKind(
+    "change_tracker", None, ChangeParams, streams=("scores", "retrieval"),
+    first_action="Watch quality for this app/intent over the next 48 hours"))
+_ = ChangeTracker  # the engine runs ChangeTracker for notice kinds
+
+# --------------------------------------------------------------------------- the SPEC's rules
+register(Rule("quality_drop", "percent_drop", "scores", ("quality",), "warning", {
+    "stat": "mean", "bucket": 3600.0, "window": 7 * 86400.0, "baseline": 14 * 86400.0,
+    "threshold": 0.05, "alpha": 1e-3, "min_n": 100, "long_term": True,
+    "short_windows": (6 * 3600.0, 86400.0), "for_buckets": 1, "resolve_after": 3, "resolve_ratio": 0.5}))
+register(Rule("quality_shift", "ks", "scores", ("quality",), "warning", {
+    "bucket": 86400.0, "window": 7 * 86400.0, "baseline": 14 * 86400.0, "alpha": 0.01, "min_d": 0.1,
+    "min_n": 200, "bins": 256, "for_buckets": 1, "resolve_after": 2, "resolve_ratio": 0.5}))
+register(Rule("retrieval_drop", "percent_drop", "retrieval", ("top1",), "warning", {
+    "stat": "median", "bucket": 6 * 3600.0, "window": 3 * 86400.0, "baseline": 7 * 86400.0,
+    "threshold": 0.10, "alpha": 1e-3, "min_n": 100, "bins": 512, "long_term": True,
+    "short_windows": (86400.0,), "for_buckets": 1, "resolve_after": 2, "resolve_ratio": 0.5},
+    summary=retrieval_drop_summary,
+    first_action="Check index freshness and ingestion jobs; compare recent queries with indexed documents"))
+register(Rule("flag_rate_spike", "rate_ratio", "scores", ("flag",), "critical", {
+    "bucket": 3600.0, "window": 86400.0, "baseline": 7 * 86400.0, "ratio": 2.0, "alpha": 1e-5,
+    "min_n": 50, "min_ref_n": 1000, "min_events": 5, "min_rate": 0.005, "long_term": True,
+    "for_buckets": 1, "resolve_after": 3, "resolve_ratio": 0.5}))
+register(Rule("format_failure_spike", "rate_ratio", "scores", ("check",), "warning", {
+    "bucket": 3600.0, "window": 3600.0, "baseline": 7 * 86400.0, "ratio": 2.0, "alpha": 1e-6,
+    "min_n": 20, "min_ref_n": 200, "min_events": 5, "min_rate": 0.01, "long_term": True,
+    "for_buckets": 1, "resolve_after": 3, "resolve_ratio": 0.5},
+    first_action="Diff the prompt template around the change; validate sample outputs against the schema"))
+register(Rule("query_centroid_shift", "centroid", "queries", ("queries",), "warning", {
+    "bucket": 3600.0, "window": 7 * 86400.0, "threshold": 0.15, "min_n": 200, "coverage_sim": 0.5,
+    "short_windows": (86400.0, 2 * 86400.0), "for_buckets": 1, "resolve_after": 3, "resolve_ratio": 0.5}))
+register(Rule("prompt_change", "change_tracker", "scores", ("prompt_hash", "model"), "info",
+              {"max_values": 64, "max_changes": 32}))

@@ -1,0 +1,367 @@
+"""Input streams as plug-ins: what a stream's events look like and how the engine reads them.
+
+A :class:`Stream` is declared once and registered: its name (also its ``[topics]`` key and the
+``stream`` field that names it in files), the fields that make a series, how its events are
+told apart in files, validated and turned into columns, which value kind each series has (what
+rules select with ``kinds``), the values each rule's detector gets, the change attributes that
+are tracked per app/intent, and the suspected cause of its alerts. The engine runs one generic
+loop over the registered streams; ``scores``, ``retrieval`` and ``queries`` are declarations at
+the bottom of this file.
+
+A new input is one subclass plus :func:`register_stream` (and its topic in ``[topics]``)::
+
+    class Latency(Stream):
+        name = "latency"
+        series_fields = ("app", "intent")
+        kinds = ("latency",)
+
+        def claims(self, events):            # in files: events with a `latency_ms` field
+            ...
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from drift.core.events import AnyEvent, QueryBatch, RetrievalBatch, ScoreBatch, format_time
+
+if TYPE_CHECKING:  # pragma: no cover
+    from drift.core.engine import Engine, RuleRunner, StreamState
+
+__all__ = ["Stream", "ScoresStream", "RetrievalStream", "QueriesStream", "STREAMS", "register_stream",
+           "SeriesInfo"]
+
+
+@dataclasses.dataclass(frozen=True)
+class SeriesInfo:
+    """How a stream reads one series: its value kind (what rules select) and its scale."""
+
+    kind: str
+    lo: float = 0.0
+    hi: float = 1.0
+    higher_is_better: bool = True
+
+
+class Stream:
+    """Base class of an input stream (see the module docstring). Class attributes:
+
+    ``name``            stream name, ``[topics]`` key and ``stream`` field value
+    ``series_fields``   batch columns whose values make a series (labels of its alerts)
+    ``kinds``           value kinds its series can have (``Rule.kinds`` selects among them)
+    ``changes``         change attribute -> batch column, tracked per app/intent
+    ``cause_kinds``     change attribute -> ``suspected_cause.kind`` when it changed near an alert
+    ``no_cause``        ``suspected_cause.detail`` when nothing changed
+    ``precedence``      when several streams claim an event in a file, the highest wins
+    ``event_type``      the msgspec struct of its events (``AnyEvent`` by default)
+    """
+
+    name: str = ""
+    series_fields: tuple[str, ...] = ("app", "intent")
+    kinds: tuple[str, ...] = ()
+    changes: Mapping[str, str] = {}
+    cause_kinds: Mapping[str, str] = {}
+    no_cause: str = "no change recorded: input drift"
+    precedence: int = 0
+    event_type: type = AnyEvent
+
+    # -- decoding ---------------------------------------------------------------------------
+    def claims(self, events: list) -> np.ndarray:
+        """Which events (decoded structs) look like this stream's, in files without ``stream``."""
+        return np.zeros(len(events), bool)
+
+    def schema_error(self, event) -> str | None:
+        """Why one event lacks what this stream needs (None: it is fine)."""
+        return None
+
+    def build(self, decoder, events: list, msg: np.ndarray, idx: np.ndarray):
+        """Columns of the accepted events (a ``_Columns`` subclass)."""
+        raise NotImplementedError
+
+    def check(self, decoder, batch) -> list:
+        """Column checks: ``(message, error_class, reason, event_index)`` of the first bad event
+        of each bad message (the message is then rejected whole)."""
+        return decoder._check_time(batch)
+
+    # -- the engine -------------------------------------------------------------------------
+    def describe(self, engine: Engine, labels: Mapping[str, str]) -> SeriesInfo:
+        """How ``engine`` reads the series ``labels`` (called once per new series)."""
+        return SeriesInfo(self.kinds[0] if self.kinds else self.name)
+
+    def series_params(self, engine: Engine, kind, labels: Mapping[str, str]) -> tuple[str, dict] | None:
+        """``(variant, extra detector arguments)`` for a rule of ``kind`` on this series, or None
+        when the series cannot be watched (a query app without a golden set)."""
+        return "", {}
+
+    def feed(self, engine: Engine, state: StreamState, batch, idx: np.ndarray, sids: np.ndarray,
+             t: np.ndarray, runners: list[RuleRunner]) -> Iterator[tuple[RuleRunner, np.ndarray, np.ndarray, Any]]:
+        """``(runner, series ids, times, values)`` for each runner, from the accepted events
+        ``idx`` of ``batch`` (``sids`` and ``t`` already taken at ``idx``)."""
+        raise NotImplementedError
+
+    def display(self, engine: Engine, state: StreamState, sid: int, kind) -> Any:
+        """Map a detector's value back to the series' own scale (for the alert's sides)."""
+        return None
+
+    def cause(self, engine: Engine, labels: Mapping[str, str], finding, spec) -> dict | None:
+        """Suspected cause of a firing alert: the latest tracked change near the degradation."""
+        if finding.status != "firing":
+            return None
+        for attr, kind in self.cause_kinds.items():
+            found = engine.changes_near(self.name, attr, labels, finding, spec)
+            if found:
+                at, frm, to = found[-1]
+                return {"kind": kind, "from": frm, "to": to, "at": format_time(at)}
+        return {"kind": "none", "detail": self.no_cause}
+
+    def evidence(self, engine: Engine, finding) -> dict | None:
+        """Extra evidence for the alert's ``evidence`` field (None: none)."""
+        return None
+
+
+def _obj(values) -> np.ndarray:
+    return np.array(values, dtype=object)
+
+
+class ScoresStream(Stream):
+    """``llm.scores``: judge and heuristic scores per (app, intent, dimension)."""
+
+    name = "scores"
+    series_fields = ("app", "intent", "dimension")
+    kinds = ("quality", "flag", "check")
+    changes = {"prompt_hash": "prompt_hash", "model": "model"}
+    cause_kinds = {"prompt_hash": "prompt_hash_change", "model": "model_change"}
+    no_cause = "no template change: provider-side or input drift"
+    precedence = 3
+
+    def claims(self, events):
+        return np.not_equal(_obj([e.dimension for e in events]), None) if events else np.zeros(0, bool)
+
+    def schema_error(self, e):
+        if e.dimension is None:
+            return "missing required field `dimension`"
+        if e.score is None:
+            return "missing required field `score`"
+        return None
+
+    def build(self, decoder, evs, msg, idx):
+        msg, idx, ts, app, intent = decoder._common(evs, msg, idx)
+        return ScoreBatch(msg, idx, ts, app, intent, evs, _obj([e.dimension for e in evs]),
+                          np.array([e.score for e in evs], dtype=np.float64),
+                          _obj([e.prompt_hash for e in evs]), _obj([e.model for e in evs]))
+
+    def check(self, decoder, b):
+        out = decoder._check_time(b)
+        finite = np.isfinite(b.score)
+        out += decoder._first_bad(b, ~finite, "NonFiniteValue", lambda j: f"score is {float(b.score[j])!r}")
+        dims, inv = np.unique(b.dimension.astype(str), return_inverse=True) if len(b) else ([], np.zeros(0, int))
+        spec = np.array([decoder._scale(d) for d in dims], dtype=np.float64).reshape(-1, 3)
+        lo, hi, binary = spec[inv, 0], spec[inv, 1], spec[inv, 2] > 0
+        outside = finite & ((b.score < lo) | (b.score > hi))
+        out += decoder._first_bad(b, outside, "OutOfScale", lambda j: (
+            f"score {float(b.score[j])!r} is outside the declared scale [{lo[j]:g}, {hi[j]:g}] of "
+            f"dimension `{b.dimension[j]}`"))
+        notbin = finite & ~outside & binary & (b.score != 0) & (b.score != 1)
+        out += decoder._first_bad(b, notbin, "OutOfScale", lambda j: (
+            f"dimension `{b.dimension[j]}` is a flag/check and takes 0 or 1, got {float(b.score[j])!r}"))
+        return out
+
+    def describe(self, engine, labels):
+        spec = engine.settings.dimension(labels["dimension"])
+        return SeriesInfo(spec.kind, spec.lo, spec.hi, spec.higher_is_better)
+
+    def feed(self, engine, state, b, idx, sids, t, runners):
+        score = b.score[idx]
+        kind, scale = state.columns(sids)
+        lo, hi, hib = scale[:, 0], scale[:, 1], scale[:, 2] > 0
+        # detectors see values on [0, 1], higher is better; flags and check failures as 1 = bad
+        x = (score - lo) / (hi - lo)
+        x = np.where(hib, x, 1.0 - x)
+        x = np.where(kind == "check", 1.0 - score, np.where(kind == "flag", score, x))
+        for runner in runners:
+            yield runner, sids, t, (score if runner.kind.values == "raw" else x)
+
+    def display(self, engine, state, sid, kind):
+        info = state.info[sid]
+        if kind.values == "raw" or info.kind != "quality":
+            return None  # raw values, or rates
+        lo, hi = info.lo, info.hi
+        return (lambda v: lo + v * (hi - lo)) if info.higher_is_better else (lambda v: hi - v * (hi - lo))
+
+
+class RetrievalStream(Stream):
+    """``llm.retrieval``: top-k retrieval similarities per (app, intent); rules watch top-1."""
+
+    name = "retrieval"
+    kinds = ("top1",)
+    changes = {"index_version": "index_version"}
+    cause_kinds = {"index_version": "index_version_change"}
+    no_cause = "no index change: stale corpus or shifted queries"
+    precedence = 2
+
+    def claims(self, events):
+        return np.array([e.scores is not None or e.score is not None for e in events], bool)
+
+    def schema_error(self, e):
+        if e.scores is None and e.score is None:
+            return "missing required field `scores` (or `score`)"
+        if e.scores is not None and len(e.scores) == 0:
+            return "`scores` is empty"
+        return None
+
+    def build(self, decoder, evs, msg, idx):
+        msg, idx, ts, app, intent = decoder._common(evs, msg, idx)
+        top1 = np.fromiter(((max(e.scores) if e.scores is not None else e.score) for e in evs),
+                           np.float64, len(evs))
+        b = RetrievalBatch(msg, idx, ts, app, intent, evs, top1, _obj([e.index_version for e in evs]))
+        b._all_finite = np.fromiter((e.scores is None or all(np.isfinite(e.scores)) for e in evs), bool, len(evs))
+        return b
+
+    def check(self, decoder, b):
+        out = decoder._check_time(b)
+        finite = np.isfinite(b.top1) & b._all_finite if len(b) else np.zeros(0, bool)
+        out += decoder._first_bad(b, ~finite, "NonFiniteValue", lambda j: "retrieval score is not finite")
+        lo, hi = decoder.retrieval_scale
+        outside = finite & ((b.top1 < lo) | (b.top1 > hi))
+        out += decoder._first_bad(b, outside, "OutOfScale", lambda j: (
+            f"retrieval score {float(b.top1[j])!r} is outside [{lo:g}, {hi:g}]"))
+        return out
+
+    def series_params(self, engine, kind, labels):
+        lo, hi = engine.settings.retrieval_scale
+        return "", {"lo": lo, "hi": hi}
+
+    def feed(self, engine, state, b, idx, sids, t, runners):
+        x = b.top1[idx]
+        for runner in runners:
+            yield runner, sids, t, x
+
+
+class QueriesStream(Stream):
+    """``llm.queries``: user queries (text or embeddings) per app, held to the app's golden set."""
+
+    name = "queries"
+    series_fields = ("app",)
+    kinds = ("queries",)
+    precedence = 1
+
+    def claims(self, events):
+        return np.array([e.text is not None or e.embedding is not None or e.embedding_b64 is not None
+                         for e in events], bool)
+
+    def schema_error(self, e):
+        if e.text is None and e.embedding is None and e.embedding_b64 is None:
+            return "needs one of `text`, `embedding` or `embedding_b64`"
+        return None
+
+    def build(self, decoder, evs, msg, idx):
+        msg, idx, ts, app, intent = decoder._common(evs, msg, idx)
+        dim = decoder.embedding_dim
+        errors = np.zeros(len(evs), dtype=object)
+        rows = []
+        has = np.zeros(len(evs), bool)
+        for i, e in enumerate(evs):
+            v = None
+            if e.embedding_b64 is not None:
+                try:
+                    raw = base64.b64decode(e.embedding_b64, validate=True)
+                    if len(raw) % 4:
+                        raise ValueError("length is not a multiple of 4 bytes")
+                    v = np.frombuffer(raw, dtype="<f4")
+                except (binascii.Error, ValueError) as exc:
+                    errors[i] = f"`embedding_b64` is not base64 of float32: {exc}"
+            elif e.embedding is not None:
+                v = np.asarray(e.embedding, dtype=np.float32)
+            if v is not None:
+                has[i] = True
+            rows.append(v)
+        # without a golden set the query rules are off: embeddings are checked for form only
+        width = dim or 0
+        vectors = np.full((len(evs), width), np.nan, np.float32)
+        for i, r in enumerate(rows):
+            if r is None or not dim:
+                continue
+            if r.shape[0] != width:
+                errors[i] = f"embedding has {r.shape[0]} dimensions, the golden set has {width}"
+            else:
+                vectors[i] = r
+        b = QueryBatch(msg, idx, ts, app, intent, evs, _obj([e.text for e in evs]), vectors, has)
+        b._errors = errors
+        return b
+
+    def check(self, decoder, b):
+        out = decoder._check_time(b)
+        err = np.not_equal(b._errors, 0) if len(b) else np.zeros(0, bool)
+        out += decoder._first_bad(b, err, "BadEmbedding", lambda j: str(b._errors[j]))
+        finite = (np.isfinite(b.vectors).all(axis=1) if b.vectors.shape[1] else np.ones(len(b), bool)) | ~b.has_vector
+        out += decoder._first_bad(b, ~finite & ~err, "NonFiniteValue", lambda j: "embedding has NaN or inf")
+        return out
+
+    def series_params(self, engine, kind, labels):
+        app = labels["app"]
+        key = app if app in engine.golden else ("*" if "*" in engine.golden else None)
+        if key is None:
+            return None
+        g = engine.golden[key]
+        return key, {"centroid": tuple(float(v) for v in g.centroid), "dim": int(g.dim), "golden_n": int(g.count)}
+
+    def feed(self, engine, state, b, idx, sids, t, runners):
+        monitored = np.zeros(idx.size, bool)
+        for runner in runners:
+            monitored |= runner.registered(sids)
+        engine.counts["queries.unmonitored"] += int((~monitored).sum())
+        if not monitored.any():
+            return
+        idx, sids, t = idx[monitored], sids[monitored], t[monitored]
+        vectors = b.vectors[idx].astype(np.float32) if b.vectors.shape[1] else None
+        todo = np.flatnonzero(~b.has_vector[idx])
+        if todo.size:
+            vecs, ok = engine.embed([b.text[idx[j]] for j in todo])
+            if vectors is None:
+                vectors = np.full((idx.size, vecs.shape[1]), np.nan, np.float32)
+            vectors[todo] = vecs
+            drop = todo[~ok]
+            if drop.size:  # sampled out: counted, not evaluated
+                keep = np.ones(idx.size, bool)
+                keep[drop] = False
+                vectors, sids, t = vectors[keep], sids[keep], t[keep]
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            vectors = vectors / norms
+        for runner in sorted(runners, key=lambda r: r.variant):
+            sel = runner.registered(sids)
+            if not sel.any():
+                continue
+            v = vectors[sel]
+            sim = engine.golden[runner.variant].nearest_similarity(v).astype(np.float64)
+            yield runner, sids[sel], t[sel], np.column_stack([v.astype(np.float64), sim])
+
+    def cause(self, engine, labels, f, spec):
+        if f.status != "firing":
+            return None
+        return {"kind": "none", "detail": (
+            f"input drift: {100 * (f.extra.get('uncovered_share') or 0):.0f}% of the window's "
+            "queries have no close golden-set neighbour (users ask things the golden set does not cover)")}
+
+    def evidence(self, engine, f):
+        return {**f.extra, "texts_sampled_out": int(engine.counts["queries.sampled_out"])}
+
+
+STREAMS: dict[str, Stream] = {}
+
+
+def register_stream(stream: Stream) -> Stream:
+    """Register an input stream (an instance); the engine and the decoder pick it up."""
+    if not stream.name:
+        raise ValueError("a stream needs a name")
+    STREAMS[stream.name] = stream
+    return stream
+
+
+for _s in (ScoresStream(), RetrievalStream(), QueriesStream()):
+    register_stream(_s)

@@ -1,0 +1,1 @@
+"""Query embeddings: the sentence encoder and golden sets (faiss)."""

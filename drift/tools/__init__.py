@@ -1,0 +1,1 @@
+"""Demo and development tools: simulator, demo, embedded broker, scorecard, plots, real RAG scores."""
