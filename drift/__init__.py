@@ -22,11 +22,11 @@ from drift.core.engine import Engine
 from drift.core.events import EventDecoder
 from drift.core.rules import RULE_KINDS, RULES, Rule, RuleKind, register
 from drift.core.sinks import DeliveryError, MemorySink, Sink, register_sink
-from drift.core.streams import STREAMS, Stream, register_stream
+from drift.core.streams import STREAMS, ScalarStream, Stream, register_stream
 
 __all__ = [
     "Alert", "ConfigError", "DeliveryError", "Engine", "EventDecoder", "MemorySink", "RULES", "RULE_KINDS",
-    "Rule", "RuleKind", "RuleSpec", "STREAMS", "Settings", "Sink", "Stream", "from_cloudevent",
+    "Rule", "RuleKind", "RuleSpec", "STREAMS", "ScalarStream", "Settings", "Sink", "Stream", "from_cloudevent",
     "load_settings", "register", "register_sink", "register_stream", "render", "to_cloudevent",
 ]
 __version__ = "0.2.0"

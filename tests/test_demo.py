@@ -1,5 +1,6 @@
 """`drift demo`, the README's first command, end to end on the embedded broker."""
 
+import json
 import subprocess
 import sys
 
@@ -23,3 +24,13 @@ def test_live_demo_detects_every_injected_failure_with_no_false_alerts(tmp_path)
     png = tmp_path / "timeline.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 50_000
     assert (tmp_path / "alerts.jsonl").read_text().count("\n") >= 10
+    # the same alert ids as the demo's offline run recorded before the engine was opened up
+    # (tests/fixtures/alert_ids.json): the live service and the refactored engine agree with it
+    from alert_id_fixture import FIXTURE, ids_of
+
+    with open(tmp_path / "alerts.jsonl") as fh:
+        got = ids_of(json.loads(line) for line in fh)
+    assert got == json.loads(FIXTURE.read_text())["demo/offline/seed0"]
+    # alerts carry example trace ids from the window that moved
+    firing = [json.loads(x)["data"] for x in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+    assert any(d.get("example_trace_ids") for d in firing if d["status"] == "firing")

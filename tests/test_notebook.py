@@ -3,7 +3,9 @@
 The notebook is executed with nbclient in a temporary working directory (it writes its pictures
 and an embedding cache there), with the ``python3`` kernel, which jupyter_client starts with this
 interpreter. After the notebook's own cells, one extra cell (added to the in-memory copy only)
-reports the values the checks need. The committed file must carry no outputs.
+reports the values the checks need. The committed file must carry no outputs, and must drive the
+engine through its in-memory API (``Engine.feed``, typed ``drift.Alert`` objects): those two checks
+read the file only, so they run without sentence-transformers too.
 """
 
 from __future__ import annotations
@@ -15,12 +17,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("sentence_transformers",
-                    reason="the query part of the notebook embeds text: sentence-transformers is "
-                           "not installed (`make test` installs it)")
-
-import nbformat  # noqa: E402
-from nbclient import NotebookClient  # noqa: E402
+nbformat = pytest.importorskip("nbformat")
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "nine_words.ipynb"
 
@@ -32,14 +29,15 @@ print("PROBE " + _json.dumps({
     "null_d": D0, "null_p": P0, "null_scipy_d": float(null_ref.statistic),
     "null_scipy_p": float(null_ref.pvalue),
     "n_before": int(before.size), "n_after": int(after.size),
-    "rejected": len(rejected),
-    "alerts": [[a["data"]["rule"], a["data"]["status"], a["data"]["labels"], a["data"]["starts_at"],
-                a["data"]["suspected_cause"]] for a in alerts],
+    "alert_types": sorted({type(a).__module__ + "." + type(a).__name__ for a in alerts + q_alerts}),
+    "alerts": [[a.rule, a.status, a.labels, a.starts_at, a.suspected_cause] for a in alerts],
+    "alert_ids": [a.alert_id for a in alerts],
+    "cloudevent_ids": [to_cloudevent(a)["data"]["alert_id"] for a in alerts],
+    "spike_examples": list(spike.example_trace_ids or []),
     "change_at": change["at"], "hash_from": change["from"], "hash_to": change["to"],
-    "q_alerts": [[a["data"]["rule"], a["data"]["status"], a["data"]["labels"].get("app"),
-                  a["data"]["starts_at"], a["data"]["statistic"]["value"]] for a in q_alerts],
-    "q_recomputed": [float(cosine_distance(vectors[(qt >= parse_time(a["data"]["window"]["start"]))
-                                                   & (qt < parse_time(a["data"]["window"]["end"]))]
+    "q_alerts": [[a.rule, a.status, a.labels.get("app"), a.starts_at, a.statistic.value] for a in q_alerts],
+    "q_recomputed": [float(cosine_distance(vectors[(qt >= parse_time(a.window.start))
+                                                   & (qt < parse_time(a.window.end))]
                                            .astype(np.float64).sum(0), golden.centroid))
                      for a in fires],
     "sampled_out": int(qengine.counts["queries.sampled_out"]),
@@ -60,6 +58,11 @@ def _text(cell) -> str:
 
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
+    pytest.importorskip("sentence_transformers",
+                        reason="the query part of the notebook embeds text: sentence-transformers is "
+                               "not installed (`make test` installs it)")
+    from nbclient import NotebookClient
+
     work = tmp_path_factory.mktemp("notebook")
     nb = nbformat.read(NOTEBOOK, as_version=4)
     nb.cells.append(nbformat.v4.new_code_cell(_PROBE))
@@ -82,13 +85,27 @@ def test_committed_notebook_has_no_outputs():
     assert NOTEBOOK.stat().st_size < 100_000
 
 
+def test_notebook_uses_the_in_memory_api():
+    # the engine is fed Python dicts (Engine.feed) and its alerts are drift.Alert objects: no
+    # JSON bytes round trip through the decoder, and no CloudEvent dict access on engine alerts
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "engine.feed(" in code and "qengine.feed(" in code
+    for old in (".decode(", ".decoder(", ".process(", "msgspec", 'a["data"]'):
+        assert old not in code, f"the notebook still uses {old!r}"
+    assert "from drift import Engine, load_settings, render, to_cloudevent" in code
+
+
 @pytest.mark.timeout(900)
 def test_notebook_runs_and_tells_the_story(executed):
     nb, text, probe, seconds, work = executed
     print(f"notebook executed in {seconds:.0f} s")
     # no cell raised (nbclient would have), and no traceback was printed
     assert "Traceback" not in text
-    assert probe["rejected"] == 0
+    # engine.feed returned typed alerts (an invalid event would have raised ValueError in its cell)
+    assert probe["alert_types"] == ["drift.core.alerts.Alert"]
+    assert probe["cloudevent_ids"] == probe["alert_ids"]
+    assert probe["spike_examples"] and all(isinstance(t, str) and t for t in probe["spike_examples"])
 
     # the readable alert lines: the hourly format check fires, with the hash change as the cause
     m = re.search(r"FIRING\s+\S+\s+format_failure_spike/support-bot/billing/format_valid.*\n"

@@ -222,7 +222,7 @@ def test_mostly_bad_traffic_stops_the_service_with_a_clear_message(broker, topic
 
 
 def test_drift_alerts_prints_the_alert_topic(broker, topics, capsys):
-    from drift.core.alerts import AlertFactory
+    from drift.core.alerts import from_finding, to_cloudevent
     from drift.runtime.feed import follow_alerts
     from detectors.base import Finding, Side
     from kafka import KafkaProducer
@@ -230,9 +230,9 @@ def test_drift_alerts_prints_the_alert_topic(broker, topics, capsys):
     f = Finding(series=0, status="firing", at=1767607200.0, episode_start=1767607200.0, statistic="pct_drop",
                 value=0.08, threshold=0.05, p_value=1e-9, window=Side(1767000000.0, 1767607200.0, 1800, 0.84),
                 reference=Side(1766000000.0, 1767000000.0, 3600, 0.91))
-    ev = AlertFactory().from_finding("quality_drop", "percent_drop", "warning",
-                                     {"stream": "scores", "app": "bot", "intent": "billing", "dimension": "format"},
-                                     f, window_seconds=7 * 86400, cause={"kind": "none", "detail": "no template change"})
+    ev = to_cloudevent(from_finding("quality_drop", {"stream": "scores", "app": "bot", "intent": "billing",
+                                                     "dimension": "format"}, f, window_seconds=7 * 86400,
+                                    cause={"kind": "none", "detail": "no template change"}))
     p = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
     p.send(topics["alerts"], key=ev["data"]["alert_id"].encode(), value=json.dumps(ev).encode())
     p.flush()
@@ -244,3 +244,76 @@ def test_drift_alerts_prints_the_alert_topic(broker, topics, capsys):
     assert follow_alerts(settings, from_beginning=False, write=lines.append, stop=lambda: False) == 0
     assert follow_alerts(settings, from_beginning=True, as_json=True, write=lines.append, stop=lambda: False) == 1
     assert json.loads(lines[0])["id"] == ev["id"]
+
+
+class RecordingSink:
+    """A toy sink: records what it was given and when it was asked to confirm."""
+
+    name = "recording"
+
+    def __init__(self, log):
+        self.log, self.alerts, self.closed = log, [], False
+
+    def emit(self, alerts):
+        self.alerts += [a.alert_id for a in alerts]
+        self.log.append(("emit", len(self.alerts)))
+
+    def confirm(self):
+        self.log.append(("confirm", len(self.alerts)))
+
+    def close(self):
+        self.closed = True
+
+
+def test_a_plug_in_sink_gets_every_alert_and_confirms_before_offsets_move(broker, topics, cleanup_events):
+    """A sink added to `drift serve` sees the alerts the topic gets, and its confirm runs in the
+    commit order before any offset commit."""
+    import threading
+    import time
+
+    from drift.runtime.service import Service
+
+    events, expected = cleanup_events
+    msgs = messages_of(events, max_batch=60, seed=2)
+    produce(broker.bootstrap, topics, msgs)
+    settings = load_settings(env={"DRIFT_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+                                  "DRIFT_KAFKA_GROUP_ID": f"g-{uuid.uuid4().hex[:6]}",
+                                  **{f"DRIFT_TOPICS_{k.upper()}": v for k, v in topics.items()}},
+                             overrides={"http": {"port": 0},
+                                        "service": {"session_timeout_ms": 6000, "checkpoint_interval": 1}})
+    log: list = []
+    sink = RecordingSink(log)
+    svc = Service(settings, sinks=[sink])
+    thread = threading.Thread(target=svc.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 240
+
+        def consumed():
+            return sum(svc.metrics.messages.labels(topics[k])._value.get() for k in ("scores", "retrieval", "queries"))
+
+        def checkpointed():
+            return all(p.checkpointed == p.next_offset for p in svc.parts.values())
+
+        while consumed() < len(msgs) or not checkpointed():
+            assert time.monotonic() < deadline and thread.is_alive(), "drift serve did not consume everything"
+            if svc.consumer is not None and not hasattr(svc.consumer, "_wrapped"):
+                commit = svc.consumer.commit
+
+                def logged(offsets, _commit=commit):
+                    log.append(("commit", len(sink.alerts)))
+                    return _commit(offsets)
+                svc.consumer.commit = logged
+                svc.consumer._wrapped = True
+            time.sleep(0.2)
+    finally:
+        svc.request_stop()
+        thread.join(60)
+    assert not thread.is_alive() and sink.closed
+    assert sorted(sink.alerts) == sorted(a.split("/")[0] for a in expected)
+    assert sorted(alert_ids(read_topic(broker.bootstrap, topics["alerts"]))) == expected
+    commits = [i for i, e in enumerate(log) if e[0] == "commit"]
+    assert commits, log
+    for i in commits:  # everything emitted before a commit was confirmed before it
+        emitted = log[i][1]
+        assert any(e == ("confirm", emitted) for e in log[:i]), log[: i + 1]

@@ -15,10 +15,10 @@ between them and the SPEC's structured CloudEvents JSON (``llm.alerts``, ``drift
 ...             window=Side(1767002400.0, 1767607200.0, 1800, 0.84),
 ...             reference=Side(1765792800.0, 1767002400.0, 3600, 0.91))
 >>> a = from_finding("quality_drop", {"stream": "scores", "app": "bot", "intent": "billing",
-...                  "dimension": "format"}, f, window_seconds=7 * 86400)
+...                  "dimension": "format"}, f, window_seconds=7 * 86400, now=1767607500.0)
 >>> a.summary
 'format score for bot/billing fell 8.0% below baseline (0.91 → 0.84) over 7 days'
->>> ev = to_cloudevent(a, now=0.0)
+>>> ev = to_cloudevent(a)
 >>> ev["type"], ev["subject"], from_cloudevent(ev) == a
 ('drift.alert.firing', 'quality_drop/bot/billing/format', True)
 """

@@ -45,6 +45,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from drift.core import rules as _rules
+from drift.core.streams import STREAMS
 from drift.core.params import (ConfigError, as_bool as _as_bool, as_float as _as_float, as_int as _as_int,
                                check_bucket_multiples, param_defaults, parse_duration, parse_params)
 
@@ -344,8 +345,9 @@ def _build(doc: Mapping[str, Any], source: str) -> Settings:
     if not bootstrap.strip():
         raise ConfigError("kafka.bootstrap_servers: must not be empty")
     topics_doc = _section(doc, "topics")
-    _unknown("topics", topics_doc, DEFAULT_TOPICS)
-    topics = {**DEFAULT_TOPICS, **{k: str(v) for k, v in topics_doc.items()}}
+    default_topics = {**DEFAULT_TOPICS, **{n: s.topic for n, s in STREAMS.items() if n not in DEFAULT_TOPICS}}
+    _unknown("topics", topics_doc, default_topics)
+    topics = {**default_topics, **{k: str(v) for k, v in topics_doc.items()}}
     for k, v in topics.items():
         if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", v):
             raise ConfigError(f"topics.{k}: {v!r} is not a valid Kafka topic name")
@@ -450,10 +452,11 @@ def _rules_of(rules_doc: Mapping[str, Any]) -> dict[str, RuleSpec]:
             if kind is None:
                 raise ConfigError(f"{field}.kind: unknown rule kind {user['kind']!r} "
                                   f"(known: {', '.join(sorted(_rules.RULE_KINDS))})")
-            stream = user.get("stream", kind.streams[0])
-            if stream not in kind.streams:
-                raise ConfigError(f"{field}.stream: a {kind.name} rule watches {' or '.join(kind.streams)}, "
-                                  f"got {stream!r}")
+            allowed = kind.streams or tuple(STREAMS)
+            stream = user.get("stream", allowed[0])
+            if stream not in allowed or stream not in STREAMS:
+                raise ConfigError(f"{field}.stream: a {kind.name} rule watches "
+                                  f"{' or '.join(s for s in allowed if s in STREAMS)}, got {stream!r}")
             kinds = _default_kinds(stream, user)
             severity = "warning"
             base = param_defaults(kind.params)
@@ -493,11 +496,8 @@ def _rules_of(rules_doc: Mapping[str, Any]) -> dict[str, RuleSpec]:
     return rules
 
 
-# the value kinds a new rule watches by default, per stream
-_STREAM_KINDS = {"scores": ("quality",), "retrieval": ("top1",), "queries": ("queries",)}
-
-
 def _default_kinds(stream: str, user: Mapping[str, Any]) -> tuple[str, ...]:
-    if "dimension" in user and stream == "scores":  # a named dimension: whatever its kind
-        return ("quality", "flag", "check")
-    return _STREAM_KINDS.get(stream, (stream,))
+    """The value kinds a new rule watches: every kind of its stream when it names dimensions,
+    else the stream's first (scores: quality)."""
+    kinds = STREAMS[stream].kinds or (stream,)
+    return tuple(kinds) if "dimension" in user else (kinds[0],)

@@ -362,9 +362,18 @@ class EventDecoder:
         out = np.full(n, -1, np.int8)
         if n == 0:
             return out
+        # events of a stream's own type belong to it; the others are claimed by their fields
+        plain = np.array([e.__class__ is AnyEvent for e in evs], bool)
+        if not plain.all():
+            for k, name in enumerate(self._names):
+                typ = self.streams[name].event_type
+                if typ is not AnyEvent:
+                    out[np.array([e.__class__ is typ for e in evs], bool)] = k
+        sel = np.flatnonzero(plain)
+        some = [evs[j] for j in sel] if not plain.all() else evs
         order = sorted(range(len(self._names)), key=lambda k: self.streams[self._names[k]].precedence)
         for k in order:  # the highest precedence claims last, and wins
-            out[self.streams[self._names[k]].claims(evs)] = k
+            out[sel[self.streams[self._names[k]].claims(some)]] = k
         stream = np.array([getattr(e, "stream", None) for e in evs], dtype=object)
         has_stream = np.not_equal(stream, None)
         if has_stream.any():

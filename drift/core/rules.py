@@ -141,7 +141,7 @@ class RuleKind:
     first_action : str
         What the on-call should do first (rules may override it).
     streams : tuple of str
-        Streams whose values it can watch.
+        Streams whose values it can watch (empty: any stream with scalar values).
     values : str
         ``"unit"``: the stream's values normalised to [0, 1], higher is better (flags and check
         failures as 1); ``"raw"``: the values as sent, on the series' own scale.
@@ -376,7 +376,7 @@ CENTROID = register(RuleKind(
     streams=("queries",), probe={"centroid": (1.0, 0.0), "dim": 2},
     first_action="Review queries far from the golden set; extend the golden set or route the new intents"))
 FLOOR = register(RuleKind(
-    "floor", Floor, FloorParams, summary=floor_summary, values="raw",
+    "floor", Floor, FloorParams, summary=floor_summary, values="raw", streams=(),
     first_action="Pull traces from the window; check recent prompt, model and retrieval changes"))
 CHANGE_TRACKER = register(RuleKind(
     "change_tracker", None, ChangeParams, streams=("scores", "retrieval"),

@@ -29,13 +29,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from drift.core.events import AnyEvent, QueryBatch, RetrievalBatch, ScoreBatch, format_time
+from drift.core.events import AnyEvent, QueryBatch, RetrievalBatch, ScoreBatch, _Columns, format_time
 
 if TYPE_CHECKING:  # pragma: no cover
     from drift.core.engine import Engine, RuleRunner, StreamState
 
-__all__ = ["Stream", "ScoresStream", "RetrievalStream", "QueriesStream", "STREAMS", "register_stream",
-           "SeriesInfo"]
+__all__ = ["Stream", "ScalarStream", "ScoresStream", "RetrievalStream", "QueriesStream", "STREAMS",
+           "register_stream", "SeriesInfo", "Columns"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +52,7 @@ class Stream:
     """Base class of an input stream (see the module docstring). Class attributes:
 
     ``name``            stream name, ``[topics]`` key and ``stream`` field value
+    ``topic``           its default Kafka topic (``llm.<name>``)
     ``series_fields``   batch columns whose values make a series (labels of its alerts)
     ``kinds``           value kinds its series can have (``Rule.kinds`` selects among them)
     ``changes``         change attribute -> batch column, tracked per app/intent
@@ -62,6 +63,7 @@ class Stream:
     """
 
     name: str = ""
+    topic: str = ""
     series_fields: tuple[str, ...] = ("app", "intent")
     kinds: tuple[str, ...] = ()
     changes: Mapping[str, str] = {}
@@ -126,6 +128,61 @@ class Stream:
 
 def _obj(values) -> np.ndarray:
     return np.array(values, dtype=object)
+
+
+@dataclasses.dataclass
+class Columns(_Columns):
+    """A batch of a plug-in stream: the common columns plus ``cols`` (name -> array)."""
+
+    cols: dict
+
+    def __getattr__(self, name):
+        cols = self.__dict__.get("cols")
+        if cols is not None and name in cols:
+            return cols[name]
+        raise AttributeError(name)
+
+    def take(self, mask: np.ndarray):
+        return Columns(self.msg[mask], self.idx[mask], self.ts[mask], self.app[mask], self.intent[mask],
+                       [o for o, k in zip(self.objs, mask) if k], {k: v[mask] for k, v in self.cols.items()})
+
+
+class ScalarStream(Stream):
+    """A stream with one number per event (``value_field``) and label fields; subclass it and
+    set ``name``, ``event_type`` (a msgspec struct with ``ts``, ``app``, ``intent`` and the
+    fields below), ``value_field``, ``label_fields`` (string columns, e.g. ``series_fields``
+    beyond app and intent) and ``kinds``."""
+
+    value_field: str = "value"
+    label_fields: tuple[str, ...] = ()
+
+    def claims(self, events):
+        f = self.value_field
+        return np.array([getattr(e, f, None) is not None and getattr(e, "stream", None) in (None, self.name)
+                         for e in events], bool)
+
+    def schema_error(self, e):
+        if getattr(e, self.value_field, None) is None:
+            return f"missing required field `{self.value_field}`"
+        return None
+
+    def build(self, decoder, evs, msg, idx):
+        msg, idx, ts, app, intent = decoder._common(evs, msg, idx)
+        cols = {self.value_field: np.array([getattr(e, self.value_field) for e in evs], dtype=np.float64)}
+        for f in self.label_fields:
+            cols[f] = _obj([getattr(e, f, None) for e in evs])
+        return Columns(msg, idx, ts, app, intent, evs, cols)
+
+    def check(self, decoder, b):
+        out = decoder._check_time(b)
+        v = b.cols[self.value_field]
+        return out + decoder._first_bad(b, ~np.isfinite(v), "NonFiniteValue",
+                                        lambda j: f"{self.value_field} is {float(v[j])!r}")
+
+    def feed(self, engine, state, b, idx, sids, t, runners):
+        x = b.cols[self.value_field][idx]
+        for runner in runners:
+            yield runner, sids, t, x
 
 
 class ScoresStream(Stream):
@@ -359,6 +416,8 @@ def register_stream(stream: Stream) -> Stream:
     """Register an input stream (an instance); the engine and the decoder pick it up."""
     if not stream.name:
         raise ValueError("a stream needs a name")
+    if not stream.topic:
+        stream.topic = f"llm.{stream.name}"
     STREAMS[stream.name] = stream
     return stream
 

@@ -1,0 +1,32 @@
+"""The refactored engine gives exactly the alert ids of the engine before it (fixtures/alert_ids.json).
+
+Recorded with ``python tests/alert_id_fixture.py --demo`` on the engine as it was before the
+rules, streams and sinks became plug-ins: every ``drift simulate`` scenario, seeds 0-2, 30 days,
+volume 1 (query events unmonitored: no golden set), and the demo's offline run (checked by
+``test_demo.py`` on the live run, which must give the same ids). A detection change regenerates
+the fixture in a commit of its own.
+"""
+
+import json
+
+import pytest
+
+from alert_id_fixture import DAYS, FIXTURE, SEEDS, ids_of
+from drift.tools.simulate import SCENARIOS
+from scenario_harness import run_scenario
+
+EXPECTED = json.loads(FIXTURE.read_text())
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_alert_ids_are_unchanged(scenario, seed):
+    _, alerts, rejected = run_scenario(scenario, seed, days=DAYS, volume=1.0)
+    assert rejected == []
+    assert ids_of(alerts) == EXPECTED[f"simulate/{scenario}/seed{seed}"]
+
+
+def test_the_fixture_covers_every_scenario_and_the_demo():
+    assert {k for k in EXPECTED if k.startswith("simulate/")} == {
+        f"simulate/{s}/seed{n}" for s in SCENARIOS for n in SEEDS}
+    assert len(EXPECTED["demo/offline/seed0"]) > 0
