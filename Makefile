@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test check bench clean
 
 $(STAMP): pyproject.toml requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# the fast tier: unit tests, doctests, config and plug-in tests; no broker, nothing slow
+check: $(STAMP)
+	$(PY) -m pytest -q -m "not kafka and not slow"
 
 bench: $(STAMP)
 	$(PY) -m benchmarks

@@ -41,7 +41,7 @@ def _bare_consume(bootstrap, topics, total):
     t0 = time.perf_counter()
     while n < total:
         for recs in c.poll(timeout_ms=500).values():
-            for r in recs:
+            for _r in recs:
                 n += 1
     dt = time.perf_counter() - t0
     c.close()
@@ -51,9 +51,9 @@ def _bare_consume(bootstrap, topics, total):
 def run(n_events: int, per_message: int) -> dict:
     from kafka import KafkaProducer
 
-    from drift.tools.broker import EmbeddedBroker, create_topics
     from drift.core.config import load_settings
     from drift.runtime.service import Service
+    from drift.tools.broker import EmbeddedBroker, create_topics
 
     events = _events(n_events)
     msgs = keyed_messages(events, per_message)

@@ -69,7 +69,7 @@ def traffic(scenario: str, volume: float, seed: int):
     k = 0
     while True:
         sim = simulate(scenario, seed=seed + k, days=CHUNK_DAYS, volume=volume,
-                       start=_dt.datetime.fromtimestamp(t0 + k * CHUNK_DAYS * 86400, _dt.timezone.utc))
+                       start=_dt.datetime.fromtimestamp(t0 + k * CHUNK_DAYS * 86400, _dt.UTC))
         yield from iter_events(sim)
         k += 1
 
@@ -230,7 +230,7 @@ def run(args: argparse.Namespace, log=print) -> dict:
 
     duration = args.minutes * 60.0
     enc = msgspec.json.Encoder()
-    result: dict = {"args": vars(args).copy(), "started_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    result: dict = {"args": vars(args).copy(), "started_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                     "machine": {"cores": os.cpu_count(), "python": platform.python_version(),
                                 "platform": platform.platform()}}
     samples: list[dict] = []

@@ -16,11 +16,12 @@ Subclasses implement ``_add(series, t, x)`` and ``_evaluate(series, b) -> Evalua
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import numpy as np
 
 from detectors.base import Detector, Finding, Side, check_positive
-from detectors.windows import EventClock, grow_rows, rows_of
+from detectors.windows import EventClock, WindowedAggregate, grow_rows, rows_of
 
 __all__ = ["BucketedDetector", "Evaluation"]
 
@@ -47,9 +48,14 @@ class Evaluation:
 class BucketedDetector(Detector):
     """Base class: event-time clock, per-series episodes with hysteresis, state round-trip."""
 
-    _state = ("clock", "firing", "pending", "clear_streak", "episode_start", "fired_window", "n_series",
-              "late")
+    _state: ClassVar[tuple[str, ...]] = ("clock", "firing", "pending", "clear_streak", "episode_start",
+                                         "fired_window", "n_series", "late")
     statistic = ""
+    # set by subclasses' __init__
+    for_buckets: int
+    resolve_after: int
+    agg: WindowedAggregate
+    _w: int
 
     def _init_bucketed(self, bucket, lateness, for_buckets, resolve_after, resolve_ratio):
         check_positive("bucket", bucket)

@@ -99,11 +99,11 @@ def cosine_distance(sums: np.ndarray, unit: np.ndarray) -> np.ndarray:
 
 @dataclasses.dataclass
 class _CentroidEvaluation(Evaluation):
-    known: np.ndarray = None
-    uncovered: np.ndarray = None
-    coverage: np.ndarray = None
-    null_q: np.ndarray = None
-    null_n: np.ndarray = None
+    known: np.ndarray | None = None
+    uncovered: np.ndarray | None = None
+    coverage: np.ndarray | None = None
+    null_q: np.ndarray | None = None
+    null_n: np.ndarray | None = None
 
 
 class CentroidShift(BucketedDetector):

@@ -58,7 +58,7 @@ class ChangeTracker(Detector):
         keys = np.asarray(series, dtype=np.int64)
         t = np.asarray(t, dtype=np.float64)
         vals = np.asarray(x, dtype=object)
-        present = np.not_equal(vals, None)
+        present = np.not_equal(vals, None)  # type: ignore[call-overload]  # numpy's stubs refuse None
         if not present.all():
             keys, t, vals = keys[present], t[present], vals[present]
         if keys.size == 0:

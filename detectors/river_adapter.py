@@ -98,6 +98,10 @@ class RiverDrift(Detector):
     """
 
     _params = ("kind", "params", "seed")
+    kind: str
+    _cls: type
+    _kwargs: dict[str, Any]
+    _threshold: float
 
     def __init__(self, kind: str = "adwin", params: dict | None = None, seed: int = 0):
         if kind not in KINDS:

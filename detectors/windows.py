@@ -324,6 +324,7 @@ class WindowedAggregate:
         if bins is not None:
             np.add.at(flat, base + bins, np.ones(bins.shape[0], flat.dtype))
         else:
+            assert rows is not None
             rows = rows.reshape(rows.shape[0], width)
             for k in range(width):
                 np.add.at(flat, base + k, rows[:, k])

@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["broker"]:  # its own parser, options included
-        from drift import broker
+        from drift.tools import broker
 
         return int(broker.main(argv[1:]) or 0)
     if argv[:2] == ["golden", "build"]:

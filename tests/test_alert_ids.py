@@ -15,6 +15,8 @@ from alert_id_fixture import DAYS, FIXTURE, SEEDS, ids_of
 from drift.tools.simulate import SCENARIOS
 from scenario_harness import run_scenario
 
+pytestmark = pytest.mark.slow
+
 EXPECTED = json.loads(FIXTURE.read_text())
 
 

@@ -14,7 +14,7 @@ import uuid
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 
-from drift import broker as broker_mod
+from drift.tools import broker as broker_mod
 from drift.tools.broker import DEFAULT_TOPICS, BrokerError, EmbeddedBroker, create_topics, tansu_binary
 
 kafka = pytest.mark.kafka

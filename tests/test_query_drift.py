@@ -8,10 +8,11 @@ import msgspec
 import pytest
 
 pytest.importorskip("sentence_transformers", reason="the embedding extra is not installed")
+pytestmark = pytest.mark.slow
 
 from drift.core.config import load_settings  # noqa: E402
-from drift.embeddings.encoder import Encoder, to_b64  # noqa: E402
 from drift.core.engine import Engine  # noqa: E402
+from drift.embeddings.encoder import Encoder, to_b64  # noqa: E402
 from drift.embeddings.golden import GoldenSet  # noqa: E402
 from drift.tools.scorecard import score  # noqa: E402
 from drift.tools.simulate import QUERY_APPS, golden_texts, iter_events, simulate  # noqa: E402

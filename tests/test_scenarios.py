@@ -7,6 +7,8 @@ import pytest
 from drift.tools.scorecard import score
 from scenario_harness import run_lines, run_scenario, scenario_lines
 
+pytestmark = pytest.mark.slow
+
 SEEDS = (0, 1, 2)
 
 

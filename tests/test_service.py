@@ -222,10 +222,11 @@ def test_mostly_bad_traffic_stops_the_service_with_a_clear_message(broker, topic
 
 
 def test_drift_alerts_prints_the_alert_topic(broker, topics, capsys):
+    from kafka import KafkaProducer
+
+    from detectors.base import Finding, Side
     from drift.core.alerts import from_finding, to_cloudevent
     from drift.runtime.feed import follow_alerts
-    from detectors.base import Finding, Side
-    from kafka import KafkaProducer
 
     f = Finding(series=0, status="firing", at=1767607200.0, episode_start=1767607200.0, statistic="pct_drop",
                 value=0.08, threshold=0.05, p_value=1e-9, window=Side(1767000000.0, 1767607200.0, 1800, 0.84),

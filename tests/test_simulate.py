@@ -24,7 +24,7 @@ RETRIEVAL_COLS = ("ts", "app", "intent", "trace_id", "scores", "index_version")
 EFFECT_DAYS = 20  # long enough for every scenario's change (and the 3-day ramp) to show
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def sim(scenario: str, days: int = EFFECT_DAYS, seed: int = 0, volume: float = 1.0) -> Simulation:
     return simulate(scenario, seed=seed, days=days, volume=volume)
 

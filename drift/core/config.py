@@ -38,16 +38,14 @@ import copy
 import dataclasses
 import hashlib
 import json
-import math
 import re
 import tomllib
 from collections.abc import Mapping
 from typing import Any
 
 from drift.core import rules as _rules
+from drift.core.params import ConfigError, check_bucket_multiples, param_defaults, parse_duration, parse_params
 from drift.core.streams import STREAMS
-from drift.core.params import (ConfigError, as_bool as _as_bool, as_float as _as_float, as_int as _as_int,
-                               check_bucket_multiples, param_defaults, parse_duration, parse_params)
 
 __all__ = ["ConfigError", "Settings", "RuleSpec", "DimensionSpec", "load_settings",
            "parse_duration", "DEFAULT_RULES", "SECRET_KEYS", "redact"]
@@ -60,7 +58,7 @@ SECRET_KEYS = ("password", "secret", "token", "sasl_plain_password", "ssl_passwo
 
 def redact(mapping: Mapping[str, Any]) -> dict[str, Any]:
     """Copy of ``mapping`` with secret values replaced by ``'***'``."""
-    out = {}
+    out: dict[str, Any] = {}
     for k, v in mapping.items():
         if isinstance(v, Mapping):
             out[k] = redact(v)
@@ -201,13 +199,13 @@ class Settings:
                 "rules": {k: {"enabled": v.enabled, **v.params} for k, v in self.rules.items()}}
 
 
-DEFAULT_TOPICS = {"scores": "llm.scores", "retrieval": "llm.retrieval", "queries": "llm.queries",
-                  "alerts": "llm.alerts", "dlq": "llm.dlq", "state": "drift.state"}
+DEFAULT_TOPICS: dict[str, str] = {"scores": "llm.scores", "retrieval": "llm.retrieval", "queries": "llm.queries",
+                                  "alerts": "llm.alerts", "dlq": "llm.dlq", "state": "drift.state"}
 
 _ENV_SECTIONS = ("kafka", "topics", "http", "queries", "engine", "service")
 
 # `drift serve` loop settings ([service]); durations in seconds.
-DEFAULT_SERVICE = {
+DEFAULT_SERVICE: dict[str, Any] = {
     "checkpoint_interval": 10.0,   # seconds between checkpoints (alerts flushed, state written, offsets committed)
     "max_poll_records": 5000,      # records per poll
     "session_timeout_ms": 10000,   # consumer-group session timeout
@@ -437,6 +435,7 @@ def _rules_of(rules_doc: Mapping[str, Any]) -> dict[str, RuleSpec]:
         if not isinstance(user, Mapping):
             raise ConfigError(f"{field}: expected a table, got {user!r}")
         builtin = _rules.RULES.get(name)
+        kind: _rules.RuleKind | None
         if builtin is not None:
             if "kind" in user and user["kind"] != builtin.kind_name:
                 raise ConfigError(f"{field}.kind: {name} is a built-in {builtin.kind_name} rule; "

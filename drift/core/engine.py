@@ -112,6 +112,7 @@ class RuleRunner:
         self.override, self.variant = override, variant
         accepted = set(getattr(kind.detector, "_params", ()))
         extra = {k: v for k, v in (extra or {}).items() if k in accepted}
+        assert kind.detector is not None
         self.detector = kind.detector(**{**params, **extra, "lateness": lateness})
         self.local = np.full(0, -1, np.int64)
         self.sids: list[int] = []
@@ -235,7 +236,7 @@ class Engine:
         self.settings = settings = settings if settings is not None else load_settings()
         self.golden = dict(golden or {})
         self.encoder_factory = encoder_factory
-        self.encoder = None
+        self.encoder: Any = None
         self._embed_cache: dict[str, np.ndarray] = {}
         self.now = now
         self.source = f"drift/{settings.service_name}"
@@ -357,8 +358,8 @@ class Engine:
                 a, r = self._process_stream(name, batch)
                 alerts += a
                 rejected += r
-        for a in alerts:
-            self.counts[f"alerts.{a.rule}.{a.status}"] += 1
+        for alert in alerts:
+            self.counts[f"alerts.{alert.rule}.{alert.status}"] += 1
         return alerts, rejected
 
     def process(self, decoded: Decoded) -> tuple[list[dict], list[EventRejection]]:
@@ -389,8 +390,8 @@ class Engine:
             raise ValueError(f"{where}: {r.error_class}: {r.reason}")
         alerts, late = self.run(d)
         if late:
-            r = late[0]
-            raise ValueError(f"event {r.message}: {r.error_class}: {r.reason}")
+            lr = late[0]
+            raise ValueError(f"event {lr.message}: {lr.error_class}: {lr.reason}")
         return alerts
 
     def _process_stream(self, name: str, b) -> tuple[list[Alert], list[EventRejection]]:
@@ -528,6 +529,7 @@ class Engine:
             runner = RuleRunner.__new__(RuleRunner)
             runner.spec, runner.kind = spec, kind
             runner.override, runner.variant = int(rs["override"]), rs["variant"]
+            assert kind.detector is not None
             runner.detector = kind.detector.from_state(rs["detector"])
             runner.local = np.array(rs["local"], dtype=np.int64)
             runner.sids = list(rs["sids"])

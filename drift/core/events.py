@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import re
-from typing import Union
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -28,11 +28,11 @@ __all__ = [
 ]
 
 KINDS = ("scores", "retrieval", "queries")
-_UTC = _dt.timezone.utc
+_UTC = _dt.UTC
 # Event times must fall in this range (Unix seconds): 2000-01-01 .. 2100-01-01.
 MIN_TS, MAX_TS = 946_684_800.0, 4_102_444_800.0
 
-Time = Union[_dt.datetime, float]
+Time = _dt.datetime | float
 
 
 class AnyEvent(msgspec.Struct, omit_defaults=True, gc=False):
@@ -43,27 +43,27 @@ class AnyEvent(msgspec.Struct, omit_defaults=True, gc=False):
 
     ts: Time
     app: str = "default"
-    intent: Union[str, None] = None
-    stream: Union[str, None] = None
-    trace_id: Union[str, None] = None
+    intent: str | None = None
+    stream: str | None = None
+    trace_id: str | None = None
     # ScoreEvent
-    dimension: Union[str, None] = None
-    score: Union[float, None] = None
-    prompt_hash: Union[str, None] = None
-    prompt_version: Union[str, None] = None
-    model: Union[str, None] = None
-    cost_usd: Union[float, None] = None
+    dimension: str | None = None
+    score: float | None = None
+    prompt_hash: str | None = None
+    prompt_version: str | None = None
+    model: str | None = None
+    cost_usd: float | None = None
     # RetrievalEvent
-    scores: Union[list[float], None] = None
-    index_version: Union[str, None] = None
+    scores: list[float] | None = None
+    index_version: str | None = None
     # QueryEvent
-    text: Union[str, None] = None
-    embedding: Union[list[float], None] = None
-    embedding_b64: Union[str, None] = None
+    text: str | None = None
+    embedding: list[float] | None = None
+    embedding_b64: str | None = None
 
 
 _ARRAY_PATH = re.compile(r"at `\$\[(\d+)\]")
-_decoder = msgspec.json.Decoder(Union[AnyEvent, list[AnyEvent]])
+_decoder = msgspec.json.Decoder(AnyEvent | list[AnyEvent])
 _encoder = msgspec.json.Encoder()
 
 
@@ -123,7 +123,7 @@ class _Columns:
         return self.ts.shape[0]
 
     def take(self, mask: np.ndarray):
-        kw = {}
+        kw: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             kw[f.name] = [o for o, k in zip(v, mask) if k] if isinstance(v, list) else v[mask]
@@ -205,7 +205,7 @@ class EventDecoder:
             from drift.core.streams import STREAMS as streams
         self.streams = dict(streams)
         self._names = list(self.streams)
-        self._typed = {n: msgspec.json.Decoder(Union[s.event_type, list[s.event_type]])
+        self._typed = {n: msgspec.json.Decoder(s.event_type | list[s.event_type])
                        for n, s in self.streams.items() if s.event_type is not AnyEvent}
         self.scale_of = scale_of
         self.retrieval_scale = tuple(retrieval_scale)
@@ -242,7 +242,7 @@ class EventDecoder:
                 e.get("stream") if isinstance(e, dict) else None))
             typ = stream.event_type if stream is not None else AnyEvent
             try:
-                objs.append(msgspec.convert(e, Union[typ, list[typ]]))
+                objs.append(msgspec.convert(e, typ | list[typ]))  # type: ignore[valid-type]  # a runtime type
             except msgspec.ValidationError as exc:
                 text = str(exc)
                 cls = "BadTimestamp" if text.endswith(".ts`") else "SchemaError"
@@ -345,7 +345,7 @@ class EventDecoder:
         """Decoded object (or a Rejection) per message: one msgspec call per message, so each
         message is framed exactly as its own JSON document."""
         decode = (decoder or _decoder).decode
-        out = []
+        out: list = []
         append = out.append
         for r in raws:
             try:
@@ -375,7 +375,7 @@ class EventDecoder:
         for k in order:  # the highest precedence claims last, and wins
             out[sel[self.streams[self._names[k]].claims(some)]] = k
         stream = np.array([getattr(e, "stream", None) for e in evs], dtype=object)
-        has_stream = np.not_equal(stream, None)
+        has_stream = np.not_equal(stream, None)  # type: ignore[call-overload]  # numpy's stubs refuse None
         if has_stream.any():
             for k, name in enumerate(self._names):
                 out[has_stream & (stream == name)] = k

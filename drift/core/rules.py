@@ -151,7 +151,7 @@ class RuleKind:
     """
 
     name: str
-    detector: type | None
+    detector: type[Any] | None
     params: type
     alert_detector: str = ""
     summary: Callable[[SummaryContext], str] = generic_summary

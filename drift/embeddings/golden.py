@@ -35,6 +35,7 @@ import os
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -175,7 +176,7 @@ def _read_one(path: str, domains, split) -> tuple[list[str], dict]:
     if not p.is_file():
         raise FileNotFoundError(f"query file not found: {path}")
     suffix = p.suffix.lower()
-    info = {"path": str(p), "sha256": _file_sha256(p)}
+    info: dict[str, Any] = {"path": str(p), "sha256": _file_sha256(p)}
     if suffix in (".jsonl", ".ndjson"):
         texts: list[str] = []
         with open(p, encoding="utf-8") as f:
@@ -247,7 +248,7 @@ def _checksum(vectors: np.ndarray) -> str:
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class GoldenSet:
@@ -318,7 +319,7 @@ class GoldenSet:
     # -- building ------------------------------------------------------------------------------
     @classmethod
     def build(cls, texts: Sequence[str], encoder, *, sources: Sequence[dict] = (),
-              progress=None) -> "GoldenSet":
+              progress=None) -> GoldenSet:
         """Embed ``texts`` with ``encoder`` (an :class:`drift.embeddings.encoder.Encoder`)."""
         texts = list(texts)
         if not texts:
@@ -421,7 +422,7 @@ class GoldenSet:
 
     @classmethod
     def load(cls, directory: str | os.PathLike, expect_encoder_id: str | None = None,
-             expect_dim: int | None = None) -> "GoldenSet":
+             expect_dim: int | None = None) -> GoldenSet:
         """Read a golden set, refusing (``ValueError``) one whose encoder or dimension differs
         from the expected ones, or whose vectors fail their checksum."""
         d = Path(directory)

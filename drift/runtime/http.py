@@ -103,7 +103,7 @@ class HttpServer:
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, name="drift-http", daemon=True)
 
-    def start(self) -> "HttpServer":
+    def start(self) -> HttpServer:
         self.thread.start()
         return self
 

@@ -33,12 +33,12 @@ from typing import Any
 from kafka import ConsumerRebalanceListener
 
 from drift.core import alerts as _alerts
-from drift.core.sinks import DeliveryError, Sink
-from drift.runtime.checkpoint import CheckpointError, decode_checkpoint, encode_checkpoint, new_checkpoint, state_key
 from drift.core.config import Settings
 from drift.core.engine import Engine
-from drift.core.streams import STREAMS
 from drift.core.events import EventDecoder
+from drift.core.sinks import DeliveryError, Sink
+from drift.core.streams import STREAMS
+from drift.runtime.checkpoint import CheckpointError, decode_checkpoint, encode_checkpoint, new_checkpoint, state_key
 from drift.runtime.http import Health, HttpServer, Metrics
 from drift.runtime.sinks import KafkaAlertSink
 
@@ -68,6 +68,7 @@ class JsonFormatter(logging.Formatter):
 def setup_logging(level: str = "info") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    assert handler.formatter is not None
     handler.formatter.converter = time.gmtime
     root = logging.getLogger("drift")
     root.handlers[:] = [handler]
@@ -153,7 +154,7 @@ def tls_problem(bootstrap_servers: str, timeout: float) -> str | None:
 class _Listener(ConsumerRebalanceListener):
     """Rebalance callbacks: checkpoint what is revoked, restore what is assigned."""
 
-    def __init__(self, service: "Service"):
+    def __init__(self, service: Service):
         self.service = service
 
     def on_partitions_revoked(self, revoked):
@@ -201,8 +202,8 @@ class Service:
         self.key_partition: dict[tuple[str, bytes], int] = {}
         self.dlq_window: collections.deque = collections.deque()
         self.last_checkpoint = time.monotonic()
-        self.consumer = None
-        self.producer = None
+        self.consumer: Any = None
+        self.producer: Any = None
         self.http: HttpServer | None = None
 
     def encoder_factory(self):
@@ -385,8 +386,8 @@ class Service:
                 rec = recs[rej.message]
                 self._dlq(rec, rec.value, rej.error_class, rej.reason, rej.event)
             alerts, late = part.engine.run(decoded)
-            for rej in late:
-                self._dlq(recs[rej.message], rej.raw, rej.error_class, rej.reason, rej.event)
+            for lrej in late:
+                self._dlq(recs[lrej.message], lrej.raw, lrej.error_class, lrej.reason, lrej.event)
             if alerts:
                 self._emit(alerts)
             part.next_offset = recs[-1].offset + 1

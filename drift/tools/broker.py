@@ -116,7 +116,8 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 __all__ = [
     "BrokerError",
@@ -249,7 +250,7 @@ def _tail(path: pathlib.Path | None, lines: int = 20, start: int = 0) -> str:
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # Tansu colours its log even into a file
 
 
-_LIVE: set["EmbeddedBroker"] = set()
+_LIVE: set[EmbeddedBroker] = set()
 _LIVE_LOCK = threading.Lock()
 
 
@@ -347,13 +348,13 @@ class EmbeddedBroker:
         return f"<EmbeddedBroker {self.host}:{self.port} pid={self.pid} {state}>"
 
     # -- lifecycle ----------------------------------------------------------
-    def __enter__(self) -> "EmbeddedBroker":
+    def __enter__(self) -> EmbeddedBroker:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def start(self) -> "EmbeddedBroker":
+    def start(self) -> EmbeddedBroker:
         """Launch the broker and block until it answers a metadata request.
 
         Idempotent while running.  Raises :class:`BrokerError` with the tail of
@@ -390,7 +391,7 @@ class EmbeddedBroker:
                 _LIVE.add(self)
             return self
 
-    def restart(self, timeout: float = 5.0) -> "EmbeddedBroker":
+    def restart(self, timeout: float = 5.0) -> EmbeddedBroker:
         """Stop the broker if it runs (as :meth:`stop`), then start it again on the
         port it last had, with the same storage and environment.
 
@@ -416,6 +417,7 @@ class EmbeddedBroker:
             "--advertised-listener-url", url,
             "--storage-engine", self.storage,
         ]
+        out: Any  # DEVNULL or the log file
         if self._log_arg == DEVNULL:
             self.log_path, out = None, subprocess.DEVNULL
         else:
@@ -424,7 +426,7 @@ class EmbeddedBroker:
                 os.close(fd)
                 self.log_path, self._tmp_log = pathlib.Path(name), True
             else:
-                self.log_path = pathlib.Path(self._log_arg)
+                self.log_path = pathlib.Path(self._log_arg)  # type: ignore[arg-type]  # not DEVNULL here
                 self.log_path.parent.mkdir(parents=True, exist_ok=True)
             out = open(self.log_path, "ab")
             self._log_offset = out.seek(0, os.SEEK_END)  # tail only this run's lines
@@ -451,9 +453,9 @@ class EmbeddedBroker:
             try:
                 socket.create_connection((self.host, self.port), timeout=0.25).close()
                 break
-            except OSError:
+            except OSError as exc:
                 if time.monotonic() > deadline:
-                    raise self._failure("did not accept TCP connections")
+                    raise self._failure("did not accept TCP connections") from exc
                 time.sleep(0.005)
         # 2. A real Kafka round-trip (ApiVersions + Metadata) with kafka-python.
         from kafka import KafkaAdminClient
@@ -580,8 +582,8 @@ def create_topics(
     """
     if not topics:
         return {}
-    from kafka import KafkaAdminClient
     import kafka.errors as Errors
+    from kafka import KafkaAdminClient
 
     deadline = time.monotonic() + timeout
     timeout_ms = int(timeout * 1000)
@@ -661,7 +663,7 @@ def _parse_topic(spec: str) -> tuple[str, int]:
     try:
         parts = int(n) if n else 1
     except ValueError:
-        raise argparse.ArgumentTypeError(f"bad topic spec {spec!r}; use NAME or NAME:PARTITIONS")
+        raise argparse.ArgumentTypeError(f"bad topic spec {spec!r}; use NAME or NAME:PARTITIONS") from None
     if not name or parts < 1:
         raise argparse.ArgumentTypeError(f"bad topic spec {spec!r}; use NAME or NAME:PARTITIONS")
     return name, parts
@@ -736,6 +738,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             except BrokerError as exc:
                 print(f"drift broker: {exc}", file=sys.stderr)
                 return 1
+        assert broker.startup_seconds is not None  # set by start()
         print(f"Kafka-compatible broker (Tansu) listening on {broker.bootstrap} "
               f"(pid {broker.pid}, ready in {broker.startup_seconds * 1000:.0f} ms, "
               f"storage {args.storage})")

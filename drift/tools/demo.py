@@ -43,7 +43,7 @@ RAG_RATE = 20.0  # retrieval events per hour
 
 
 def _iso(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _rag_events(start: float, days: int, pools, seed: int):
@@ -180,9 +180,9 @@ def _run_live(args, settings, events, say, printer):
     """Broker (embedded unless configured) → topics → drift serve → produce → alerts back."""
     from kafka import KafkaProducer
 
-    from drift.tools.broker import EmbeddedBroker, create_topics
     from drift.runtime.feed import follow_alerts
     from drift.runtime.service import Service, setup_logging
+    from drift.tools.broker import EmbeddedBroker, create_topics
 
     broker = None
     bootstrap = args.bootstrap_servers or os.environ.get("DRIFT_KAFKA_BOOTSTRAP_SERVERS")

@@ -52,7 +52,7 @@ def binned(t: np.ndarray, y: np.ndarray, width: float) -> tuple[np.ndarray, np.n
 
 
 def _dates(t):
-    return [dt.datetime.fromtimestamp(v, dt.timezone.utc) for v in np.asarray(t, dtype=np.float64)]
+    return [dt.datetime.fromtimestamp(v, dt.UTC) for v in np.asarray(t, dtype=np.float64)]
 
 
 def _parse(ts: str) -> float:
@@ -88,9 +88,9 @@ def timeline_png(path: str, panels: Sequence[Panel], title: str = "") -> str:
                 continue
             when = _parse(d["starts_at"])
             color = RULE_COLORS.get(d["rule"], "gray")
-            label = d["rule"] if d["rule"] not in seen else None
+            rule_label = d["rule"] if d["rule"] not in seen else None
             seen.add(d["rule"])
-            ax.axvline(_dates([when])[0], color=color, lw=2.0, alpha=0.8, label=label)
+            ax.axvline(_dates([when])[0], color=color, lw=2.0, alpha=0.8, label=rule_label)
         ax.set_title(p.title, fontsize=10, loc="left")
         ax.set_ylabel(p.ylabel, fontsize=9)
         ax.grid(alpha=0.25)

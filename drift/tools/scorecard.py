@@ -80,7 +80,7 @@ class Scorecard:
             mark = "yes" if c.detected else ("partly" if c.rules_fired else "NO")
             if c.causes and not c.cause_ok:
                 cause += f" (expected {c.expected_cause})"
-            rows.append((f"{c.what} @ {dt.datetime.fromtimestamp(c.at, dt.timezone.utc):%Y-%m-%d %H:%M}",
+            rows.append((f"{c.what} @ {dt.datetime.fromtimestamp(c.at, dt.UTC):%Y-%m-%d %H:%M}",
                          mark, rules or "-", cause))
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]

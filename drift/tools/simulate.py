@@ -178,14 +178,14 @@ def _parse_start(start: str | float | _dt.datetime) -> float:
     else:
         raise TypeError(f"start must be an RFC 3339 string, got {type(start).__name__}")
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=_dt.timezone.utc)
+        dt = dt.replace(tzinfo=_dt.UTC)
     return dt.timestamp()
 
 
 def _rfc3339(t: float) -> str:
     """Unix seconds -> ``YYYY-MM-DDTHH:MM:SSZ`` (milliseconds added when not whole)."""
     ms = int(round(t * 1000))
-    dt = _dt.datetime.fromtimestamp(ms // 1000, tz=_dt.timezone.utc)
+    dt = _dt.datetime.fromtimestamp(ms // 1000, tz=_dt.UTC)
     s = dt.strftime("%Y-%m-%dT%H:%M:%S")
     if ms % 1000:
         s += f".{ms % 1000:03d}"
@@ -277,11 +277,11 @@ def simulate(
 
     # ---- catalog: series (app, intent), templates, models
     s_app, s_intent, s_rag, s_app_idx = [], [], [], []
-    for ai, (app, intents, rag, _model, _cost) in enumerate(_APPS):
-        for intent in intents:
+    for ai, (app, app_intents, app_rag, _model, _cost) in enumerate(_APPS):
+        for intent in app_intents:
             s_app.append(app)
             s_intent.append(intent)
-            s_rag.append(rag)
+            s_rag.append(app_rag)
             s_app_idx.append(ai)
     n_series = len(s_app)
     s_rag_arr = np.array(s_rag)
@@ -296,7 +296,7 @@ def simulate(
     s_version = _obj([f"v{t_version[k]}" for k in tmpl_of_series])
     app_names = _obj([a[0] for a in _APPS])
     app_models = _obj([a[3] for a in _APPS])
-    start_date = _dt.datetime.fromtimestamp(t0_ms // 1000, tz=_dt.timezone.utc).date()
+    start_date = _dt.datetime.fromtimestamp(t0_ms // 1000, tz=_dt.UTC).date()
     app_index_version = _obj([
         f"idx-{start_date - _dt.timedelta(days=4 + 3 * k):%Y-%m-%d}" if a[2] else ""
         for k, a in enumerate(_APPS)])
@@ -532,7 +532,7 @@ def simulate(
         "requests_per_hour_per_intent": BASE_RATE_PER_HOUR * volume,
         "retrieval": {"k": TOP_K, "top1_mean": TOP1_MEAN, "top1_sd": TOP1_SD},
     }
-    truth = {
+    truth: dict[str, Any] = {
         "scenario": scenario, "seed": seed, "start": _rfc3339(t0), "days": days,
         "volume": volume, "description": SCENARIOS[scenario],
         "end": _rfc3339(t0 + days * 86400.0),
@@ -732,7 +732,7 @@ def write_jsonl(sim: Simulation, path: str | os.PathLike, *, batch: int = 1) -> 
     to_stdout = os.fspath(path) == "-"
     if to_stdout:
         out = getattr(sys.stdout, "buffer", None)
-        f = out if out is not None else None
+        f: Any = out if out is not None else None
     else:
         f = open(path, "wb")
     n = 0
