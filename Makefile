@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test check bench clean
+.PHONY: demo test check lint bench clean
 
 $(STAMP): pyproject.toml requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,12 +16,18 @@ $(STAMP): pyproject.toml requirements.txt
 demo: $(STAMP)
 	$(VENV)/bin/drift demo
 
-test: $(STAMP)
+# everything: lint, then every test (the broker, the encoder, the notebook, many seeds)
+test: lint
 	$(PY) -m pytest -q
 
-# the fast tier: unit tests, doctests, config and plug-in tests; no broker, nothing slow
-check: $(STAMP)
+# the fast tier: lint, unit tests, doctests, config and plug-in tests; no broker, nothing slow
+check: lint
 	$(PY) -m pytest -q -m "not kafka and not slow"
+
+# ruff (rules in pyproject.toml) over the repository; mypy over drift/ and detectors/
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 bench: $(STAMP)
 	$(PY) -m benchmarks

@@ -84,6 +84,7 @@ class Alert(msgspec.Struct, kw_only=True):
     first_action: str
     summary: str
     example_trace_ids: list[str] | msgspec.UnsetType = msgspec.UNSET
+    change_at: str | msgspec.UnsetType = msgspec.UNSET  # estimated change time (sequential rules)
     change: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
     evidence: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
     source: str = "drift/drift"
@@ -128,6 +129,12 @@ def _summary_fn(rule: str, kind: str | None):
     return k.summary if k else _rules.generic_summary
 
 
+def _change_at(f: Finding) -> str | msgspec.UnsetType:
+    """The estimated change time of a sequential rule's finding (unset for the others)."""
+    when = format_time((f.extra or {}).get("change_at"))
+    return msgspec.UNSET if when is None else when
+
+
 def _round(v):
     return None if v is None or v != v else float(f"{v:.6g}")
 
@@ -136,7 +143,8 @@ def from_finding(rule: str, labels: Mapping[str, str], f: Finding, *, window_sec
                  kind: str | None = None, severity: str | None = None,
                  to_display: Callable[[float], float] = lambda v: v, cause: dict | None = None,
                  evidence: dict | None = None, example_trace_ids: list[str] | None = None,
-                 first_action: str | None = None, source: str = "drift/drift", now: float | None = None) -> Alert:
+                 first_action: str | None = None, source: str = "drift/drift", now: float | None = None,
+                 value_kind: str = "") -> Alert:
     """The alert for a detector finding of ``rule`` on the series ``labels``."""
     decl = _rules.RULES.get(rule)
     kind = kind or (decl.kind_name if decl else "")
@@ -147,7 +155,8 @@ def from_finding(rule: str, labels: Mapping[str, str], f: Finding, *, window_sec
     baseline = None if r is None else Side(start=format_time(r.start), end=format_time(r.end), n=r.n,
                                            value=_round(to_display(r.value)), kind=f.reference_kind)
     ctx = _rules.SummaryContext(rule, labels, f, None if window is None else msgspec.to_builtins(window),
-                                None if baseline is None else msgspec.to_builtins(baseline), window_seconds)
+                                None if baseline is None else msgspec.to_builtins(baseline), window_seconds,
+                                value_kind)
     return Alert(
         alert_id=alert_id(rule, labels, f.episode_start), status=f.status, rule=rule,
         detector=rk.alert_detector if rk else kind,
@@ -159,6 +168,7 @@ def from_finding(rule: str, labels: Mapping[str, str], f: Finding, *, window_sec
         suspected_cause=cause, first_action=first_action_of(rule, kind, first_action),
         summary=_summary_fn(rule, kind)(ctx),
         example_trace_ids=example_trace_ids if example_trace_ids is not None else msgspec.UNSET,
+        change_at=_change_at(f),
         evidence=evidence if evidence is not None else msgspec.UNSET,
         source=source, time=now)
 

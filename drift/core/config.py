@@ -44,7 +44,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from drift.core import rules as _rules
-from drift.core.params import ConfigError, check_bucket_multiples, param_defaults, parse_duration, parse_params
+from drift.core.params import (
+    ConfigError,
+    check_bucket_multiples,
+    param_defaults,
+    parse_duration,
+    parse_params,
+)
+from drift.core.params import as_bool as _as_bool
+from drift.core.params import as_float as _as_float
+from drift.core.params import as_int as _as_int
 from drift.core.streams import STREAMS
 
 __all__ = ["ConfigError", "Settings", "RuleSpec", "DimensionSpec", "load_settings",
@@ -284,44 +293,6 @@ def _unknown(section: str, keys, allowed) -> None:
     extra = sorted(set(keys) - set(allowed))
     if extra:
         raise ConfigError(f"{section}.{extra[0]}: unknown key (known: {', '.join(sorted(allowed))})")
-
-
-def _as_int(value, field, lo=None, hi=None) -> int:
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        v = int(value)
-        if isinstance(value, float) and v != value:
-            raise ValueError
-    except (TypeError, ValueError, OverflowError):
-        raise ConfigError(f"{field}: expected an integer, got {value!r}") from None
-    if (lo is not None and v < lo) or (hi is not None and v > hi):
-        raise ConfigError(f"{field}: must be between {lo} and {hi}, got {v}")
-    return v
-
-
-def _as_float(value, field, positive=False, unit=False) -> float:
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{field}: expected a number, got {value!r}") from None
-    if v != v or v in (float("inf"), float("-inf")):
-        raise ConfigError(f"{field}: must be finite, got {value!r}")
-    if positive and v <= 0:
-        raise ConfigError(f"{field}: must be a positive number, got {value!r}")
-    if unit and not 0 < v <= 1:
-        raise ConfigError(f"{field}: must be in (0, 1], got {value!r}")
-    return v
-
-
-def _as_bool(value, field) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
-        return value.lower() in ("true", "1", "yes")
-    raise ConfigError(f"{field}: expected true or false, got {value!r}")
 
 
 def _scale(value, field) -> tuple[float, float]:

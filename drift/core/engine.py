@@ -441,7 +441,7 @@ class Engine:
             else spec.params.get("window", 0.0), kind=runner.kind.name, severity=spec.severity,
             to_display=display or (lambda v: v), cause=stream.cause(self, labels, f, spec),
             evidence=stream.evidence(self, f), example_trace_ids=examples or None,
-            first_action=spec.first_action, source=self.source)
+            first_action=spec.first_action, source=self.source, value_kind=st.info[sid].kind)
 
     def changes_near(self, stream: str, attr: str, labels: Mapping[str, str], f, spec: RuleSpec) -> list:
         """Changes of ``attr`` for the series' app/intent shortly before an episode started."""
@@ -449,7 +449,14 @@ class Engine:
         tracker = self.trackers.get((stream, attr))
         if key is None or tracker is None:
             return []
-        start = f.episode_start - spec.params.get("window", 0.0) - CAUSE_WINDOW
+        change_at = (f.extra or {}).get("change_at")
+        if change_at is not None:
+            # sequential rules estimate when the change happened; the estimate (the CUSUM's last
+            # zero) is less sure the longer detection took, so the search reaches back as far
+            # again before it
+            start = change_at - CAUSE_WINDOW - max(0.0, f.episode_start - change_at)
+        else:
+            start = f.episode_start - spec.params.get("window", 0.0) - CAUSE_WINDOW
         return tracker.changes_between(key, start, f.episode_start)
 
     def embed(self, texts: list) -> tuple[np.ndarray, np.ndarray]:

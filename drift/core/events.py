@@ -68,8 +68,11 @@ _encoder = msgspec.json.Encoder()
 
 
 def stream_of(event: dict) -> str:
-    """The stream of an event given as a dict, by the SPEC's field rules (``stream`` overrides)."""
-    if event.get("stream") in KINDS:
+    """The stream of an event given as a dict, by the SPEC's field rules (``stream`` overrides,
+    and may name any registered stream)."""
+    from drift.core.streams import STREAMS
+
+    if event.get("stream") in KINDS or event.get("stream") in STREAMS:
         return event["stream"]
     if "dimension" in event:
         return "scores"

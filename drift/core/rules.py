@@ -52,6 +52,7 @@ from detectors.changes import ChangeTracker
 from detectors.drop import PercentDrop
 from detectors.floor import Floor
 from detectors.rate import RateRatio
+from detectors.sequential import MeanCusum, RateCusum
 from detectors.shift import KsShift
 from drift.core.params import param
 
@@ -72,6 +73,7 @@ class SummaryContext:
     window: Mapping[str, Any] | None
     baseline: Mapping[str, Any] | None
     window_seconds: float
+    value_kind: str = ""  # the series' value kind (scores: quality, flag or check)
 
     @property
     def where(self) -> str:
@@ -411,3 +413,69 @@ register(Rule("query_centroid_shift", "centroid", "queries", ("queries",), "warn
     "short_windows": (86400.0, 2 * 86400.0), "for_buckets": 1, "resolve_after": 3, "resolve_ratio": 0.5}))
 register(Rule("prompt_change", "change_tracker", "scores", ("prompt_hash", "model"), "info",
               {"max_values": 64, "max_changes": 32}))
+
+
+# --------------------------------------------------------------------------- sequential kinds
+@dataclasses.dataclass(frozen=True)
+class RateCusumParams:
+    ratio: float = param(2.0, "positive", "minimum effect: the rate at least this many times the reference")
+    false_alarm_rate: float = param(1e-4, "positive", "false alerts allowed per series-year")
+    bucket: float = param(3600.0, "duration", _BUCKET)
+    guard: float = param(2 * 86400.0, "duration", "how far the reference lags the present; the recovery window")
+    baseline: float = param(14 * 86400.0, "duration", "reference span")
+    min_ref_n: int = param(200, "count", "events the reference needs")
+    min_rate: float = param(0.005, "positive", "floor on the reference rate")
+    z: float = param(2.0, "positive", "the null rate is the reference's upper bound at z standard errors")
+    min_n: int = param(20, "count", "events in the recovery window before resolving")
+    for_buckets: int = param(1, "count", "consecutive hits before firing")
+    resolve_after: int = param(3, "count", "consecutive clear evaluations before resolving")
+    resolve_ratio: float = param(0.5, "positive", "clear below this share of the ratio's excess")
+
+
+@dataclasses.dataclass(frozen=True)
+class MeanCusumParams:
+    threshold: float = param(0.05, "positive", "minimum effect: relative drop of the mean")
+    false_alarm_rate: float = param(1e-4, "positive", "false alerts allowed per series-year")
+    bucket: float = param(3600.0, "duration", _BUCKET)
+    guard: float = param(2 * 86400.0, "duration", "how far the reference lags the present; the recovery window")
+    baseline: float = param(14 * 86400.0, "duration", "reference span")
+    min_ref_n: int = param(100, "count", "events the reference needs")
+    z: float = param(2.0, "positive", "tilted moments at their upper bound of z standard errors")
+    min_n: int = param(30, "count", "events in the recovery window before resolving")
+    for_buckets: int = param(1, "count", "consecutive hits before firing")
+    resolve_after: int = param(3, "count", "consecutive clear evaluations before resolving")
+    resolve_ratio: float = param(0.5, "positive", "clear below this share of the threshold")
+
+
+@_summary
+def cusum_rate_summary(c):
+    f = c.finding
+    what = f"{c.dim} failure rate" if c.value_kind == "check" else f"{c.dim or 'event'} rate"
+    return (f"{what} for {c.where} rose to {f.value:.1f}× {c.ref} ({_pct(c.bv)} → {_pct(c.wv)}) "
+            f"since {_when(f.extra.get('change_at'))} ({c.window['n'] if c.window else 0:,} events; "
+            f"sequential test, {f.extra.get('cusum', 0):.1f} ≥ {f.extra.get('cusum_threshold', 0):.1f})")
+
+
+@_summary
+def cusum_mean_summary(c):
+    f = c.finding
+    what = f"{c.dim} score" if c.dim else "mean"
+    return (f"{what} for {c.where} fell {_pct(f.value)} below {c.ref} ({c.bv:.3g} → {c.wv:.3g}) "
+            f"since {_when(f.extra.get('change_at'))} ({c.window['n'] if c.window else 0:,} samples; "
+            f"sequential test, {f.extra.get('cusum', 0):.1f} ≥ {f.extra.get('cusum_threshold', 0):.1f})")
+
+
+def _when(t) -> str:
+    import datetime as _dt
+
+    if t is None or not math.isfinite(t):
+        return "the change"
+    return _dt.datetime.fromtimestamp(t, _dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+CUSUM_RATE = register(RuleKind(
+    "cusum_rate", RateCusum, RateCusumParams, summary=cusum_rate_summary, streams=(),
+    first_action="Sample flagged responses since the estimated change; check model and policy changes"))
+CUSUM_MEAN = register(RuleKind(
+    "cusum_mean", MeanCusum, MeanCusumParams, summary=cusum_mean_summary, streams=(),
+    first_action="Pull traces since the estimated change; check the prompt hash and model timeline"))
