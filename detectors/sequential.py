@@ -232,6 +232,7 @@ class _Cusum(BucketedDetector):
         ref_n, ref_value = self._reference(series)
         value = self._effect(mean_since, ref_value)
         win_value, win_n = self._window(series)
+        self._clear_series = series
         clear = self._clear(win_value, win_n, ref_value)
         change = self.zero_t[series, best]
         self._last_change = dict(zip(series.tolist(), np.where(np.isfinite(change), change, end).tolist()))
@@ -287,9 +288,10 @@ class RateCusum(_Cusum):
     false_alarm_rate : float
         False alarms allowed per series-year on data like the reference (1e-4: one per 10,000
         series-years).
-    bucket, guard, baseline, lateness : float
+    bucket, guard, baseline, recovery, lateness : float
         Seconds of event time: evaluation cadence; how far the reference lags the present
-        (``guard``, also the window a recovery is judged on); the reference span; lateness.
+        (``guard``); the reference span; the window a recovery is judged on (at most ``guard``);
+        lateness.
     min_ref_n : int
         Events the reference needs before the CUSUM runs.
     min_rate : float
@@ -300,8 +302,9 @@ class RateCusum(_Cusum):
         ``z`` standard errors (Clopper-Pearson), so a reference estimated from few events
         cannot make false alarms likelier than the budget says.
     min_n, for_buckets, resolve_after, resolve_ratio
-        Recovery: resolve after ``resolve_after`` evaluations at which the ``guard`` window has
-        ``min_n`` events and a rate below ``1 + resolve_ratio * (ratio - 1)`` times the reference.
+        Recovery: resolve after ``resolve_after`` consecutive evaluations at which the
+        ``recovery`` window has ``min_n`` events, a rate below ``1 + resolve_ratio * (ratio - 1)``
+        times the reference, and an upper bound (``z`` standard errors) below ``ratio`` times it.
 
     Notes
     -----
@@ -318,7 +321,7 @@ class RateCusum(_Cusum):
 
     def __init__(self, ratio=2.0, false_alarm_rate=1e-4, bucket=3600.0, guard=2 * 86400.0,
                  baseline=14 * 86400.0, recovery=86400.0, lateness=600.0, min_ref_n=200, min_rate=0.005,
-                 z=2.0, min_n=20, for_buckets=1, resolve_after=3, resolve_ratio=0.5):
+                 z=2.0, min_n=20, for_buckets=1, resolve_after=24, resolve_ratio=0.5):
         if not ratio > 1:
             raise ValueError(f"ratio must be > 1, got {ratio!r}")
         self.ratio, self.false_alarm_rate, self.bucket, self.guard = ratio, false_alarm_rate, bucket, guard
@@ -376,7 +379,14 @@ class RateCusum(_Cusum):
         return self.ratio
 
     def _clear(self, win_rate, win_n, ref):
-        return (win_n >= self.min_n) & (self._effect(win_rate, ref) < 1 + self.resolve_ratio * (self.ratio - 1))
+        # recovered: the window's rate is near the reference, and even its upper bound (z
+        # standard errors) is below the minimum effect, so noise in a thin window cannot end
+        # an episode that is still going on
+        with np.errstate(invalid="ignore", divide="ignore"):
+            se = np.sqrt(np.maximum(win_rate * (1 - win_rate), 1e-12) / np.maximum(win_n, 1))
+        upper = self._effect(win_rate + self.z * se, ref)
+        return ((win_n >= self.min_n) & (self._effect(win_rate, ref) < 1 + self.resolve_ratio * (self.ratio - 1))
+                & (upper < self.ratio))
 
 
 class MeanCusum(_Cusum):
@@ -389,8 +399,9 @@ class MeanCusum(_Cusum):
         reference mean. The CUSUMs are designed for 1, 2 and 4 times it.
     false_alarm_rate, bucket, guard, baseline, lateness, min_ref_n, z, min_n, for_buckets,
     resolve_after, resolve_ratio
-        As in :class:`RateCusum`; a recovery is a ``guard`` window whose mean is less than
-        ``resolve_ratio * threshold`` below the reference.
+        As in :class:`RateCusum`; a recovery is a ``recovery`` window whose mean is less than
+        ``resolve_ratio * threshold`` below the reference, and less than ``threshold`` below it
+        even at its lower bound (``z`` standard errors).
 
     Notes
     -----
@@ -411,7 +422,7 @@ class MeanCusum(_Cusum):
 
     def __init__(self, threshold=0.05, false_alarm_rate=1e-4, bucket=3600.0, guard=2 * 86400.0,
                  baseline=14 * 86400.0, recovery=86400.0, lateness=600.0, min_ref_n=100, z=2.0, min_n=30,
-                 for_buckets=1, resolve_after=3, resolve_ratio=0.5):
+                 for_buckets=1, resolve_after=24, resolve_ratio=0.5):
         check_positive("threshold", threshold)
         self.threshold, self.false_alarm_rate, self.bucket, self.guard = threshold, false_alarm_rate, bucket, guard
         self.baseline, self.lateness, self.min_ref_n, self.z = baseline, lateness, int(min_ref_n), z
@@ -476,4 +487,11 @@ class MeanCusum(_Cusum):
         return self.threshold
 
     def _clear(self, win_mean, win_n, ref):
-        return (win_n >= self.min_n) & (self._effect(win_mean, ref) < self.resolve_ratio * self.threshold)
+        # recovered: the window's drop is small, and even at its lower confidence bound (z
+        # standard errors) the drop stays below the minimum effect
+        rows = self.agg.recent(np.asarray(self._clear_series), 0)
+        n = np.maximum(rows[:, 0], 2)
+        var = np.maximum(rows[:, 2] / n - (rows[:, 1] / n) ** 2, 0.0) * n / (n - 1)
+        worst = self._effect(win_mean - self.z * np.sqrt(var / n), ref)
+        return ((win_n >= self.min_n) & (self._effect(win_mean, ref) < self.resolve_ratio * self.threshold)
+                & (worst < self.threshold))

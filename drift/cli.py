@@ -138,6 +138,45 @@ def _cmd_demo(args) -> int:
     return run_demo(args)
 
 
+def _cmd_rules(args) -> int:
+    """The configured rules (built-ins, TOML-declared ones, overrides) and the rule kinds."""
+    import dataclasses
+
+    from drift.core.rules import RULE_KINDS
+
+    settings = _settings(args)
+    if args.json:
+        doc = {"rules": {n: {"kind": r.kind, "stream": r.stream, "kinds": list(r.kinds), "severity": r.severity,
+                             "enabled": r.enabled, "match": {k: list(v) for k, v in r.match.items()},
+                             "params": dict(r.params),
+                             "overrides": [{"match": {k: list(v) for k, v in o.match.items()}, "params": dict(o.params)}
+                                           for o in r.overrides]}
+                         for n, r in settings.rules.items()},
+               "kinds": {n: {"streams": list(k.streams) or ["any"], "detector": k.detector.__name__ if k.detector else None,
+                             "params": {f.name: {"default": f.default, "check": f.metadata["check"],
+                                                 "doc": f.metadata["doc"]} for f in dataclasses.fields(k.params)}}
+                         for n, k in sorted(RULE_KINDS.items())}}
+        print(json.dumps(doc, indent=1, default=list))
+        return 0
+    print(f"rules ({settings.source}):")
+    for name, r in settings.rules.items():
+        state = "on " if r.enabled else "off"
+        where = " ".join(f"{k}={'|'.join(v)}" for k, v in r.match.items())
+        watches = f"{r.stream}/{','.join(r.kinds)}"
+        print(f"  {state} {name:<24} {r.kind:<15} {watches:<28} {r.severity:<8} {where}".rstrip())
+        for o in r.overrides:
+            changed = {k: v for k, v in o.params.items() if r.params.get(k) != v}
+            print(f"      override {' '.join(f'{k}={chr(124).join(v)}' for k, v in o.match.items())}: {changed}")
+    if args.kinds:
+        print("\nrule kinds ([rules.NAME] kind = ...):")
+        for n, k in sorted(RULE_KINDS.items()):
+            det = k.detector.__name__ if k.detector else "(notices)"
+            print(f"  {n} — {det}; streams: {', '.join(k.streams) or 'any'}")
+            for f in dataclasses.fields(k.params):
+                print(f"      {f.name:<18} {f.default!s:<22} {f.metadata['doc']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="drift",
@@ -215,6 +254,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, default=30, help="simulated days (default 30)")
     p.add_argument("--workdir", default=None, help="where to write golden sets, alerts and the picture (default ./out/demo)")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("rules", help="list the configured rules (and, with --kinds, every rule kind)",
+                       description="The rules this configuration runs: built-ins, rules declared in TOML "
+                                   "([rules.NAME] kind = ...), the series they watch and their overrides. With "
+                                   "--kinds, every registered rule kind with its parameters, defaults and meaning.",
+                       epilog=_EPILOG)
+    _common_config(p)
+    p.add_argument("--kinds", action="store_true", help="also list the rule kinds and their parameters")
+    p.add_argument("--json", action="store_true", help="everything as JSON")
+    p.set_defaults(func=_cmd_rules)
 
     sub.add_parser("golden", help="golden sets of queries: `drift golden build QUERIES… --out DIR`",
                    add_help=False)

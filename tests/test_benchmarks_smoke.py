@@ -46,8 +46,16 @@ def test_benchmarks_quick_runs_end_to_end(tmp_path):
         assert "skipped input_shift" in text
     else:  # the real CLINC150 input shift: a row per detector, and ours catches it at quick sizes
         assert "\ninput_shift " in text and "skipped input_shift" not in text
+    # the operating characteristic: oracle, ours and the windowed rules per volume and effect
+    assert "ours/oracle" in text and "false alerts / series-year" in text
     # both kinds of results are written
     doc = json.loads(out.read_text())
+    oc = doc["operating"]
+    assert {c["rule"] for c in oc["cells"]} == {"rate", "mean"} and oc["budget"] == 1e-4
+    # the oracle bounds every detector on the big effects, where all of them detect
+    for c in oc["cells"]:
+        if c["effect"] in (6.0, 0.15) and c["per_day"] >= 1000:
+            assert c["oracle"]["median_h"] <= c["ours"]["median_h"], c
     assert doc["quick"] is True
     assert {r["name"] for r in doc["results"]} >= {"ks_shift", "decode", "replay", "kafka_e2e_1"}
     det = doc["detection"]

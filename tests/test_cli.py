@@ -97,3 +97,23 @@ def test_simulate_list_and_unknown():
     r = run_cli("simulate", "--list")
     assert r.returncode == 0 and b"prompt_cleanup" in r.stdout
     assert run_cli("simulate", "nope", "--out", "x.jsonl").returncode == 2
+
+
+def test_rules_lists_builtins_declared_rules_overrides_and_kinds(tmp_path):
+    cfg = tmp_path / "drift.toml"
+    cfg.write_text('[rules.faithfulness_floor]\nkind = "floor"\ndimension = "faithfulness"\n'
+                   '[[rules.quality_drop.override]]\napp = "payments"\nthreshold = 0.03\n'
+                   '[rules.quality_shift]\nenabled = false\n')
+    r = run_cli("rules", "--config", str(cfg), "--kinds")
+    out = r.stdout.decode()
+    assert r.returncode == 0, r.stderr.decode()
+    assert "on  faithfulness_floor" in out and "dimension=faithfulness" in out
+    assert "override app=payments: {'threshold': 0.03}" in out and "off quality_shift" in out
+    assert "cusum_rate — RateCusum" in out and "false_alarm_rate" in out
+    doc = json.loads(run_cli("rules", "--config", str(cfg), "--json").stdout)
+    assert doc["rules"]["faithfulness_floor"]["params"]["floor"] == 0.8
+    assert doc["kinds"]["floor"]["params"]["floor"]["check"] == "number"
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[rules.mine]\nkind = "nope"\n')
+    r = run_cli("rules", "--config", str(bad))
+    assert r.returncode == 2 and b"rules.mine.kind" in r.stderr and b"Traceback" not in r.stderr

@@ -461,7 +461,8 @@ def _rules_of(rules_doc: Mapping[str, Any]) -> dict[str, RuleSpec]:
             _check_detector(kind, op, of)
             overrides.append(Override(m, op))
         rules[name] = RuleSpec(name, kind.name, stream, kinds, severity,
-                               _as_bool(user.get("enabled", True), f"{field}.enabled"), params,
+                               _as_bool(user.get("enabled", builtin.enabled if builtin else True),
+                                        f"{field}.enabled"), params,
                                _match(user, field), tuple(overrides), first_action)
     return rules
 

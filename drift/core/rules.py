@@ -185,6 +185,7 @@ class Rule:
     params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     summary: Callable[[SummaryContext], str] | None = None
     first_action: str | None = None
+    enabled: bool = True  # a built-in that is off until [rules.NAME] enabled = true
 
     @property
     def kind_name(self) -> str:
@@ -421,14 +422,15 @@ class RateCusumParams:
     ratio: float = param(2.0, "positive", "minimum effect: the rate at least this many times the reference")
     false_alarm_rate: float = param(1e-4, "positive", "false alerts allowed per series-year")
     bucket: float = param(3600.0, "duration", _BUCKET)
-    guard: float = param(2 * 86400.0, "duration", "how far the reference lags the present; the recovery window")
+    guard: float = param(2 * 86400.0, "duration", "how far the reference lags the present")
     baseline: float = param(14 * 86400.0, "duration", "reference span")
+    recovery: float = param(86400.0, "duration", "window a recovery is judged on (at most guard)")
     min_ref_n: int = param(200, "count", "events the reference needs")
     min_rate: float = param(0.005, "positive", "floor on the reference rate")
     z: float = param(2.0, "positive", "the null rate is the reference's upper bound at z standard errors")
     min_n: int = param(20, "count", "events in the recovery window before resolving")
     for_buckets: int = param(1, "count", "consecutive hits before firing")
-    resolve_after: int = param(3, "count", "consecutive clear evaluations before resolving")
+    resolve_after: int = param(24, "count", "consecutive clear evaluations before resolving (a day of hourly ones)")
     resolve_ratio: float = param(0.5, "positive", "clear below this share of the ratio's excess")
 
 
@@ -437,13 +439,14 @@ class MeanCusumParams:
     threshold: float = param(0.05, "positive", "minimum effect: relative drop of the mean")
     false_alarm_rate: float = param(1e-4, "positive", "false alerts allowed per series-year")
     bucket: float = param(3600.0, "duration", _BUCKET)
-    guard: float = param(2 * 86400.0, "duration", "how far the reference lags the present; the recovery window")
+    guard: float = param(2 * 86400.0, "duration", "how far the reference lags the present")
     baseline: float = param(14 * 86400.0, "duration", "reference span")
+    recovery: float = param(86400.0, "duration", "window a recovery is judged on (at most guard)")
     min_ref_n: int = param(100, "count", "events the reference needs")
     z: float = param(2.0, "positive", "tilted moments at their upper bound of z standard errors")
     min_n: int = param(30, "count", "events in the recovery window before resolving")
     for_buckets: int = param(1, "count", "consecutive hits before firing")
-    resolve_after: int = param(3, "count", "consecutive clear evaluations before resolving")
+    resolve_after: int = param(24, "count", "consecutive clear evaluations before resolving (a day of hourly ones)")
     resolve_ratio: float = param(0.5, "positive", "clear below this share of the threshold")
 
 
