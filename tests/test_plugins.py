@@ -280,3 +280,27 @@ def test_memory_sink_and_typed_alerts_round_trip_through_the_cloudevents_codec()
         assert ev["specversion"] == "1.0" and ev["id"] == f"{a.alert_id}/{a.status}"
         assert drift.from_cloudevent(ev).alert_id == a.alert_id
         assert msgspec.json.decode(msgspec.json.encode(ev))["data"]["summary"] == a.summary
+
+
+# ------------------------------------------------------------------ a rule's kinds mean something
+def test_a_notice_rule_s_kinds_choose_the_attributes_it_announces(tmp_path):
+    events = (scores(5, prompt_hash="h1", model="m1") + scores(5, start=T0 + 300 * 60, prompt_hash="h2", model="m1")
+              + scores(5, start=T0 + 600 * 60, prompt_hash="h2", model="m2"))
+    both = [a.labels["attribute"] for a in Engine().feed(events) if a.rule == "prompt_change"]
+    assert both == ["prompt_hash", "model"]
+    only_model = load_settings(write(tmp_path, '[rules.prompt_change]\nkinds = ["model"]\n'))
+    assert [a.labels["attribute"] for a in Engine(only_model).feed(events) if a.rule == "prompt_change"] == ["model"]
+
+
+def test_data_ships_with_the_repository_and_the_environment_overrides_it(tmp_path, monkeypatch):
+    from drift.embeddings import golden
+
+    d = golden.data_dir()
+    assert (d / "clinc150" / "data_full.json").is_file() and (d / "clinc150" / "LICENSE").is_file()
+    assert (d / "covidqa" / "faq_covidbert.csv").is_file() and (d / "covidqa" / "LICENSE").is_file()
+    assert d.parent == golden._REPO
+    monkeypatch.setenv(golden.DATA_ENV, str(tmp_path))
+    assert golden.data_dir() == tmp_path
+    monkeypatch.setenv(golden.DATA_ENV, str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError, match="DRIFT_DATA_DIR"):
+        golden.data_dir()

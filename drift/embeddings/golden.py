@@ -297,6 +297,8 @@ class GoldenSet:
         self.centroid = mean / self.resultant
         self.checksum = _checksum(v)
         self._index = None
+        self._loo: np.ndarray | None = None  # leave-one-out nearest similarities (not saved)
+        self._novelty: dict[float, float] = {}
 
     @property
     def count(self) -> int:
@@ -371,6 +373,48 @@ class GoldenSet:
             q = x[a:a + 4096].astype(np.float64)[:, None, :]
             out[a:a + 4096] = (cand * q).sum(axis=2).max(axis=1)
         return out
+
+    def loo_similarities(self) -> np.ndarray:
+        """Each golden vector's cosine similarity to its most similar *other* golden vector.
+
+        Computed like :meth:`nearest_similarity` (faiss candidates, inner products recomputed in
+        float64, returned as float32) with the vector itself left out, so the values are those a
+        new query from the golden set's own distribution would get. Computed once and cached on
+        the object (not written to disk: golden-set files and checksums are unchanged). Empty
+        for a set of one vector.
+        """
+        if self._loo is None:
+            n = self.count
+            out = np.empty(n if n > 1 else 0, np.float32)
+            if n > 1:
+                _, ids = self.search(self.vectors, min(NEAREST_CANDIDATES + 1, n))
+                g = self.vectors
+                for a in range(0, n, 4096):
+                    cid = ids[a:a + 4096]
+                    sim = (g[cid].astype(np.float64) * g[a:a + 4096].astype(np.float64)[:, None, :]).sum(axis=2)
+                    sim[(cid == np.arange(a, a + cid.shape[0])[:, None]) | (cid < 0)] = -np.inf
+                    out[a:a + 4096] = sim.max(axis=1)
+            self._loo = out
+        return self._loo
+
+    def novelty_threshold(self, q: float = 0.01) -> float:
+        """The ``q``-quantile of :meth:`loo_similarities`: a query whose nearest golden neighbour
+        is less similar than this is *novel* (``query_novelty_rise``); a query from the golden
+        set's own distribution is novel with probability about ``q``. Cached per ``q``; ``-inf``
+        (nothing is novel) for a set of one vector.
+
+        >>> import numpy as np
+        >>> g = GoldenSet(np.eye(3, dtype=np.float32), encoder_id="toy")
+        >>> g.novelty_threshold(0.5)  # every vector's nearest other one is orthogonal to it
+        0.0
+        """
+        if not 0.0 < q < 1.0:
+            raise ValueError(f"q must be in (0, 1), got {q!r}")
+        q = float(q)
+        if q not in self._novelty:
+            loo = self.loo_similarities()
+            self._novelty[q] = float(np.quantile(loo.astype(np.float64), q)) if loo.size else -np.inf
+        return self._novelty[q]
 
     def null_distances(self, window_size: int, n_draws: int = 200, seed: int = 0) -> np.ndarray:
         """Cosine distances between the golden centroid and centroids of in-distribution windows.
