@@ -1,11 +1,15 @@
 """Simulated scenarios through the real decoder and engine, checked against their ground truth."""
 
 import datetime as dt
+import json
 
 import pytest
 
+from alert_id_fixture import FIXTURE, ids_of
 from drift.tools.scorecard import score
 from scenario_harness import run_lines, run_scenario, scenario_lines
+
+EXPECTED_IDS = json.loads(FIXTURE.read_text())
 
 pytestmark = pytest.mark.slow
 
@@ -34,6 +38,7 @@ def check_against_truth(truth, alerts):
 def test_prompt_cleanup(seed):
     sim, alerts, rejected = run_scenario("prompt_cleanup", seed)
     assert rejected == []
+    assert ids_of(alerts) == EXPECTED_IDS[f"simulate/prompt_cleanup/seed{seed}"]  # as before the refactor
     (change,) = sim.truth["changes"]
     at = parse(change["at"])
     check_against_truth(sim.truth, alerts)
@@ -59,6 +64,7 @@ def test_prompt_cleanup(seed):
 def test_scenario_fires_its_rule_and_no_other(scenario, seed):
     sim, alerts, rejected = run_scenario(scenario, seed)
     assert rejected == []
+    assert ids_of(alerts) == EXPECTED_IDS[f"simulate/{scenario}/seed{seed}"]  # as before the refactor
     assert sim.truth["changes"]
     check_against_truth(sim.truth, alerts)
     assert firing(alerts)
