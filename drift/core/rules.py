@@ -57,7 +57,7 @@ from detectors.shift import KsShift
 from drift.core.params import param
 
 __all__ = ["RuleKind", "Rule", "SummaryContext", "RULE_KINDS", "RULES", "register", "rule_kind",
-           "SEVERITIES"]
+           "SEVERITIES", "NOVELTY_QUANTILE"]
 
 SEVERITIES = ("info", "warning", "critical")
 
@@ -146,7 +146,10 @@ class RuleKind:
         Streams whose values it can watch (empty: any stream with scalar values).
     values : str
         ``"unit"``: the stream's values normalised to [0, 1], higher is better (flags and check
-        failures as 1); ``"raw"``: the values as sent, on the series' own scale.
+        failures as 1); ``"raw"``: the values as sent, on the series' own scale;
+        ``"novelty"`` (queries): 1 for a query whose nearest golden neighbour is less similar
+        than the golden set's own leave-one-out neighbours (below their
+        :data:`NOVELTY_QUANTILE`), else 0.
     probe : dict
         Engine-supplied arguments (scale, golden centroid, ...) to construct a throw-away
         detector when a configuration is checked, so bad combinations fail at start-up.
@@ -482,3 +485,47 @@ CUSUM_RATE = register(RuleKind(
 CUSUM_MEAN = register(RuleKind(
     "cusum_mean", MeanCusum, MeanCusumParams, summary=cusum_mean_summary, streams=(),
     first_action="Pull traces since the estimated change; check the prompt hash and model timeline"))
+
+
+# --------------------------------------------------------------------------- query novelty (coverage)
+# A query is *novel* when its nearest golden neighbour is less similar than this quantile of the
+# golden set's leave-one-out nearest-neighbour similarities (GoldenSet.novelty_threshold): a query
+# from the golden set's own distribution is novel with probability about NOVELTY_QUANTILE.
+NOVELTY_QUANTILE = 0.01
+
+
+@dataclasses.dataclass(frozen=True)
+class NoveltyRateParams:
+    ratio: float = param(5.0, "positive", "minimum effect: the share of novel queries at least this many times the reference")
+    false_alarm_rate: float = param(1e-4, "positive", "false alerts allowed per series-year")
+    bucket: float = param(3600.0, "duration", _BUCKET)
+    guard: float = param(2 * 86400.0, "duration", "how far the reference lags the present")
+    baseline: float = param(14 * 86400.0, "duration", "reference span")
+    recovery: float = param(86400.0, "duration", "window a recovery is judged on (at most guard)")
+    min_ref_n: int = param(200, "count", "queries the reference needs")
+    min_rate: float = param(NOVELTY_QUANTILE, "positive", "floor on the reference share of novel queries")
+    z: float = param(2.0, "positive", "the null rate is the reference's upper bound at z standard errors")
+    min_n: int = param(20, "count", "queries in the recovery window before resolving")
+    for_buckets: int = param(1, "count", "consecutive hits before firing")
+    resolve_after: int = param(24, "count", "consecutive clear evaluations before resolving (a day of hourly ones)")
+    resolve_ratio: float = param(0.5, "positive", "clear below this share of the ratio's excess")
+
+
+@_summary
+def novelty_summary(c):
+    f = c.finding
+    return (f"share of {c.labels.get('app')}'s queries with no close golden-set neighbour rose to {_pct(c.wv)} "
+            f"(expected {_pct(c.bv)}) since {_when(f.extra.get('change_at'))} "
+            f"({c.window['n'] if c.window else 0:,} queries; sequential test, "
+            f"{f.extra.get('cusum', 0):.1f} ≥ {f.extra.get('cusum_threshold', 0):.1f})")
+
+
+NOVELTY_RATE = register(RuleKind(
+    "novelty_rate", RateCusum, NoveltyRateParams, summary=novelty_summary, streams=("queries",),
+    values="novelty",
+    first_action="Read a sample of the queries since the estimated change; extend the golden set or "
+                 "route the new intents"))
+# off by default: switched on with [rules.query_novelty_rise] enabled = true
+register(Rule("query_novelty_rise", "novelty_rate", "queries", ("queries",), "warning", {
+    "ratio": 5.0, "min_rate": NOVELTY_QUANTILE, "false_alarm_rate": 1e-4, "bucket": 3600.0,
+    "guard": 2 * 86400.0, "baseline": 14 * 86400.0, "min_ref_n": 200}, enabled=False))

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from drift.core.events import AnyEvent, QueryBatch, RetrievalBatch, ScoreBatch, _Columns, format_time
+from drift.core.rules import NOVELTY_QUANTILE, RULE_KINDS
 
 if TYPE_CHECKING:  # pragma: no cover
     from drift.core.engine import Engine, RuleRunner, StreamState
@@ -390,20 +391,35 @@ class QueriesStream(Stream):
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         with np.errstate(invalid="ignore", divide="ignore"):
             vectors = vectors / norms
+        sims: dict[tuple[str, bytes], np.ndarray] = {}  # one search per golden set and selection
         for runner in sorted(runners, key=lambda r: r.variant):
             sel = runner.registered(sids)
             if not sel.any():
                 continue
             v = vectors[sel]
-            sim = engine.golden[runner.variant].nearest_similarity(v).astype(np.float64)
-            yield runner, sids[sel], t[sel], np.column_stack([v.astype(np.float64), sim])
+            golden = engine.golden[runner.variant]
+            key = (runner.variant, sel.tobytes())
+            if key not in sims:
+                sims[key] = golden.nearest_similarity(v).astype(np.float64)
+            sim = sims[key]
+            if runner.kind.values == "novelty":
+                # 1 = no golden neighbour as close as the golden set's own leave-one-out neighbours
+                novel = sim < golden.novelty_threshold(NOVELTY_QUANTILE)
+                yield runner, sids[sel], t[sel], novel.astype(np.float64)
+            else:
+                yield runner, sids[sel], t[sel], np.column_stack([v.astype(np.float64), sim])
 
     def cause(self, engine, labels, f, spec):
         if f.status != "firing":
             return None
+        kind = RULE_KINDS.get(spec.kind)
+        if kind is not None and kind.values == "novelty":  # the share of novel queries since the change
+            share, which = (f.window.value if f.window is not None else 0.0), "queries since the estimated change"
+        else:
+            share, which = f.extra.get("uncovered_share") or 0.0, "window's queries"
         return {"kind": "none", "detail": (
-            f"input drift: {100 * (f.extra.get('uncovered_share') or 0):.0f}% of the window's "
-            "queries have no close golden-set neighbour (users ask things the golden set does not cover)")}
+            f"input drift: {100 * share:.0f}% of the {which} have no close golden-set neighbour "
+            "(users ask things the golden set does not cover)")}
 
     def evidence(self, engine, f):
         return {**f.extra, "texts_sampled_out": int(engine.counts["queries.sampled_out"])}
