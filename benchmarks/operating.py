@@ -164,7 +164,7 @@ def run(quick: bool = False, full: bool = False) -> dict:
     lines = [f"{'rule':<5} {'events/day':>10} {'effect':>7}  {'oracle':>8} {'ours':>8} {'ours/oracle':>11} {'windowed':>9}"]
     for c in cells:
         o, u = c.oracle["median_h"], c.ours["median_h"]
-        ratio = u / o if math.isfinite(u) and math.isfinite(o) and o > 0 else math.inf
+        ratio = u / o if math.isfinite(u) and math.isfinite(o) and o > 0 else (1.0 if u == o else math.inf)
         eff = f"{c.effect:.0f}x" if c.rule == "rate" else f"-{100 * c.effect:.1f}%"
         lines.append(f"{c.rule:<5} {c.per_day:>10,} {eff:>7}  {_fmt(c.oracle):>8} {_fmt(c.ours):>8} "
                      f"{ratio:>10.1f}x {_fmt(c.windowed):>9}")
@@ -196,7 +196,8 @@ def plot(result: dict, path: str) -> str:
             vol = [c["per_day"] for c in row]
             label = f"{e:.0f}x" if rule == "rate" else f"-{100 * e:.1f}%"
             for who, style in (("ours", "-"), ("oracle", ":"), ("windowed", "--")):
-                y = [c[who]["median_h"] if math.isfinite(c[who]["median_h"]) else np.nan for c in row]
+                # an alarm at the close of the bucket the change fell in counts 0 h: drawn at 0.1 h
+                y = [max(c[who]["median_h"], 0.1) if math.isfinite(c[who]["median_h"]) else np.nan for c in row]
                 ax.plot(vol, y, style, color=color, marker="o", ms=3,
                         label=f"{label} {who}" if e == effects[0] or who == "ours" else None)
         ax.set_xscale("log")
