@@ -421,36 +421,33 @@ register(Rule("prompt_change", "change_tracker", "scores", ("prompt_hash", "mode
 
 # --------------------------------------------------------------------------- sequential kinds
 @dataclasses.dataclass(frozen=True)
-class RateCusumParams:
-    ratio: float = param(2.0, "positive", "minimum effect: the rate at least this many times the reference")
+class SequentialParams:
+    """What every sequential (CUSUM) kind shares: the budget, the reference and the recovery."""
+
     false_alarm_rate: float = param(1e-4, "positive", "false alerts allowed per series-year")
     bucket: float = param(3600.0, "duration", _BUCKET)
     guard: float = param(2 * 86400.0, "duration", "how far the reference lags the present")
     baseline: float = param(14 * 86400.0, "duration", "reference span")
     recovery: float = param(86400.0, "duration", "window a recovery is judged on (at most guard)")
-    min_ref_n: int = param(200, "count", "events the reference needs")
-    min_rate: float = param(0.005, "positive", "floor on the reference rate")
-    z: float = param(2.0, "positive", "the null rate is the reference's upper bound at z standard errors")
-    min_n: int = param(20, "count", "events in the recovery window before resolving")
+    z: float = param(2.0, "positive", "the reference enters at its upper bound of z standard errors")
     for_buckets: int = param(1, "count", "consecutive hits before firing")
     resolve_after: int = param(24, "count", "consecutive clear evaluations before resolving (a day of hourly ones)")
-    resolve_ratio: float = param(0.5, "positive", "clear below this share of the ratio's excess")
+    resolve_ratio: float = param(0.5, "positive", "clear below this share of the minimum effect")
 
 
 @dataclasses.dataclass(frozen=True)
-class MeanCusumParams:
+class RateCusumParams(SequentialParams):
+    ratio: float = param(2.0, "positive", "minimum effect: the rate at least this many times the reference")
+    min_ref_n: int = param(200, "count", "events the reference needs")
+    min_rate: float = param(0.005, "positive", "floor on the reference rate")
+    min_n: int = param(20, "count", "events in the recovery window before resolving")
+
+
+@dataclasses.dataclass(frozen=True)
+class MeanCusumParams(SequentialParams):
     threshold: float = param(0.05, "positive", "minimum effect: relative drop of the mean")
-    false_alarm_rate: float = param(1e-4, "positive", "false alerts allowed per series-year")
-    bucket: float = param(3600.0, "duration", _BUCKET)
-    guard: float = param(2 * 86400.0, "duration", "how far the reference lags the present")
-    baseline: float = param(14 * 86400.0, "duration", "reference span")
-    recovery: float = param(86400.0, "duration", "window a recovery is judged on (at most guard)")
     min_ref_n: int = param(100, "count", "events the reference needs")
-    z: float = param(2.0, "positive", "tilted moments at their upper bound of z standard errors")
     min_n: int = param(30, "count", "events in the recovery window before resolving")
-    for_buckets: int = param(1, "count", "consecutive hits before firing")
-    resolve_after: int = param(24, "count", "consecutive clear evaluations before resolving (a day of hourly ones)")
-    resolve_ratio: float = param(0.5, "positive", "clear below this share of the threshold")
 
 
 @_summary
@@ -495,20 +492,11 @@ NOVELTY_QUANTILE = 0.01
 
 
 @dataclasses.dataclass(frozen=True)
-class NoveltyRateParams:
+class NoveltyRateParams(RateCusumParams):
     ratio: float = param(5.0, "positive", "minimum effect: the share of novel queries at least this many times the reference")
-    false_alarm_rate: float = param(1e-4, "positive", "false alerts allowed per series-year")
-    bucket: float = param(3600.0, "duration", _BUCKET)
-    guard: float = param(2 * 86400.0, "duration", "how far the reference lags the present")
-    baseline: float = param(14 * 86400.0, "duration", "reference span")
-    recovery: float = param(86400.0, "duration", "window a recovery is judged on (at most guard)")
     min_ref_n: int = param(200, "count", "queries the reference needs")
     min_rate: float = param(NOVELTY_QUANTILE, "positive", "floor on the reference share of novel queries")
-    z: float = param(2.0, "positive", "the null rate is the reference's upper bound at z standard errors")
     min_n: int = param(20, "count", "queries in the recovery window before resolving")
-    for_buckets: int = param(1, "count", "consecutive hits before firing")
-    resolve_after: int = param(24, "count", "consecutive clear evaluations before resolving (a day of hourly ones)")
-    resolve_ratio: float = param(0.5, "positive", "clear below this share of the ratio's excess")
 
 
 @_summary
