@@ -302,7 +302,11 @@ class Service:
                 self._emit([notice])
             part = PartitionState(tp.topic, tp.partition, self.inputs[tp.topic], engine, engine.decoder())
             if restored is not None:
-                part.next_offset = part.checkpointed = restored.next_offset
+                # the restored state covers input up to next_offset, but the crash may have come
+                # before step 4 committed it: the next checkpoint commits it (and writes the
+                # state again), or a partition whose input has all been read would keep its lag
+                part.next_offset = restored.next_offset
+                part.checkpointed = None
                 self.consumer.seek(tp, restored.next_offset)
                 self.metrics.restores.labels("restored").inc()
                 log.info("state restored", extra={"partition": f"{tp.topic}/{tp.partition}",
