@@ -496,7 +496,6 @@ class Engine:
             self.counts["queries.embedded"] += len(chosen)
         return out, ok
 
-    _embed = embed  # the former private name
 
     # -- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
