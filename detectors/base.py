@@ -30,7 +30,12 @@ __all__ = [
     "check_positive",
     "check_fraction",
     "check_probability",
+    "check_level",
+    "budget_alpha",
+    "YEAR",
 ]
+
+YEAR = 365.25 * 86400.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,3 +162,27 @@ def check_probability(name: str, value: float) -> float:
     if not (isinstance(value, (int, float)) and 0 < value <= 1):
         raise ValueError(f"{name} must be in (0, 1], got {value!r}")
     return value
+
+
+def check_level(alpha, false_alarm_rate) -> None:
+    """A windowed test needs a level: ``alpha`` per test, or (``alpha=None``) a budget."""
+    if alpha is None:
+        if false_alarm_rate is None:
+            raise ValueError("alpha or false_alarm_rate must be given")
+        check_positive("false_alarm_rate", false_alarm_rate)
+    else:
+        check_probability("alpha", alpha)
+
+
+def budget_alpha(false_alarm_rate: float, bucket: float, tests: int = 1) -> float:
+    """Per-test level of a windowed rule from a false-alarm budget stated in time.
+
+    The rule looks ``YEAR / bucket`` times a year and makes ``tests`` tests per look (windows
+    times references); a union bound over all of them keeps false alarms at or below
+    ``false_alarm_rate`` per series-year, whatever the overlap of the windows (which only makes
+    it conservative).
+
+    >>> budget_alpha(1e-4, 3600.0, tests=2)  # hourly looks, two tests each
+    5.7...e-09
+    """
+    return min(1.0, false_alarm_rate * bucket / YEAR / max(int(tests), 1))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import special
 
-from detectors.base import check_positive, check_probability
+from detectors.base import budget_alpha, check_level, check_positive
 from detectors.bucketed import BucketedDetector, Evaluation, _buckets
 from detectors.windows import WindowedAggregate
 
@@ -100,8 +100,11 @@ class PercentDrop(BucketedDetector):
         ``window`` and ``baseline`` must be multiples of ``bucket``.
     threshold : float
         Minimum relative drop, ``(reference - window) / |reference|`` (0.05 = 5 %).
-    alpha : float
-        Significance level of the one-sided test.
+    alpha : float or None
+        Significance level of the one-sided test. ``None``: derived from ``false_alarm_rate``.
+    false_alarm_rate : float or None
+        With ``alpha=None``: false alarms allowed per series-year; every test of a look
+        (windows times references) runs at :func:`~detectors.base.budget_alpha`.
     min_n : int
         Minimum samples on both sides.
     lo, hi : float
@@ -133,7 +136,7 @@ class PercentDrop(BucketedDetector):
     first, then the short ones in the order given) and the reference it was measured against.
     """
 
-    _params = ("stat", "bucket", "window", "baseline", "lateness", "threshold", "alpha", "min_n",
+    _params = ("stat", "bucket", "window", "baseline", "lateness", "threshold", "alpha", "false_alarm_rate", "min_n",
                "lo", "hi", "bins", "higher_is_better", "long_term", "short_windows", "for_buckets",
                "resolve_after", "resolve_ratio")
     _extra_state = ("agg",)
@@ -141,11 +144,12 @@ class PercentDrop(BucketedDetector):
     def __init__(self, stat="mean", bucket=3600.0, window=7 * 86400.0, baseline=14 * 86400.0,
                  lateness=600.0, threshold=0.05, alpha=1e-3, min_n=100, lo=0.0, hi=1.0, bins=256,
                  higher_is_better=True, long_term=True, short_windows=(), for_buckets=1,
-                 resolve_after=3, resolve_ratio=0.5):
+                 resolve_after=3, resolve_ratio=0.5, false_alarm_rate=None):
         if stat not in ("mean", "median"):
             raise ValueError(f"stat must be 'mean' or 'median', got {stat!r}")
         check_positive("threshold", threshold)
-        check_probability("alpha", alpha)
+        check_level(alpha, false_alarm_rate)
+        self.false_alarm_rate = false_alarm_rate
         if not hi > lo:
             raise ValueError(f"hi must be > lo, got lo={lo!r} hi={hi!r}")
         self.stat, self.bucket, self.window, self.baseline = stat, bucket, window, baseline
@@ -202,10 +206,11 @@ class PercentDrop(BucketedDetector):
     def _evaluate(self, series, b) -> Evaluation:
         end = float(self.clock.bucket_end(b))
         windows = self._windows(series)
-        alpha = self.alpha / len(windows)
         firing = self.firing[series]
         refs = [(kind, rows, valid, *self._summary(rows)) for kind, (rows, valid) in
                 enumerate(self._references(series))]
+        alpha = (self.alpha / len(windows) if self.alpha is not None
+                 else budget_alpha(self.false_alarm_rate, self.bucket, len(windows) * len(refs)))
         sides, window_clear, window_quiet = [], [], []
         for k, win in windows:
             n1, m1, v1 = self._summary(win)

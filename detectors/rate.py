@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import special
 
-from detectors.base import check_positive, check_probability
+from detectors.base import budget_alpha, check_level, check_positive
 from detectors.bucketed import BucketedDetector, Evaluation, _buckets
 from detectors.drop import _where
 from detectors.windows import WindowedAggregate
@@ -53,8 +53,11 @@ class RateRatio(BucketedDetector):
         Seconds of event time (see :class:`~detectors.drop.PercentDrop`).
     ratio : float
         Minimum ratio of the window rate to the reference rate.
-    alpha : float
-        Significance level of :func:`rate_ratio_pvalue`.
+    alpha : float or None
+        Significance level of :func:`rate_ratio_pvalue`. ``None``: derived from
+        ``false_alarm_rate`` (:func:`~detectors.base.budget_alpha`, one test per reference).
+    false_alarm_rate : float or None
+        False alarms allowed per series-year, with ``alpha=None``.
     min_n : int
         Minimum events in the window; the reference needs ``min_ref_n``.
     min_events : int
@@ -73,16 +76,17 @@ class RateRatio(BucketedDetector):
     binomial test rejects H0 at ``alpha``, with the minimum counts met.
     """
 
-    _params = ("bucket", "window", "baseline", "lateness", "ratio", "alpha", "min_n", "min_ref_n",
+    _params = ("bucket", "window", "baseline", "lateness", "ratio", "alpha", "false_alarm_rate", "min_n", "min_ref_n",
                "min_events", "min_rate", "long_term", "for_buckets", "resolve_after", "resolve_ratio")
     _extra_state = ("agg",)
 
     def __init__(self, bucket=3600.0, window=86400.0, baseline=7 * 86400.0, lateness=600.0,
                  ratio=2.0, alpha=1e-4, min_n=20, min_ref_n=200, min_events=5, min_rate=0.005,
-                 long_term=True, for_buckets=1, resolve_after=3, resolve_ratio=0.5):
+                 long_term=True, for_buckets=1, resolve_after=3, resolve_ratio=0.5, false_alarm_rate=None):
         if not ratio > 1:
             raise ValueError(f"ratio must be > 1, got {ratio!r}")
-        check_probability("alpha", alpha)
+        check_level(alpha, false_alarm_rate)
+        self.false_alarm_rate = false_alarm_rate
         check_positive("min_rate", min_rate)
         self.bucket, self.window, self.baseline, self.lateness = bucket, window, baseline, lateness
         self.ratio, self.alpha, self.min_n, self.min_ref_n = ratio, alpha, min_n, min_ref_n
@@ -111,7 +115,9 @@ class RateRatio(BucketedDetector):
             r1 = k1 / n1
         sides = []
         firing = self.firing[series]
-        for rows, valid in self._references(series):
+        refs = self._references(series)
+        alpha = self.alpha if self.alpha is not None else budget_alpha(self.false_alarm_rate, self.bucket, len(refs))
+        for rows, valid in refs:
             n0, k0 = rows[:, 0], rows[:, 1]
             with np.errstate(divide="ignore", invalid="ignore"):
                 r0 = k0 / n0
@@ -120,7 +126,7 @@ class RateRatio(BucketedDetector):
             # the test only where the effect is there (or a finding may report it)
             big = enough & (k1 >= self.min_events) & (ratio >= self.ratio)
             p = _where(big | firing, rate_ratio_pvalue, k1, n1, k0, n0)
-            sides.append({"hit": big & (p < self.alpha),
+            sides.append({"hit": big & (p < alpha),
                           "clear": ~valid | (enough & (ratio - 1 < self.resolve_ratio * (self.ratio - 1))),
                           "value": ratio, "p": p, "n": n0, "ref": r0})
         hit, clear, kind, pick = self._combine(sides)

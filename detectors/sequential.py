@@ -45,13 +45,13 @@ from __future__ import annotations
 import numpy as np
 from scipy import special
 
-from detectors.base import Finding, Side, check_positive
+from detectors.base import YEAR, Finding, Side, check_positive
 from detectors.bucketed import BucketedDetector, Evaluation, _buckets
 from detectors.windows import WindowedAggregate, grow_rows
 
 __all__ = ["RateCusum", "MeanCusum", "grouped_cusum", "cusum_threshold", "YEAR"]
 
-YEAR = 365.25 * 86400.0
+
 ALTERNATIVES = (1.0, 2.0, 4.0)  # design alternatives, in multiples of the minimum effect
 MIN_ESS = 100  # tilted reference moments must rest on at least this effective sample size
 LAMBDAS = tuple(2.0 ** k for k in range(-1, 9))  # tilts for MeanCusum: 0.5 .. 256 (the last for variances)
@@ -104,6 +104,10 @@ class _Cusum(BucketedDetector):
     def _increments(self, series: np.ndarray, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def _adjust(self, series: np.ndarray, t: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """The values the CUSUM sees (the raw ones, or with a daily cycle taken out)."""
+        return x
+
     def _grow_design(self, n: int) -> None:
         raise NotImplementedError
 
@@ -122,13 +126,14 @@ class _Cusum(BucketedDetector):
     def _clear(self, win_value: np.ndarray, win_n: np.ndarray, ref: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    _cusum_state = ("S", "smax", "zero_t", "since_n", "since_sum", "h", "design_ok")
+    _cusum_state = ("S", "smax", "zero_t", "since_n", "since_sum", "h", "design_ok", "first_t")
     _extra_state = ("agg",)
 
     freeze_at = 0.25  # share of h above which (at a bucket's close) the reference stops taking buckets
+    freeze_nats = 3.0  # ... or this many nats, whichever is lower (exceeded under H0 < 5 % of the time)
 
     def _init_cusum(self, bucket, guard, baseline, lateness, false_alarm_rate, z, min_ref_n, min_n,
-                    for_buckets, resolve_after, resolve_ratio, row, recovery):
+                    for_buckets, resolve_after, resolve_ratio, row, recovery, phases=0):
         check_positive("false_alarm_rate", false_alarm_rate)
         check_positive("z", z)
         self._init_bucketed(bucket, lateness, for_buckets, resolve_after, resolve_ratio)
@@ -137,7 +142,8 @@ class _Cusum(BucketedDetector):
         self._rec = _buckets("recovery", recovery, bucket)
         if self._rec > self._w:
             raise ValueError(f"recovery ({recovery} s) must not be longer than guard ({guard} s)")
-        self.agg = WindowedAggregate(self._w, self._bl, self.clock.ahead, row, np.float64, recent=(self._rec,))
+        self.agg = WindowedAggregate(self._w, self._bl, self.clock.ahead, row, np.float64, recent=(self._rec,),
+                                     phases=phases, phase_of=self._hour_of_bucket if phases else None)
         k = len(self.alternatives)
         self.S = np.zeros((0, k))
         self.smax = np.zeros((0, k))
@@ -146,23 +152,31 @@ class _Cusum(BucketedDetector):
         self.since_sum = np.zeros((0, k))
         self.h = np.full(0, np.inf)
         self.design_ok = np.zeros((0, k), bool)
+        self.first_t = np.full(0, np.nan)  # first event time of each series (or since its reset)
+
+    def _hour_of_bucket(self, b):
+        """UTC hour of the day at which bucket ``b`` starts."""
+        start = np.asarray(b, dtype=np.int64) * self.clock.bucket
+        return (np.floor(np.mod(start, 86400.0) / 3600.0).astype(np.int64)) % 24
 
     def _ensure(self, n):
         self.agg.ensure(n)
         for name in self._cusum_state:
             a = getattr(self, name)
-            fill = np.nan if name == "zero_t" else (np.inf if name == "h" else 0)
+            fill = np.nan if name in ("zero_t", "first_t") else (np.inf if name == "h" else 0)
             setattr(self, name, grow_rows(a, n, fill))
         self._grow_design(n)
 
     def _add(self, series, t, x):
         x = np.asarray(x, dtype=np.float64)
         self.agg.add(series, self.clock.bucket_of(t), rows=self._rows(x))
+        np.fmin.at(self.first_t, series, t)
         live = ~self.firing[series]
         if not live.any():
             return
         if not live.all():
             series, t, x = series[live], t[live], x[live]
+        x = self._adjust(series, t, x)
         g = self._increments(series, x)  # (n, K); 0 where the design is off
         uniq = np.unique(series)
         idx = np.searchsorted(uniq, series)
@@ -195,7 +209,7 @@ class _Cusum(BucketedDetector):
         # the reference also stands still while evidence builds up (a CUSUM past freeze_at * h):
         # a change must not leak into its own reference before it is detected
         building = (np.where(self.design_ok[series], self.S[series], 0.0)
-                    > self.freeze_at * self._thresholds(series)).any(axis=1)
+                    > np.minimum(self.freeze_at * self._thresholds(series), self.freeze_nats)).any(axis=1)
         self.agg.close(series, b, frozen | building)
         self._design(series, b)
 
@@ -205,6 +219,15 @@ class _Cusum(BucketedDetector):
         self.since_n[series] = 0.0
         self.since_sum[series] = 0.0
         self.zero_t[series] = np.nan
+
+    def _spans(self, series):
+        """The reference reaches ``min_ref_span`` past the series' first event: daily and weekly
+        cycles (in volume, mean or rate) are in it, not only the hours a young series has seen."""
+        pushes = self.agg.base_pushes[series]
+        last = self.agg.base_bucket[series, np.maximum(pushes - 1, 0) % self._bl]
+        end = (last + 1).astype(np.float64) * self.clock.bucket
+        with np.errstate(invalid="ignore"):
+            return (pushes > 0) & (end - self.first_t[series] >= self.min_ref_span)
 
     def _volume(self, series):
         """Events per year of ``series``, from its reference."""
@@ -275,6 +298,7 @@ class _Cusum(BucketedDetector):
         self._reset(series)
         self.h[series] = np.inf
         self.design_ok[series] = False
+        self.first_t[series] = np.nan
 
 
 class RateCusum(_Cusum):
@@ -294,6 +318,9 @@ class RateCusum(_Cusum):
         lateness.
     min_ref_n : int
         Events the reference needs before the CUSUM runs.
+    min_ref_span : float
+        Seconds of event time from the series' first event to the end of its reference before
+        the CUSUM runs (default a week: daily and weekly cycles are in the reference).
     min_rate : float
         The reference rate is taken as at least this (a series that never failed still gets a
         meaningful alternative: ``ratio * min_rate``).
@@ -315,13 +342,14 @@ class RateCusum(_Cusum):
     budget) reaches its ``h_k = log(N / (w_k false_alarm_rate))``.
     """
 
-    _params = ("ratio", "false_alarm_rate", "bucket", "guard", "baseline", "recovery", "lateness", "min_ref_n",
+    _params = ("ratio", "false_alarm_rate", "bucket", "guard", "baseline", "recovery", "lateness", "min_ref_n", "min_ref_span",
                "min_rate", "z", "min_n", "for_buckets", "resolve_after", "resolve_ratio")
     _state = BucketedDetector._state + _Cusum._cusum_state + ("p0", "p0u", "llr")
 
     def __init__(self, ratio=2.0, false_alarm_rate=1e-4, bucket=3600.0, guard=2 * 86400.0,
                  baseline=14 * 86400.0, recovery=86400.0, lateness=600.0, min_ref_n=200, min_rate=0.005,
-                 z=2.0, min_n=20, for_buckets=1, resolve_after=24, resolve_ratio=0.5):
+                 z=2.0, min_n=20, for_buckets=1, resolve_after=24, resolve_ratio=0.5, min_ref_span=7 * 86400.0):
+        self.min_ref_span = float(min_ref_span)
         if not ratio > 1:
             raise ValueError(f"ratio must be > 1, got {ratio!r}")
         self.ratio, self.false_alarm_rate, self.bucket, self.guard = ratio, false_alarm_rate, bucket, guard
@@ -349,7 +377,7 @@ class RateCusum(_Cusum):
 
     def _design(self, series, b):
         n, k = self.agg.base_sum[series, 0], self.agg.base_sum[series, 1]
-        ok = n >= self.min_ref_n
+        ok = (n >= self.min_ref_n) & self._spans(series)
         p0 = np.where(n > 0, k / np.maximum(n, 1), 0.0)
         # Clopper-Pearson upper bound at the one-sided level of z standard normal errors
         level = special.ndtr(-self.z)
@@ -397,11 +425,17 @@ class MeanCusum(_Cusum):
     threshold : float
         Minimum effect: the mean at least ``threshold`` (relative, 0.05 = 5 %) below the
         reference mean. The CUSUMs are designed for 1, 2 and 4 times it.
-    false_alarm_rate, bucket, guard, baseline, lateness, min_ref_n, z, min_n, for_buckets,
-    resolve_after, resolve_ratio
+    false_alarm_rate, bucket, guard, baseline, lateness, min_ref_n, min_ref_span, z, min_n,
+    for_buckets, resolve_after, resolve_ratio
         As in :class:`RateCusum`; a recovery is a ``recovery`` window whose mean is less than
         ``resolve_ratio * threshold`` below the reference, and less than ``threshold`` below it
         even at its lower bound (``z`` standard errors).
+    seasonal : bool
+        Take the series' hour-of-day cycle out: the reference is kept per UTC hour, each
+        value enters the CUSUM minus its hour's offset from the reference mean, and the
+        reference moments are those of the adjusted values. The offsets are shrunk towards 0
+        by how much of their spread the reference's noise explains (empirical Bayes), so a
+        series without a cycle gets offsets near 0. Buckets longer than an hour blur it.
 
     Notes
     -----
@@ -410,28 +444,41 @@ class MeanCusum(_Cusum):
     ``g = -lambda x - log m(lambda)`` with ``m(lambda)`` the reference's ``E[e^(-lambda X)]``
     (its upper confidence bound), so ``E0[e^g] <= 1`` without assuming normality. ``lambda`` is
     the tilt closest (on a factor-2 grid) to the Gaussian-optimal ``delta / sigma^2`` for each
-    design drop ``delta`` (1 and 2 times the minimum effect, with 90 % and 10 % of the budget).
+    design drop ``delta`` (1 and 2 times the minimum effect, with 90 % and 10 % of the budget),
+    or the largest smaller one whose moment the reference estimates well (effective sample
+    size ``n m_j^2 / m_(j+1)`` at least :data:`MIN_ESS`; a smaller tilt is still a valid test).
     Alarm when one of them reaches its ``h_k = log(N / (w_k false_alarm_rate))``.
+
+    With ``seasonal``, hour ``j``'s offset is ``d_j = r_j tau^2 / (tau^2 + s^2 / n_j)`` with
+    ``r_j`` the hour's raw difference from the reference mean, ``s^2`` the within-hour variance
+    and ``tau^2`` the spread of the ``r_j`` beyond their noise; the offsets are centred (their
+    count-weighted mean is 0), so the reference mean is unchanged. A level shift of the whole
+    distribution by hour is removed exactly; the tilted moments are computed from the adjusted
+    values, bucket by bucket (all values of a bucket share its hour).
     """
 
     _params = ("threshold", "false_alarm_rate", "bucket", "guard", "baseline", "recovery", "lateness",
-               "min_ref_n", "z", "min_n", "for_buckets", "resolve_after", "resolve_ratio")
+               "min_ref_n", "min_ref_span", "z", "min_n", "for_buckets", "resolve_after", "resolve_ratio", "seasonal")
     alternatives = (1.0, 2.0)
     weights = (0.9, 0.1)
-    _state = BucketedDetector._state + _Cusum._cusum_state + ("lam", "logm", "mu0")
+    _state = BucketedDetector._state + _Cusum._cusum_state + ("lam", "logm", "mu0", "offset")
 
     def __init__(self, threshold=0.05, false_alarm_rate=1e-4, bucket=3600.0, guard=2 * 86400.0,
                  baseline=14 * 86400.0, recovery=86400.0, lateness=600.0, min_ref_n=100, z=2.0, min_n=30,
-                 for_buckets=1, resolve_after=24, resolve_ratio=0.5):
+                 for_buckets=1, resolve_after=24, resolve_ratio=0.5, seasonal=True, min_ref_span=7 * 86400.0):
+        self.min_ref_span = float(min_ref_span)
         check_positive("threshold", threshold)
+        self.seasonal = bool(seasonal)
         self.threshold, self.false_alarm_rate, self.bucket, self.guard = threshold, false_alarm_rate, bucket, guard
         self.baseline, self.lateness, self.min_ref_n, self.z = baseline, lateness, int(min_ref_n), z
         self.recovery = recovery
         self.min_n, self.for_buckets, self.resolve_after, self.resolve_ratio = int(min_n), for_buckets, resolve_after, resolve_ratio
         self.statistic = "pct_drop"
         self._init_cusum(bucket, guard, baseline, lateness, false_alarm_rate, z, min_ref_n, min_n,
-                         for_buckets, resolve_after, resolve_ratio, (3 + len(LAMBDAS),), recovery)
+                         for_buckets, resolve_after, resolve_ratio, (3 + len(LAMBDAS),), recovery,
+                         phases=24 if self.seasonal else 0)
         k = len(self.alternatives)
+        self.offset = np.zeros((0, 24))
         self.lam = np.zeros((0, k))
         self.logm = np.zeros((0, k))
         self.mu0 = np.zeros(0)
@@ -440,19 +487,54 @@ class MeanCusum(_Cusum):
         self.lam = grow_rows(self.lam, n, 0.0)
         self.logm = grow_rows(self.logm, n, 0.0)
         self.mu0 = grow_rows(self.mu0, n, 0.0)
+        self.offset = grow_rows(self.offset, n, 0.0)
 
     def _rows(self, x):
         x = np.clip(x, 0.0, 1.0)
         return np.column_stack([np.ones_like(x), x, x * x] + [np.exp(-lam * x) for lam in LAMBDAS])
 
-    def _increments(self, series, x):
+    def _adjust(self, series, t, x):
         x = np.clip(x, 0.0, 1.0)
+        if not self.seasonal:
+            return x
+        hour = (np.floor(np.mod(t, 86400.0) / 3600.0).astype(np.int64)) % 24
+        return x - self.offset[series, hour]
+
+    def _increments(self, series, x):
         return -self.lam[series] * x[:, None] - self.logm[series]
 
+    def _seasonal_rows(self, series):
+        """Reference rows of the hour-adjusted values, and the hour offsets (G, 24)."""
+        ph = self.agg.phase_sum[series]  # (G, 24, R): the reference summed by UTC hour
+        n_h, s_h, q_h = ph[..., 0], ph[..., 1], ph[..., 2]
+        n = np.maximum(n_h.sum(axis=1), 1.0)
+        mu = s_h.sum(axis=1) / n
+        has = n_h >= 2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            m_h = np.where(n_h > 0, s_h / np.maximum(n_h, 1e-300), mu[:, None])
+            dof = np.maximum(n - (n_h > 0).sum(axis=1), 1.0)
+            within = np.maximum((q_h - s_h * m_h).sum(axis=1), 0.0) / dof  # pooled within-hour variance
+            raw = np.where(n_h > 0, m_h - mu[:, None], 0.0)
+            se2 = np.where(has, within[:, None] / np.maximum(n_h, 1.0), np.inf)
+            excess = np.where(has, raw * raw - se2, 0.0)
+            tau2 = np.maximum(excess.sum(axis=1) / np.maximum(has.sum(axis=1), 1), 0.0)
+            d = np.where(has, raw * tau2[:, None] / (tau2[:, None] + se2), 0.0)
+        d = np.nan_to_num(d)
+        d -= (n_h * d).sum(axis=1, keepdims=True) / n[:, None]  # centred: the reference mean stays
+        adj = np.empty_like(ph)
+        adj[..., 0] = n_h
+        adj[..., 1] = s_h - n_h * d
+        adj[..., 2] = q_h - 2.0 * d * s_h + n_h * d * d
+        adj[..., 3:] = ph[..., 3:] * np.exp(np.asarray(LAMBDAS)[None, None, :] * d[..., None])
+        return adj.sum(axis=1), d
+
     def _design(self, series, b):
-        rows = self.agg.base_sum[series]
+        if self.seasonal:
+            rows, self.offset[series] = self._seasonal_rows(series)
+        else:
+            rows = self.agg.base_sum[series]
         n = rows[:, 0]
-        ok = n >= self.min_ref_n
+        ok = (n >= self.min_ref_n) & self._spans(series)
         nn = np.maximum(n, 2)
         mu = rows[:, 1] / nn
         var = np.maximum(rows[:, 2] / nn - mu * mu, 1e-6) * nn / (nn - 1)
@@ -462,13 +544,18 @@ class MeanCusum(_Cusum):
         sd = np.sqrt(np.maximum(m[:, 1:] - m[:, :-1] ** 2, 0.0))
         mu_ucb = m[:, :-1] + self.z * sd / np.sqrt(nn)[:, None]
         want = (np.asarray(self.alternatives)[None, :] * self.threshold * mu[:, None]) / var[:, None]  # (G, K)
-        j = np.clip(np.rint(np.log2(np.maximum(want, 1e-12)) + 1).astype(np.int64), 0, len(LAMBDAS) - 2)
+        j_want = np.clip(np.rint(np.log2(np.maximum(want, 1e-12)) + 1).astype(np.int64), 0, len(LAMBDAS) - 2)
         rr = np.arange(series.size)[:, None]
         # a tilt rests on the reference's low tail; where that tail is too thin to estimate
-        # its moment (effective sample size n m_j^2 / m_(j+1) below MIN_ESS) the CUSUM is off
+        # its moment (effective sample size n m_j^2 / m_(j+1) below MIN_ESS) a smaller tilt is
+        # taken (still a valid test, a less efficient one); with none left the CUSUM is off
         with np.errstate(divide="ignore", invalid="ignore"):
-            ess = nn[:, None] * m[rr, j] ** 2 / m[rr, j + 1]
-        on = ok[:, None] & (ess >= MIN_ESS)
+            ess = nn[:, None] * m[:, :-1] ** 2 / m[:, 1:]  # (G, J - 1)
+        good = ess >= MIN_ESS
+        grid = np.arange(len(LAMBDAS) - 1)
+        usable = good[:, None, :] & (grid[None, None, :] <= j_want[:, :, None])  # (G, K, J - 1)
+        j = np.where(usable.any(axis=2), (len(grid) - 1) - np.argmax(usable[:, :, ::-1], axis=2), 0)
+        on = ok[:, None] & usable.any(axis=2)
         self.lam[series] = np.where(on, lam[j], 0.0)
         with np.errstate(divide="ignore"):
             self.logm[series] = np.where(on, np.log(np.maximum(mu_ucb[rr, j], 1e-300)), 0.0)

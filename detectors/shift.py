@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from detectors.base import check_fraction, check_probability
+from detectors.base import budget_alpha, check_fraction, check_level
 from detectors.bucketed import BucketedDetector, Evaluation, _buckets
 from detectors.drop import hist_quantile
 from detectors.ks import ks_from_histograms, ks_pvalue, ks_pvalue_at_least
@@ -34,10 +34,14 @@ class KsShift(BucketedDetector):
     ----------
     bucket, window, baseline, lateness : float
         Seconds of event time. The default daily bucket keeps a ``bins``-bin histogram per day.
-    alpha : float
+    alpha : float or None
         Family-wise significance level. Each series is tested at ``alpha / m`` (Bonferroni),
         where ``m`` is the number of series with data in its family (see ``set_families``;
-        by default every series is its own family).
+        by default every series is its own family). ``None``: each series is tested at
+        :func:`~detectors.base.budget_alpha` of ``false_alarm_rate`` (a budget per series
+        needs no family correction).
+    false_alarm_rate : float or None
+        False alarms allowed per series-year, with ``alpha=None``.
     min_d : float
         Minimum KS distance D (effect size).
     min_n : int
@@ -54,14 +58,15 @@ class KsShift(BucketedDetector):
     the correction, like the rest of the state, never depends on how keys are partitioned.
     """
 
-    _params = ("bucket", "window", "baseline", "lateness", "alpha", "min_d", "min_n", "lo", "hi",
+    _params = ("bucket", "window", "baseline", "lateness", "alpha", "false_alarm_rate", "min_d", "min_n", "lo", "hi",
                "bins", "for_buckets", "resolve_after", "resolve_ratio")
     _extra_state = ("agg",)
 
     def __init__(self, bucket=86400.0, window=7 * 86400.0, baseline=14 * 86400.0, lateness=600.0,
                  alpha=0.01, min_d=0.1, min_n=200, lo=0.0, hi=1.0, bins=256, for_buckets=1,
-                 resolve_after=2, resolve_ratio=0.5):
-        check_probability("alpha", alpha)
+                 resolve_after=2, resolve_ratio=0.5, false_alarm_rate=None):
+        check_level(alpha, false_alarm_rate)
+        self.false_alarm_rate = false_alarm_rate
         check_fraction("min_d", min_d)
         self.bucket, self.window, self.baseline, self.lateness = bucket, window, baseline, lateness
         self.alpha, self.min_d, self.min_n = alpha, min_d, min_n
@@ -113,7 +118,10 @@ class KsShift(BucketedDetector):
         # The exact p-value costs up to a millisecond a series: only where a firing decision
         # needs it, and not where its cheap Kolmogorov limit already shows it cannot reject.
         # (Resolution is decided by the effect size, so resolved findings carry no p-value.)
-        level = self.alpha / self._family_size(series)
+        if self.alpha is None:
+            level = np.full(series.size, budget_alpha(self.false_alarm_rate, self.bucket))
+        else:
+            level = self.alpha / self._family_size(series)
         need = enough & (d >= self.min_d) & ~self.firing[series]
         need[need] = ~ks_pvalue_at_least(d[need], n1[need], n0[need], level[need])
         p = np.full(series.size, np.nan)

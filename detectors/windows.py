@@ -274,6 +274,12 @@ class WindowedAggregate:
     recent : tuple of int
         Lengths (buckets, at most ``window``) of shorter windows ending at the last closed
         bucket whose sums are also kept (:meth:`recent`).
+    phases : int
+        When > 0, the baseline is also kept summed by *phase* (``phase_sum``, shape
+        ``(series, phases) + row``): bucket ``b`` belongs to phase ``phase_of(b)``, e.g. the
+        hour of the day, so a detector can take a daily cycle out of its reference.
+    phase_of : callable
+        Bucket indices (int array) to phases in ``[0, phases)``; required when ``phases > 0``.
 
     Notes
     -----
@@ -282,7 +288,11 @@ class WindowedAggregate:
     """
 
     def __init__(self, window: int, baseline: int, ahead: int, row: tuple, dtype=np.float64,
-                 recent: tuple = ()):
+                 recent: tuple = (), phases: int = 0, phase_of=None):
+        if phases and phase_of is None:
+            raise ValueError("phases > 0 needs phase_of")
+        self.phases = int(phases)
+        self.phase_of = phase_of
         self.recent_buckets = tuple(int(k) for k in recent)
         if any(not 1 <= k <= int(window) for k in self.recent_buckets):
             raise ValueError(f"recent windows {self.recent_buckets} must be 1 to {window} buckets")
@@ -303,9 +313,10 @@ class WindowedAggregate:
         self.ref_span = np.zeros((0, 2), np.int64)  # first and last bucket of the reference
         self.has_ref = np.zeros(0, bool)
         self.recent_sum = np.zeros((0, len(self.recent_buckets)) + self.row, acc)
+        self.phase_sum = np.zeros((0, self.phases) + self.row, acc)
 
     _arrays = ("ring", "win", "base_ring", "base_sum", "base_bucket", "base_pushes", "ref",
-               "ref_span", "has_ref", "recent_sum")
+               "ref_span", "has_ref", "recent_sum", "phase_sum")
 
     def ensure(self, n_series: int) -> None:
         for name in self._arrays:
@@ -353,7 +364,13 @@ class WindowedAggregate:
                 bslot = int(bslot[0])  # series in step (the common case): one slot, no gather
             else:
                 prows = push  # a slot per series: gather by (series, slot) pairs
-            self.base_sum[prows] += out - self.base_ring[prows, bslot]
+            evicted = self.base_ring[prows, bslot].copy()
+            if self.phases:  # rows of ``prows`` are those of ``push``, in its order
+                old_b = self.base_bucket[prows, bslot]
+                # an unused slot holds zeros: subtracting it from any phase changes nothing
+                self.phase_sum[push, self.phase_of(np.maximum(old_b, 0))] -= evicted
+                self.phase_sum[push, self.phase_of(np.full(push.size, b - self.window))] += out
+            self.base_sum[prows] += out - evicted
             self.base_ring[prows, bslot] = out
             self.base_bucket[prows, bslot] = b - self.window
             self.base_pushes[prows] += 1
@@ -390,18 +407,19 @@ class WindowedAggregate:
         self.base_sum[series] = 0
         self.base_bucket[series] = -1
         self.base_pushes[series] = 0
+        self.phase_sum[series] = 0
         self.ref[series] = 0
         self.has_ref[series] = False
 
     def state_dict(self) -> dict:
         d = {name: getattr(self, name).copy() for name in self._arrays}
         d["layout"] = [self.window, self.baseline, self.cap, list(self.row), self.dtype.str,
-                       list(self.recent_buckets)]
+                       list(self.recent_buckets), self.phases]
         return d
 
     def load_state(self, state: dict) -> None:
         layout = [self.window, self.baseline, self.cap, list(self.row), self.dtype.str,
-                  list(self.recent_buckets)]
+                  list(self.recent_buckets), self.phases]
         if list(state["layout"]) != layout:
             raise ValueError(f"window state layout {state['layout']} does not match {layout}")
         for name in self._arrays:

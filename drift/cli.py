@@ -122,7 +122,8 @@ def _cmd_simulate(args) -> int:
               file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    sim = simulate(args.scenario, seed=args.seed, days=args.days, volume=args.volume, start=args.start)
+    sim = simulate(args.scenario, seed=args.seed, days=args.days, volume=args.volume, start=args.start,
+                   stress=args.stress)
     n = write_jsonl(sim, args.out, batch=args.batch)
     if args.out != "-":
         truth = args.out[:-6] if args.out.endswith(".jsonl") else args.out
@@ -238,6 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--volume", type=float, default=1.0, help="traffic multiplier (default 1.0)")
     p.add_argument("--batch", type=int, default=1, help="events per line (JSON array when > 1)")
     p.add_argument("--start", default="2026-01-05T00:00:00Z", help="first simulated day (RFC 3339)")
+    p.add_argument("--stress", action="store_true",
+                   help="harder failure-free traffic: per-series volumes over three orders of magnitude, "
+                        "10x day/night, hour-of-day mean cycles on every app, 3%% zero scores, intent-mix "
+                        "changes (described in the ground truth)")
     p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("demo", help="the whole story, live on an embedded broker",

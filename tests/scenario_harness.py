@@ -34,3 +34,11 @@ def run_scenario(name: str, seed: int = 0, days: int | None = None, volume: floa
     sim, lines = scenario_lines(name, seed, days, volume)
     alerts, rejected, engine = run_lines(lines, settings, chunk)
     return sim, alerts, rejected
+
+
+
+def run_streaming(sim, engine: Engine | None = None, chunk: int = 100_000):
+    """A simulation through the decoder and engine, a chunk at a time (long, high-volume runs)."""
+    from drift.tools.scorecard import replay_simulation
+
+    return replay_simulation(sim, engine, chunk)

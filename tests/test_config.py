@@ -16,11 +16,16 @@ def test_defaults_implement_the_spec_rules():
     assert s.bootstrap_servers == "localhost:9092" and s.group_id == "drift" and s.http_port == 9308
     assert s.topics["alerts"] == "llm.alerts" and s.topics["state"] == "drift.state" and s.golden is None
     r = s.rules
-    assert r["quality_drop"].params["threshold"] == 0.05 and r["quality_drop"].params["window"] == 7 * 86400
+    assert r["quality_drop"].kind == "cusum_mean" and r["quality_drop"].params["threshold"] == 0.05
     assert r["retrieval_drop"].params["threshold"] == 0.10 and r["retrieval_drop"].params["window"] == 3 * 86400
     assert r["retrieval_drop"].params["stat"] == "median"
     assert r["flag_rate_spike"].params["ratio"] == 2.0 and r["flag_rate_spike"].severity == "critical"
-    assert r["format_failure_spike"].params["window"] == 3600
+    assert r["format_failure_spike"].kind == "cusum_rate" and r["format_failure_spike"].params["ratio"] == 2.0
+    # every rule with a test states its false-alarm budget in time: one per 10,000 series-years
+    assert {name: spec.params["false_alarm_rate"] for name, spec in r.items() if "false_alarm_rate" in spec.params} == {
+        name: 1e-4 for name in ("quality_drop", "quality_shift", "retrieval_drop", "flag_rate_spike",
+                                "format_failure_spike", "query_novelty_rise")}
+    assert r["quality_shift"].params["alpha"] is None and r["retrieval_drop"].params["alpha"] is None
     assert r["prompt_change"].severity == "info"
     assert s.dimension("refusal").kind == "flag" and s.dimension("format_valid").kind == "check"
     assert s.dimension("whatever").kind == "quality"
@@ -39,26 +44,29 @@ def test_precedence_defaults_toml_env_flags(tmp_path):
 
 
 def test_rule_overrides_and_durations(tmp_path):
-    path = write(tmp_path, '[rules.quality_drop]\nthreshold = 0.08\nwindow = "3d"\n[rules.quality_shift]\nenabled = false\n'
-                           '[dimensions.helpfulness]\nscale = [1, 10]\n')
+    path = write(tmp_path, '[rules.quality_drop]\nthreshold = 0.08\nguard = "3d"\nfalse_alarm_rate = 1e-3\n'
+                           '[rules.quality_shift]\nenabled = false\n[dimensions.helpfulness]\nscale = [1, 10]\n')
     s = load_settings(path)
     assert s.rules["quality_drop"].params["threshold"] == 0.08
-    assert s.rules["quality_drop"].params["window"] == 3 * 86400
+    assert s.rules["quality_drop"].params["guard"] == 3 * 86400
+    assert s.rules["quality_drop"].params["false_alarm_rate"] == 1e-3
     assert not s.rules["quality_shift"].enabled
     assert (s.dimension("helpfulness").lo, s.dimension("helpfulness").hi) == (1.0, 10.0)
-    s = load_settings(write(tmp_path, '[rules.quality_drop]\nshort_windows = ["2h", "12h"]\n'))
-    assert s.rules["quality_drop"].params["short_windows"] == (7200.0, 43200.0)
+    s = load_settings(write(tmp_path, '[rules.retrieval_drop]\nshort_windows = ["12h", "1d"]\n'))
+    assert s.rules["retrieval_drop"].params["short_windows"] == (43200.0, 86400.0)
     assert parse_duration("90m", "x") == 5400 and parse_duration(30, "x") == 30
 
 
 @pytest.mark.parametrize("text,field", [
     ("[rules.quality_drop]\nthreshold = -1\n", "rules.quality_drop.threshold"),
-    ("[rules.quality_drop]\nwindow = \"soon\"\n", "rules.quality_drop.window"),
-    ("[rules.quality_drop]\nwindow = \"90m\"\n", "rules.quality_drop.window"),
+    ("[rules.quality_drop]\nguard = \"soon\"\n", "rules.quality_drop.guard"),
+    ("[rules.quality_drop]\nbaseline = \"90m\"\n", "rules.quality_drop.baseline"),
     ("[rules.quality_drop]\nthresold = 0.1\n", "rules.quality_drop.thresold"),
-    ("[rules.quality_drop]\nshort_windows = \"6h\"\n", "rules.quality_drop.short_windows"),
-    ("[rules.quality_drop]\nshort_windows = [\"6h\", \"soon\"]\n", "rules.quality_drop.short_windows[1]"),
-    ("[rules.quality_drop]\nshort_windows = [\"90m\"]\n", "rules.quality_drop.short_windows[0]"),
+    ("[rules.quality_drop]\nfalse_alarm_rate = 0\n", "rules.quality_drop.false_alarm_rate"),
+    ("[rules.quality_drop]\nshort_windows = [\"6h\"]\n", "rules.quality_drop.short_windows"),
+    ("[rules.retrieval_drop]\nshort_windows = \"6h\"\n", "rules.retrieval_drop.short_windows"),
+    ("[rules.retrieval_drop]\nshort_windows = [\"1d\", \"soon\"]\n", "rules.retrieval_drop.short_windows[1]"),
+    ("[rules.retrieval_drop]\nshort_windows = [\"90m\"]\n", "rules.retrieval_drop.short_windows[0]"),
     ("[rules.retrieval_drop]\nshort_windows = [\"3d\"]\n", "rules.retrieval_drop.short_windows[0]"),
     ("[rules.no_such_rule]\n", "rules.no_such_rule"),
     ("[rules.quality_shift]\nalpha = 2\n", "rules.quality_shift.alpha"),

@@ -137,8 +137,9 @@ def test_notebook_runs_and_tells_the_story(executed):
 
     # the query part: the shifted app fires query_centroid_shift, once, after the shift, and the
     # notebook's recomputed window distance is the engine's statistic
-    fires = [a for a in probe["q_alerts"] if a[1] == "firing"]
+    fires = [a for a in probe["q_alerts"] if a[1] == "firing" and a[0] == "query_centroid_shift"]
     assert [(a[0], a[2]) for a in fires] == [("query_centroid_shift", "support-bot")]
+    assert {a[2] for a in probe["q_alerts"] if a[1] == "firing"} == {"support-bot"}  # and coverage, if it fired
     assert fires[0][3] > "2026-01-19T10:00:00Z" and fires[0][4] >= 0.15
     assert probe["q_recomputed"][0] == pytest.approx(fires[0][4], abs=1e-5)
     assert probe["sampled_out"] == 0

@@ -173,8 +173,6 @@ def test_declared_rules_fail_naming_the_field(tmp_path, text, field):
 def test_an_override_changes_a_rule_for_one_app_only(tmp_path):
     # quality falls 4%: below quality_drop's 5% everywhere, but one app asks for 3%
     settings = load_settings(write(tmp_path, """
-[rules.quality_drop]
-short_windows = []
 [[rules.quality_drop.override]]
 app = "strict-bot"
 threshold = 0.03

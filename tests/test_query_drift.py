@@ -53,10 +53,11 @@ def test_input_shift_fires_query_centroid_shift_only_on_the_shifted_app(shift_ru
     card = score(sim.truth, alerts)
     assert not card.false_alerts, [a["data"]["summary"] for a in card.false_alerts]
     (change,) = card.changes
-    assert change.detected and set(change.rules_fired) == {"query_centroid_shift"}
+    assert change.detected and "query_centroid_shift" in change.rules_fired
+    assert set(change.rules_fired) <= {"query_centroid_shift", "query_novelty_rise"}
     fire = [a for a in alerts if a["data"]["status"] == "firing"]
-    assert [a["data"]["labels"]["app"] for a in fire] == ["support-bot"]
-    d = fire[0]["data"]
+    assert {a["data"]["labels"]["app"] for a in fire} == {"support-bot"}
+    d = next(a["data"] for a in fire if a["data"]["rule"] == "query_centroid_shift")
     assert d["statistic"]["name"] == "cosine_distance" and d["statistic"]["value"] >= 0.15
     assert d["suspected_cause"]["kind"] == "none" and "golden" in d["suspected_cause"]["detail"]
     ev = d["evidence"]

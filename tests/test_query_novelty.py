@@ -78,14 +78,14 @@ def test_novelty_threshold_is_the_leave_one_out_quantile(tmp_path):
         g.novelty_threshold(1.0)
 
 
-def test_query_novelty_rise_is_off_by_default():
+def test_query_novelty_rise_is_a_built_in_that_can_be_switched_off():
     settings = load_settings()
     spec = settings.rules["query_novelty_rise"]
-    assert not spec.enabled and spec.kind == "novelty_rate" and spec.stream == "queries"
-    assert "query_novelty_rise" not in Engine(settings).rules
-    on = load_settings(overrides={"rules": {"query_novelty_rise": {"enabled": True}}})
-    assert on.rules["query_novelty_rise"].enabled
-    assert on.rules["query_novelty_rise"].params["ratio"] == 5.0
+    assert spec.enabled and spec.kind == "novelty_rate" and spec.stream == "queries"
+    assert spec.params["ratio"] == 5.0
+    off = load_settings(overrides={"rules": {"query_novelty_rise": {"enabled": False}}})
+    assert not off.rules["query_novelty_rise"].enabled
+    assert "query_novelty_rise" not in Engine(off).rules
 
 
 # ------------------------------------------------------------------ the real encoder

@@ -105,8 +105,11 @@ def test_alert_events_follow_the_cloudevents_shape():
     for key in ("alert_id", "status", "rule", "detector", "severity", "labels", "starts_at", "ends_at", "window",
                 "baseline", "statistic", "suspected_cause", "first_action", "summary"):
         assert key in d
-    assert d["detector"] == "percent_drop" and d["severity"] == "warning" and d["ends_at"] is None
+    assert d["detector"] == "cusum_mean" and d["severity"] == "warning" and d["ends_at"] is None
     assert d["window"]["n"] > 0 and d["baseline"]["n"] > 0 and d["window"]["value"] < d["baseline"]["value"]
     assert d["statistic"]["name"] == "pct_drop" and d["statistic"]["threshold"] == 0.05
-    assert d["statistic"]["value"] >= 0.05 and d["statistic"]["p_value"] < 1e-3
+    assert d["statistic"]["value"] >= 0.05 and d["statistic"]["p_value"] is None  # a sequential test
+    # the evidence window starts at the estimated change time, within an hour of the true one
+    change = parse(sim.truth["changes"][0]["at"])
+    assert d["change_at"] == d["window"]["start"] and abs(parse(d["change_at"]) - change) <= 3600
     assert "fell" in d["summary"] and "%" in d["summary"]

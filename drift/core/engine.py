@@ -47,7 +47,7 @@ __all__ = ["Engine", "EventRejection", "SeriesTable", "RuleRunner", "StreamState
 
 # Version of the engine's state layout inside a checkpoint; a checkpoint of another version is
 # not restored (the partition is rebuilt from its retained input, see drift.runtime.checkpoint).
-STATE_VERSION = 2
+STATE_VERSION = 3
 MAX_EXAMPLES = 5  # example trace ids an alert carries
 
 

@@ -227,6 +227,8 @@ def rule_kind(name: str) -> RuleKind:
 # --------------------------------------------------------------------------- parameters
 _BUCKET = "evaluation cadence (bucket width) in event time"
 _HYST = ("for_buckets", "resolve_after", "resolve_ratio")
+_BUDGET = ("false alerts allowed per series-year; with alpha unset every test runs at "
+           "false_alarm_rate * bucket / year / (tests per look)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,7 +238,8 @@ class PercentDropParams:
     window: float = param(7 * 86400.0, "duration", "current (rolling) window")
     baseline: float = param(14 * 86400.0, "duration", "frozen baseline span")
     threshold: float = param(0.05, "positive", "minimum relative drop")
-    alpha: float = param(1e-3, "unit", "significance level, shared by the windows")
+    alpha: float | None = param(None, "unit", "per-test level; unset: derived from false_alarm_rate")
+    false_alarm_rate: float = param(1e-4, "positive", _BUDGET)
     min_n: int = param(100, "count", "minimum samples on each side")
     bins: int = param(256, "count", "histogram bins (median)")
     long_term: bool = param(True, "bool", "also compare with the long-term reference")
@@ -251,7 +254,8 @@ class KsParams:
     bucket: float = param(86400.0, "duration", _BUCKET)
     window: float = param(7 * 86400.0, "duration", "current window")
     baseline: float = param(14 * 86400.0, "duration", "frozen baseline span")
-    alpha: float = param(0.01, "unit", "significance level after correction")
+    alpha: float | None = param(None, "unit", "family-wise level; unset: derived from false_alarm_rate")
+    false_alarm_rate: float = param(1e-4, "positive", _BUDGET)
     min_d: float = param(0.1, "positive", "minimum KS distance D")
     min_n: int = param(200, "count", "minimum samples on each side")
     bins: int = param(256, "count", "histogram bins")
@@ -266,7 +270,8 @@ class RateRatioParams:
     window: float = param(86400.0, "duration", "current window")
     baseline: float = param(7 * 86400.0, "duration", "frozen baseline span")
     ratio: float = param(2.0, "positive", "minimum rate ratio (window / reference)")
-    alpha: float = param(1e-4, "unit", "significance level")
+    alpha: float | None = param(None, "unit", "per-test level; unset: derived from false_alarm_rate")
+    false_alarm_rate: float = param(1e-4, "positive", _BUDGET)
     min_n: int = param(20, "count", "minimum events in the window")
     min_ref_n: int = param(200, "count", "minimum events in the reference")
     min_events: int = param(5, "count", "minimum flagged events in the window")
@@ -389,36 +394,6 @@ CHANGE_TRACKER = register(RuleKind(
     first_action="Watch quality for this app/intent over the next 48 hours"))
 _ = ChangeTracker  # the engine runs ChangeTracker for notice kinds
 
-# --------------------------------------------------------------------------- the SPEC's rules
-register(Rule("quality_drop", "percent_drop", "scores", ("quality",), "warning", {
-    "stat": "mean", "bucket": 3600.0, "window": 7 * 86400.0, "baseline": 14 * 86400.0,
-    "threshold": 0.05, "alpha": 1e-3, "min_n": 100, "long_term": True,
-    "short_windows": (6 * 3600.0, 86400.0), "for_buckets": 1, "resolve_after": 3, "resolve_ratio": 0.5}))
-register(Rule("quality_shift", "ks", "scores", ("quality",), "warning", {
-    "bucket": 86400.0, "window": 7 * 86400.0, "baseline": 14 * 86400.0, "alpha": 0.01, "min_d": 0.1,
-    "min_n": 200, "bins": 256, "for_buckets": 1, "resolve_after": 2, "resolve_ratio": 0.5}))
-register(Rule("retrieval_drop", "percent_drop", "retrieval", ("top1",), "warning", {
-    "stat": "median", "bucket": 6 * 3600.0, "window": 3 * 86400.0, "baseline": 7 * 86400.0,
-    "threshold": 0.10, "alpha": 1e-3, "min_n": 100, "bins": 512, "long_term": True,
-    "short_windows": (86400.0,), "for_buckets": 1, "resolve_after": 2, "resolve_ratio": 0.5},
-    summary=retrieval_drop_summary,
-    first_action="Check index freshness and ingestion jobs; compare recent queries with indexed documents"))
-register(Rule("flag_rate_spike", "rate_ratio", "scores", ("flag",), "critical", {
-    "bucket": 3600.0, "window": 86400.0, "baseline": 7 * 86400.0, "ratio": 2.0, "alpha": 1e-5,
-    "min_n": 50, "min_ref_n": 1000, "min_events": 5, "min_rate": 0.005, "long_term": True,
-    "for_buckets": 1, "resolve_after": 3, "resolve_ratio": 0.5}))
-register(Rule("format_failure_spike", "rate_ratio", "scores", ("check",), "warning", {
-    "bucket": 3600.0, "window": 3600.0, "baseline": 7 * 86400.0, "ratio": 2.0, "alpha": 1e-6,
-    "min_n": 20, "min_ref_n": 200, "min_events": 5, "min_rate": 0.01, "long_term": True,
-    "for_buckets": 1, "resolve_after": 3, "resolve_ratio": 0.5},
-    first_action="Diff the prompt template around the change; validate sample outputs against the schema"))
-register(Rule("query_centroid_shift", "centroid", "queries", ("queries",), "warning", {
-    "bucket": 3600.0, "window": 7 * 86400.0, "threshold": 0.15, "min_n": 200, "coverage_sim": 0.5,
-    "short_windows": (86400.0, 2 * 86400.0), "for_buckets": 1, "resolve_after": 3, "resolve_ratio": 0.5}))
-register(Rule("prompt_change", "change_tracker", "scores", ("prompt_hash", "model"), "info",
-              {"max_values": 64, "max_changes": 32}))
-
-
 # --------------------------------------------------------------------------- sequential kinds
 @dataclasses.dataclass(frozen=True)
 class SequentialParams:
@@ -430,6 +405,7 @@ class SequentialParams:
     baseline: float = param(14 * 86400.0, "duration", "reference span")
     recovery: float = param(86400.0, "duration", "window a recovery is judged on (at most guard)")
     z: float = param(2.0, "positive", "the reference enters at its upper bound of z standard errors")
+    min_ref_span: float = param(7 * 86400.0, "duration", "event time from a series' first event to the end of its reference before the test runs")
     for_buckets: int = param(1, "count", "consecutive hits before firing")
     resolve_after: int = param(24, "count", "consecutive clear evaluations before resolving (a day of hourly ones)")
     resolve_ratio: float = param(0.5, "positive", "clear below this share of the minimum effect")
@@ -448,6 +424,7 @@ class MeanCusumParams(SequentialParams):
     threshold: float = param(0.05, "positive", "minimum effect: relative drop of the mean")
     min_ref_n: int = param(100, "count", "events the reference needs")
     min_n: int = param(30, "count", "events in the recovery window before resolving")
+    seasonal: bool = param(True, "bool", "hold each UTC hour of the day to its own reference level")
 
 
 @_summary
@@ -513,7 +490,39 @@ NOVELTY_RATE = register(RuleKind(
     values="novelty",
     first_action="Read a sample of the queries since the estimated change; extend the golden set or "
                  "route the new intents"))
-# off by default: switched on with [rules.query_novelty_rise] enabled = true
+# --------------------------------------------------------------------------- the SPEC's rules
+# Every built-in states its false-alarm budget in time (false_alarm_rate, default 1e-4: one
+# false alert per 10,000 series-years). The mean and rate rules are sequential (CUSUM, above:
+# evidence accumulates at any volume); the shape and median rules are windowed, every test at
+# the budget's share of its looks (detectors.base.budget_alpha).
+register(Rule("quality_drop", "cusum_mean", "scores", ("quality",), "warning", {
+    "threshold": 0.05, "false_alarm_rate": 1e-4, "bucket": 3600.0, "guard": 2 * 86400.0,
+    "baseline": 14 * 86400.0, "seasonal": True}))
+register(Rule("quality_shift", "ks", "scores", ("quality",), "warning", {
+    "bucket": 86400.0, "window": 7 * 86400.0, "baseline": 14 * 86400.0, "alpha": None,
+    "false_alarm_rate": 1e-4, "min_d": 0.1, "min_n": 200, "bins": 256, "for_buckets": 1,
+    "resolve_after": 2, "resolve_ratio": 0.5}))
+register(Rule("retrieval_drop", "percent_drop", "retrieval", ("top1",), "warning", {
+    "stat": "median", "bucket": 6 * 3600.0, "window": 3 * 86400.0, "baseline": 7 * 86400.0,
+    "threshold": 0.10, "alpha": None, "false_alarm_rate": 1e-4, "min_n": 100, "bins": 512,
+    "long_term": True, "short_windows": (86400.0,), "for_buckets": 1, "resolve_after": 2,
+    "resolve_ratio": 0.5},
+    summary=retrieval_drop_summary,
+    first_action="Check index freshness and ingestion jobs; compare recent queries with indexed documents"))
+register(Rule("flag_rate_spike", "cusum_rate", "scores", ("flag",), "critical", {
+    "ratio": 2.0, "min_rate": 0.005, "false_alarm_rate": 1e-4, "bucket": 3600.0,
+    "guard": 2 * 86400.0, "baseline": 14 * 86400.0}))
+register(Rule("format_failure_spike", "cusum_rate", "scores", ("check",), "warning", {
+    "ratio": 2.0, "min_rate": 0.01, "false_alarm_rate": 1e-4, "bucket": 3600.0,
+    "guard": 2 * 86400.0, "baseline": 14 * 86400.0},
+    first_action="Diff the prompt template around the change; validate sample outputs against the schema"))
+register(Rule("query_centroid_shift", "centroid", "queries", ("queries",), "warning", {
+    "bucket": 3600.0, "window": 7 * 86400.0, "threshold": 0.15, "min_n": 200, "coverage_sim": 0.5,
+    "short_windows": (86400.0, 2 * 86400.0), "for_buckets": 1, "resolve_after": 3, "resolve_ratio": 0.5}))
+register(Rule("prompt_change", "change_tracker", "scores", ("prompt_hash", "model"), "info",
+              {"max_values": 64, "max_changes": 32}))
+
+
 register(Rule("query_novelty_rise", "novelty_rate", "queries", ("queries",), "warning", {
     "ratio": 5.0, "min_rate": NOVELTY_QUANTILE, "false_alarm_rate": 1e-4, "bucket": 3600.0,
-    "guard": 2 * 86400.0, "baseline": 14 * 86400.0, "min_ref_n": 200}, enabled=False))
+    "guard": 2 * 86400.0, "baseline": 14 * 86400.0, "min_ref_n": 200}))

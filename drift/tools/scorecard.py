@@ -1,7 +1,8 @@
 """Score alerts against a simulation's ground truth: detected or missed, by which rule, how late,
 with which suspected cause, and which alerts were false.
 
-Used by ``drift demo`` and the detection-quality benchmark.
+Used by ``drift demo``, the tests and the benchmarks; :func:`replay_simulation` runs a
+simulation through the real decoder and engine, a chunk of JSON-encoded events at a time.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import Iterable
 
-__all__ = ["ChangeResult", "Scorecard", "score", "series_of"]
+__all__ = ["ChangeResult", "Scorecard", "score", "series_of", "replay_simulation"]
 
 _FLAGS = ("refusal", "hallucination", "safety")
 
@@ -123,3 +124,46 @@ def score(truth: dict, alerts: Iterable[dict]) -> Scorecard:
                                     ch.get("expected_cause", "none"), fired, causes, missed))
     false = [a for a in firing if a["id"] not in claimed]
     return Scorecard(results, false, info)
+
+
+def replay_simulation(sim, engine=None, chunk: int = 100_000, batch: int = 1):
+    """Run a :class:`~drift.tools.simulate.Simulation` through the decoder and engine as Kafka
+    message bytes (one JSON event each, or JSON arrays of ``batch`` events as the SPEC allows),
+    ``chunk`` events at a time, without holding all of them in memory. Returns ``(alerts,
+    rejected, engine)``: CloudEvents dicts, rejections, the engine."""
+    import msgspec
+
+    from drift.core.config import load_settings
+    from drift.core.engine import Engine
+    from drift.tools.simulate import iter_events
+
+    enc = msgspec.json.Encoder()
+    engine = engine or Engine(load_settings())
+    dec = engine.decoder()
+    alerts: list[dict] = []
+    rejected: list = []
+    buf: list[bytes] = []
+
+    def flush():
+        d = dec.decode(buf)
+        a, r = engine.process(d)
+        alerts.extend(a)
+        rejected.extend(list(d.rejected) + list(r))
+        buf.clear()
+
+    group: list[dict] = []
+    per_chunk = max(chunk // max(batch, 1), 1)
+    for e in iter_events(sim):
+        if batch <= 1:
+            buf.append(enc.encode(e))
+        else:
+            group.append(e)
+            if len(group) >= batch:
+                buf.append(enc.encode(group))
+                group.clear()
+        if len(buf) >= per_chunk:
+            flush()
+    if group:
+        buf.append(enc.encode(group))
+    flush()
+    return alerts, rejected, engine

@@ -19,6 +19,10 @@ Traffic model
   (0.88), each Beta with concentration 20 and a per-day wiggle of the mean within +-0.005; the
   flag ``refusal`` (1 with probability 0.02) and the check ``format_valid`` (1 = passed,
   probability 0.97). Quality scores are rounded to 4 decimals.
+* The quality means of ``docs-qa`` and ``sales-assistant`` follow the hour of the day: times
+  ``1 + 0.03 cos(2 pi (h - 3) / 24)`` (night traffic from another region scores higher), a
+  cycle the rules must not take for drift. ``stress=True`` adds harder failure-free traffic
+  (see :func:`simulate`).
 * RAG requests also yield the top-5 retrieval similarities: top-1 ~ N(0.72, 0.06) clipped into
   [-1, 1], the others below it by exponential gaps (mean 0.03), rounded to 4 decimals.
 * Random streams are split by purpose, so for one ``(seed, days, volume, start)`` every scenario
@@ -97,6 +101,16 @@ DAILY_WIGGLE = 0.005  # per-day shift of each quality mean, uniform in +-this
 TOP_K = 5
 TOP1_MEAN, TOP1_SD, GAP_MEAN = 0.72, 0.06, 0.03
 CHANGE_HOUR = 10  # injected changes happen at 10:00 UTC on their day
+# Hour-of-day cycle of the quality means (night traffic from another region): relative +-3 %,
+# highest at 03:00 UTC, for the apps listed (every app under ``stress``).
+MEAN_CYCLE = 0.03
+MEAN_CYCLE_PEAK_HOUR = 3.0
+MEAN_CYCLE_APPS = ("docs-qa", "sales-assistant")
+# ``stress=True``: harder, still failure-free, traffic (see :func:`simulate`)
+STRESS_DAILY_AMPLITUDE = 9.0 / 11.0  # 1 +- 9/11: the afternoon peak is 10x the night trough
+STRESS_SPREAD = 1.5  # per-series volume factors 10**-1.5 .. 10**1.5: three orders of magnitude
+STRESS_ZEROS = 0.03  # share of quality scores that are 0 (failed answers)
+STRESS_MIX_EVERY = 10  # days between intent-mix changes (one series' volume x or / 2-3)
 
 # (app, intents, RAG?, model, median cost USD)
 _APPS: tuple[tuple[str, tuple[str, ...], bool, str, float], ...] = (
@@ -229,6 +243,7 @@ def simulate(
     days: int | None = None,
     start: str = DEFAULT_START,
     volume: float = 1.0,
+    stress: bool = False,
 ) -> Simulation:
     """Generate ``days`` of traffic for ``scenario`` (see :data:`SCENARIOS`).
 
@@ -244,6 +259,13 @@ def simulate(
         RFC 3339 start time (day 0); hours and weekdays of the seasonality are UTC.
     volume : float, default 1.0
         Multiplier of the request rate.
+    stress : bool, default False
+        Harder traffic with no failure in it: per-series volume factors spanning three orders
+        of magnitude (``10**-1.5`` to ``10**1.5``, assigned at random), a 10x day/night volume
+        cycle, the hour-of-day mean cycle on every app, a share of zero quality scores (failed
+        answers, :data:`STRESS_ZEROS`) and intent-mix changes (every
+        :data:`STRESS_MIX_EVERY` days one series' volume is multiplied or divided by 2-3).
+        The injected change of ``scenario`` is the same. Described in ``truth["stress"]``.
 
     Returns
     -------
@@ -306,10 +328,29 @@ def simulate(
     hour_start_ms = t0_ms + np.arange(n_hours, dtype=np.int64) * _MS_PER_HOUR
     mid = (hour_start_ms + _MS_PER_HOUR // 2) / 1000.0
     hod = (mid % 86400.0) / 3600.0
-    daily = 1.0 + DAILY_AMPLITUDE * np.cos(2.0 * np.pi * (hod - DAILY_PEAK_HOUR) / 24.0)
+    amplitude = STRESS_DAILY_AMPLITUDE if stress else DAILY_AMPLITUDE
+    daily = 1.0 + amplitude * np.cos(2.0 * np.pi * (hod - DAILY_PEAK_HOUR) / 24.0)
     weekday = (np.floor(mid / 86400.0).astype(np.int64) + 3) % 7  # 1970-01-01 was a Thursday
     weekly = np.where(weekday >= 5, WEEKEND_FACTOR, 1.0)
-    lam = BASE_RATE_PER_HOUR * volume * (daily * weekly)[:, None] * np.ones(n_series)
+    mix = np.ones((n_hours, n_series))
+    stress_truth: dict[str, Any] = {}
+    if stress:
+        r_stress = np.random.default_rng(np.random.SeedSequence([seed], spawn_key=(77,)))
+        spread = 10.0 ** r_stress.permutation(np.linspace(-STRESS_SPREAD, STRESS_SPREAD, n_series))
+        mix *= spread[None, :]
+        mix_changes = []
+        for d0 in range(STRESS_MIX_EVERY, days, STRESS_MIX_EVERY):
+            k = int(r_stress.integers(n_series))
+            f = float(r_stress.uniform(2.0, 3.0)) ** (1 if r_stress.random() < 0.5 else -1)
+            mix[d0 * 24:, k] *= f
+            mix_changes.append({"day": d0, "series": f"{s_app[k]}/{s_intent[k]}", "factor": round(f, 3)})
+        stress_truth = {
+            "requests_per_day": {f"{s_app[k]}/{s_intent[k]}": round(float(
+                BASE_RATE_PER_HOUR * volume * spread[k] * 24 * np.mean(daily * weekly)), 1) for k in range(n_series)},
+            "day_night_ratio": round((1 + amplitude) / (1 - amplitude), 2), "zero_share": STRESS_ZEROS,
+            "mean_cycle": {"amplitude": MEAN_CYCLE, "peak_hour_utc": MEAN_CYCLE_PEAK_HOUR, "apps": "all"},
+            "mix_changes": mix_changes}
+    lam = BASE_RATE_PER_HOUR * volume * (daily * weekly)[:, None] * mix
     counts = r_traffic.poisson(lam).ravel()
     n = int(counts.sum())
     series = np.repeat(np.tile(np.arange(n_series), n_hours), counts)
@@ -332,8 +373,11 @@ def simulate(
     values = np.empty((n, n_dims))
     wiggle = r_wiggle.uniform(-DAILY_WIGGLE, DAILY_WIGGLE, size=(n_series, 4, days))
     quality_mean = {}
+    cycle_apps = [k for k, a in enumerate(_APPS) if stress or a[0] in MEAN_CYCLE_APPS]
+    cycle = np.where(np.isin(app_idx, cycle_apps), MEAN_CYCLE, 0.0) * np.cos(
+        2.0 * np.pi * ((ts % 86400.0) / 3600.0 - MEAN_CYCLE_PEAK_HOUR) / 24.0)
     for d, dim in enumerate(DIMENSIONS[:4]):
-        m = QUALITY_MEANS[dim] + wiggle[series, d, day]
+        m = (QUALITY_MEANS[dim] + wiggle[series, d, day]) * (1.0 + cycle)
         quality_mean[dim] = m
         values[:, d] = r_quality.beta(m * CONCENTRATION, (1.0 - m) * CONCENTRATION)
     refusal_u = r_refusal.random(n)
@@ -479,6 +523,9 @@ def simulate(
                 "triples; prompt_hash unchanged",
             })
 
+    if stress:  # failed answers: a share of zero quality scores, before and after any change
+        r_zero = np.random.default_rng(np.random.SeedSequence([seed], spawn_key=(78,)))
+        values[:, :4] = np.where(r_zero.random((n, 4)) < STRESS_ZEROS, 0.0, values[:, :4])
     values[:, 4] = (refusal_u < refusal_p).astype(np.float64)
     values[:, 5] = (format_u < format_p).astype(np.float64)
     values[:, :4] = np.round(values[:, :4], 4)
@@ -534,7 +581,7 @@ def simulate(
     }
     truth: dict[str, Any] = {
         "scenario": scenario, "seed": seed, "start": _rfc3339(t0), "days": days,
-        "volume": volume, "description": SCENARIOS[scenario],
+        "volume": volume, "description": SCENARIOS[scenario], "stress": stress_truth or None,
         "end": _rfc3339(t0 + days * 86400.0),
         "counts": {"scores": int(len(flat)), "retrieval": int(len(rreq)), "requests": n},
         "changes": changes,
@@ -654,7 +701,8 @@ def _query_stream(seed, t0_ms, days, volume, season, at):
                    "new_sources": {"domains": list(SHIFT_DOMAINS), "splits": list(PRODUCTION_SPLITS),
                                    "oos_test_share": SHIFT_OOS_SHARE},
                    "golden_domains": list(QUERY_APPS[SHIFT_APP])},
-        "expected_rules": ["query_centroid_shift"], "expected_cause": "none",
+        "expected_rules": ["query_centroid_shift", "query_novelty_rise"], "expected_any": True,
+        "expected_cause": "none",
         "allowed_rules": [],
         "description": f"{SHIFT_APP}'s users start asking what it was not built for: a share of "
         f"its queries rising to {SHIFT_SHARE:.0%} over {SHIFT_RAMP_DAYS} days comes from CLINC150 "
