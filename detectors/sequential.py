@@ -37,7 +37,7 @@ A format-failure rate that rises from 1 % to 5 % on day 14, at 20 checked respon
 >>> det = RateCusum(ratio=2.0, min_rate=0.01)
 >>> f = det.update_many(np.zeros(t.size, np.int64), t, x)
 >>> [(a.status, round((a.at - 14 * 86400) / 3600)) for a in f]
-[('firing', 21)]
+[('firing', 19)]
 """
 
 from __future__ import annotations
@@ -57,11 +57,27 @@ MIN_ESS = 100  # tilted reference moments must rest on at least this effective s
 LAMBDAS = tuple(2.0 ** k for k in range(-1, 9))  # tilts for MeanCusum: 0.5 .. 256 (the last for variances)
 
 
-def cusum_threshold(events_per_year, false_alarm_rate, k=1):
+DRIFT_FLOOR = 1e-3  # the run-length refinement never lowers h by more than log(1 / DRIFT_FLOOR)
+
+
+def cusum_threshold(events_per_year, false_alarm_rate, k=1, drift=None):
     """``h`` such that ``k`` CUSUMs on a series with ``events_per_year`` events raise at most
-    ``false_alarm_rate`` false alarms per year: ``log(k * N / r)`` (at least ``log(k / r)``)."""
+    ``false_alarm_rate`` false alarms per year.
+
+    Lorden's bound (every excursion reaches ``h`` with probability ``<= e^-h``) gives
+    ``h = log(k N / r)``. With ``drift``, the per-event drift ``D = -E0[g]`` of the increments
+    under the reference, Siegmund's approximation of the mean run length to a false alarm,
+    ``ARL0 ~ e^h / D`` events (diffusion limit, overshoot ignored, which only lengthens it), is
+    used instead: ``h = log(k N D / r)`` for ``D < 1``. Each event of a low-information stream
+    (a 2 % flag rate, a 5 % drop of a noisy score) moves the statistic little, so the bound's
+    ``e^h`` is far below the real run length; ``D`` is floored at :data:`DRIFT_FLOOR`.
+
+    >>> round(float(cusum_threshold(365_000, 1e-4)), 2), round(float(cusum_threshold(365_000, 1e-4, drift=0.0064)), 2)
+    (22.02, 16.97)
+    """
     n = np.maximum(np.asarray(events_per_year, dtype=np.float64), 1.0)
-    return np.log(k * n / false_alarm_rate)
+    d = 1.0 if drift is None else np.clip(np.asarray(drift, dtype=np.float64), DRIFT_FLOOR, 1.0)
+    return np.log(k * n * d / false_alarm_rate)
 
 
 def grouped_cusum(series, g, s0):
@@ -126,10 +142,15 @@ class _Cusum(BucketedDetector):
     def _clear(self, win_value: np.ndarray, win_n: np.ndarray, ref: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    _cusum_state = ("S", "smax", "zero_t", "since_n", "since_sum", "h", "design_ok", "first_t")
+    def _effect_upper(self, series: np.ndarray, value: np.ndarray, n: np.ndarray, ref: np.ndarray) -> np.ndarray:
+        """The effect of ``n`` values with mean ``value`` at its upper bound (``effect_z`` standard errors)."""
+        raise NotImplementedError
+
+    _cusum_state = ("S", "smax", "zero_t", "since_n", "since_sum", "h", "design_ok", "first_t", "drift")
     _extra_state = ("agg",)
 
     freeze_at = 0.25  # share of h above which (at a bucket's close) the reference stops taking buckets
+    effect_z = 1.0  # the effect since the change must reach the minimum effect at this many standard errors
     freeze_nats = 3.0  # ... or this many nats, whichever is lower (exceeded under H0 < 5 % of the time)
 
     def _init_cusum(self, bucket, guard, baseline, lateness, false_alarm_rate, z, min_ref_n, min_n,
@@ -153,6 +174,7 @@ class _Cusum(BucketedDetector):
         self.h = np.full(0, np.inf)
         self.design_ok = np.zeros((0, k), bool)
         self.first_t = np.full(0, np.nan)  # first event time of each series (or since its reset)
+        self.drift = np.ones((0, k))  # -E0[g] of each CUSUM's increments under the reference
 
     def _hour_of_bucket(self, b):
         """UTC hour of the day at which bucket ``b`` starts."""
@@ -163,7 +185,7 @@ class _Cusum(BucketedDetector):
         self.agg.ensure(n)
         for name in self._cusum_state:
             a = getattr(self, name)
-            fill = np.nan if name in ("zero_t", "first_t") else (np.inf if name == "h" else 0)
+            fill = np.nan if name in ("zero_t", "first_t") else (np.inf if name == "h" else (1 if name == "drift" else 0))
             setattr(self, name, grow_rows(a, n, fill))
         self._grow_design(n)
 
@@ -237,8 +259,10 @@ class _Cusum(BucketedDetector):
         return n / span * YEAR
 
     def _thresholds(self, series):
-        """(G, K) thresholds: the budget split over the alternatives by ``weights``."""
-        return self.h[series][:, None] - np.log(np.asarray(self.weights))[None, :]
+        """(G, K) thresholds: the budget split over the alternatives by ``weights``, each refined
+        by its increments' drift under the reference (:func:`cusum_threshold`)."""
+        d = np.clip(self.drift[series], DRIFT_FLOOR, 1.0)
+        return self.h[series][:, None] - np.log(np.asarray(self.weights))[None, :] + np.log(d)
 
     def _evaluate(self, series, b) -> Evaluation:
         end = float(self.clock.bucket_end(b))
@@ -254,6 +278,12 @@ class _Cusum(BucketedDetector):
                                where=n_since > 0)
         ref_n, ref_value = self._reference(series)
         value = self._effect(mean_since, ref_value)
+        # evidence and effect: the change since the CUSUM left 0 must be consistent with the
+        # minimum effect (its upper bound at effect_z standard errors reaches it), so a real change
+        # exactly at the minimum effect fires even when its estimate falls a little below, and
+        # a lasting change well below it (which a CUSUM also detects, eventually) does not
+        with np.errstate(invalid="ignore"):
+            hit &= self._effect_upper(series, mean_since, n_since, ref_value) >= self._min_effect()
         win_value, win_n = self._window(series)
         self._clear_series = series
         clear = self._clear(win_value, win_n, ref_value)
@@ -392,6 +422,11 @@ class RateCusum(_Cusum):
             l0 = np.log((1 - p1) / (1 - p0u[:, None]))
         llr = np.stack([np.where(on, l0, 0.0), np.where(on, l1, 0.0)], axis=1)
         self.llr[series] = llr
+        # drift under the bound p0u: KL(p0u || p1) per event (more negative still below it)
+        q = p0u[:, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            kl = -(q * l1 + (1 - q) * l0)
+        self.drift[series] = np.where(on, np.nan_to_num(kl, nan=1.0, posinf=1.0), 1.0)
         self.design_ok[series] = on
         self.p0[series], self.p0u[series] = p0, p0u
         self.h[series] = np.where(ok, cusum_threshold(self._volume(series), self.false_alarm_rate), np.inf)
@@ -405,6 +440,15 @@ class RateCusum(_Cusum):
 
     def _min_effect(self):
         return self.ratio
+
+    def _effect_upper(self, series, rate, n, ref):
+        # Wilson upper bound of the rate since the change
+        z = self.effect_z
+        z2 = z * z
+        k = np.nan_to_num(rate) * n
+        with np.errstate(invalid="ignore", divide="ignore"):
+            upper = (k + z2 / 2 + z * np.sqrt(np.maximum(k * (n - k) / np.maximum(n, 1), 0.0) + z2 / 4)) / (n + z2)
+        return self._effect(np.where(n > 0, upper, np.nan), ref)
 
     def _clear(self, win_rate, win_n, ref):
         # recovered: the window's rate is near the reference, and even its upper bound (z
@@ -430,6 +474,11 @@ class MeanCusum(_Cusum):
         As in :class:`RateCusum`; a recovery is a ``recovery`` window whose mean is less than
         ``resolve_ratio * threshold`` below the reference, and less than ``threshold`` below it
         even at its lower bound (``z`` standard errors).
+    min_ref_n : int
+        Default 300 (a rate's Clopper-Pearson bound is exact; a mean's tilted moment is not): a
+        rare low tail such as 3 % zero scores from failed answers must be in the reference, or
+        the moment's standard error cannot see it (a reference of 100 such scores has no zero
+        one time in twenty).
     seasonal : bool
         Take the series' hour-of-day cycle out: the reference is kept per UTC hour, each
         value enters the CUSUM minus its hour's offset from the reference mean, and the
@@ -461,10 +510,10 @@ class MeanCusum(_Cusum):
                "min_ref_n", "min_ref_span", "z", "min_n", "for_buckets", "resolve_after", "resolve_ratio", "seasonal")
     alternatives = (1.0, 2.0)
     weights = (0.9, 0.1)
-    _state = BucketedDetector._state + _Cusum._cusum_state + ("lam", "logm", "mu0", "offset")
+    _state = BucketedDetector._state + _Cusum._cusum_state + ("lam", "logm", "mu0", "sd0", "offset")
 
     def __init__(self, threshold=0.05, false_alarm_rate=1e-4, bucket=3600.0, guard=2 * 86400.0,
-                 baseline=14 * 86400.0, recovery=86400.0, lateness=600.0, min_ref_n=100, z=2.0, min_n=30,
+                 baseline=14 * 86400.0, recovery=86400.0, lateness=600.0, min_ref_n=300, z=2.0, min_n=30,
                  for_buckets=1, resolve_after=24, resolve_ratio=0.5, seasonal=True, min_ref_span=7 * 86400.0):
         self.min_ref_span = float(min_ref_span)
         check_positive("threshold", threshold)
@@ -482,12 +531,14 @@ class MeanCusum(_Cusum):
         self.lam = np.zeros((0, k))
         self.logm = np.zeros((0, k))
         self.mu0 = np.zeros(0)
+        self.sd0 = np.zeros(0)
 
     def _grow_design(self, n):
         self.lam = grow_rows(self.lam, n, 0.0)
         self.logm = grow_rows(self.logm, n, 0.0)
         self.mu0 = grow_rows(self.mu0, n, 0.0)
         self.offset = grow_rows(self.offset, n, 0.0)
+        self.sd0 = grow_rows(self.sd0, n, 0.0)
 
     def _rows(self, x):
         x = np.clip(x, 0.0, 1.0)
@@ -560,7 +611,10 @@ class MeanCusum(_Cusum):
         with np.errstate(divide="ignore"):
             self.logm[series] = np.where(on, np.log(np.maximum(mu_ucb[rr, j], 1e-300)), 0.0)
         self.design_ok[series] = on
+        # drift under the reference: lambda mu + log m(lambda) >= 0 (Jensen), m at its upper bound
+        self.drift[series] = np.where(on, self.lam[series] * mu[:, None] + self.logm[series], 1.0)
         self.mu0[series] = mu
+        self.sd0[series] = np.sqrt(var)
         self.h[series] = np.where(ok, cusum_threshold(self._volume(series), self.false_alarm_rate), np.inf)
 
     def _reference(self, series):
@@ -572,6 +626,10 @@ class MeanCusum(_Cusum):
 
     def _min_effect(self):
         return self.threshold
+
+    def _effect_upper(self, series, mean, n, ref):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self._effect(mean - self.effect_z * self.sd0[series] / np.sqrt(n), ref)
 
     def _clear(self, win_mean, win_n, ref):
         # recovered: the window's drop is small, and even at its lower confidence bound (z

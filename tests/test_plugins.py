@@ -171,18 +171,18 @@ def test_declared_rules_fail_naming_the_field(tmp_path, text, field):
 
 
 def test_an_override_changes_a_rule_for_one_app_only(tmp_path):
-    # quality falls 4%: below quality_drop's 5% everywhere, but one app asks for 3%
+    # quality falls 2.5%: half quality_drop's 5% everywhere, but one app asks for 2%
     settings = load_settings(write(tmp_path, """
 [[rules.quality_drop.override]]
 app = "strict-bot"
-threshold = 0.03
+threshold = 0.02
 """))
-    assert settings.rules["quality_drop"].overrides[0].params["threshold"] == 0.03
+    assert settings.rules["quality_drop"].overrides[0].params["threshold"] == 0.02
     rng = np.random.default_rng(5)
     events = []
     for app in ("strict-bot", "relaxed-bot"):
-        t = T0 + np.arange(30 * 24 * 20) * 180.0  # 20 an hour for 30 days; -4 % from day 16
-        x = np.clip(rng.normal(np.where(t < T0 + 16 * 86400, 0.85, 0.85 * 0.96), 0.05), 0, 1)
+        t = T0 + np.arange(30 * 24 * 20) * 180.0  # 20 an hour for 30 days; -2.5 % from day 16
+        x = np.clip(rng.normal(np.where(t < T0 + 16 * 86400, 0.85, 0.85 * 0.975), 0.05), 0, 1)
         events += [{"ts": float(a), "app": app, "intent": "all", "dimension": "relevance", "score": float(b)}
                    for a, b in zip(t, x)]
     events.sort(key=lambda e: e["ts"])

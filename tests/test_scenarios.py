@@ -76,14 +76,6 @@ def test_scenario_fires_its_rule_and_no_other(scenario, seed):
         assert info == []
 
 
-@pytest.mark.parametrize("seed", (0, 1))
-def test_stable_90_days_has_zero_alerts(seed):
-    sim, alerts, rejected = run_scenario("stable", seed, days=90)
-    assert rejected == []
-    assert sim.days == 90
-    assert alerts == [], [a["data"]["summary"] for a in alerts]
-
-
 def test_alert_ids_do_not_depend_on_batch_size():
     sim, lines = scenario_lines("prompt_cleanup", 3)
     big, _, _ = run_lines(lines, chunk=200_000)

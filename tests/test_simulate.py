@@ -428,3 +428,39 @@ def test_write_jsonl_stdout(capsysbinary, tmp_path, monkeypatch):
     out = capsysbinary.readouterr().out.decode().splitlines()
     assert sum(len(json.loads(line)) for line in out) == n == s.n_events
     assert list(tmp_path.iterdir()) == []  # no truth file for stdout
+
+
+def test_quality_means_of_two_apps_follow_the_hour_of_the_day():
+    sim = simulate("stable", seed=4, days=20, volume=2.0)
+    s = sim.scores
+    hour = (s["ts"] % 86400 // 3600).astype(int)
+    for app, amplitude in (("docs-qa", 0.03), ("sales-assistant", 0.03), ("support-bot", 0.0)):
+        m = (s["app"] == app) & (s["dimension"] == "relevance")
+        night, afternoon = s["score"][m & (hour == 3)].mean(), s["score"][m & (hour == 15)].mean()
+        assert (night - afternoon) / 0.85 == pytest.approx(2 * amplitude, abs=0.012), app
+
+
+def test_stress_traffic_spans_three_decades_with_zeros_cycles_and_mix_changes():
+    sim = simulate("stable", seed=1, days=40, volume=1.0, stress=True)
+    st = sim.truth["stress"]
+    per_day = st["requests_per_day"]
+    assert max(per_day.values()) / min(per_day.values()) == pytest.approx(1000, rel=0.01)
+    assert st["day_night_ratio"] == pytest.approx(10.0)
+    s = sim.scores
+    quality = np.isin(s["dimension"], ["format", "relevance", "coherence", "faithfulness"])
+    assert np.mean(s["score"][quality] == 0.0) == pytest.approx(0.03, abs=0.005)
+    # the measured requests a day of each series follow the truth, and each mix change shows
+    req = s["dimension"] == "format"
+    keys = np.char.add(np.char.add(s["app"][req].astype(str), "/"), s["intent"][req].astype(str))
+    day = ((s["ts"][req] - sim.start) // 86400).astype(int)
+    first = min(c["day"] for c in st["mix_changes"])
+    for key, expected in per_day.items():
+        n = np.sum((keys == key) & (day < first)) / first
+        assert n == pytest.approx(expected, rel=0.25 if expected > 30 else 0.6), key
+    for c in st["mix_changes"]:
+        k = keys == c["series"]
+        before = np.sum(k & (day >= c["day"] - 7) & (day < c["day"])) / 7
+        after = np.sum(k & (day >= c["day"]) & (day < c["day"] + 7)) / 7
+        if before > 50:
+            assert after / before == pytest.approx(c["factor"], rel=0.3)
+    assert simulate("stable", seed=1, days=40, volume=1.0).truth["stress"] is None

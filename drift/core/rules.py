@@ -422,7 +422,7 @@ class RateCusumParams(SequentialParams):
 @dataclasses.dataclass(frozen=True)
 class MeanCusumParams(SequentialParams):
     threshold: float = param(0.05, "positive", "minimum effect: relative drop of the mean")
-    min_ref_n: int = param(100, "count", "events the reference needs")
+    min_ref_n: int = param(300, "count", "events the reference needs (enough that a rare low tail, e.g. 3 % zeros, is in it)")
     min_n: int = param(30, "count", "events in the recovery window before resolving")
     seasonal: bool = param(True, "bool", "hold each UTC hour of the day to its own reference level")
 
