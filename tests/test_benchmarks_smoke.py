@@ -30,7 +30,7 @@ def test_benchmarks_quick_runs_end_to_end(tmp_path):
     text = proc.stdout
     # the throughput table, one row per benchmark
     assert "ours (ev/s)" in text and "ratio" in text
-    for name in ("ks_shift", "percent_drop", "rate_ratio", "decode", "replay", "kafka_e2e_1", "kafka_e2e_100"):
+    for name in ("ks_shift", "quality_drop", "flag_rate_spike", "decode", "replay", "kafka_e2e_1", "kafka_e2e_100"):
         assert f"\n{name} " in text, name
     # the detection-quality table: every scenario and every detector
     assert "detection quality:" in text

@@ -89,9 +89,9 @@ DETECTORS = {
     "centroid_shift_short_windows_null": (lambda: _with_null(CentroidShift(
         centroid=tuple(HOME), dim=DIM, window=1200, min_n=30, short_windows=(300,), coverage_sim=0.8,
         golden_n=500, **FAST)), "embedding"),
-    "rate_cusum": (lambda: RateCusum(guard=300, baseline=1200, recovery=120, min_ref_n=100, min_rate=0.02,
+    "rate_cusum": (lambda: RateCusum(guard=300, baseline=1200, recovery=120, min_ref_n=100, min_rate=0.02, min_ref_span=600,
                                      false_alarm_rate=100.0, **FAST), "flag"),
-    "mean_cusum": (lambda: MeanCusum(guard=300, baseline=1200, recovery=120, min_ref_n=100,
+    "mean_cusum": (lambda: MeanCusum(guard=300, baseline=1200, recovery=120, min_ref_n=100, min_ref_span=600,
                                      false_alarm_rate=100.0, **FAST), "score"),
     "river_adwin": (lambda: RiverDrift("adwin"), "score"),
     "river_page_hinkley": (lambda: RiverDrift("page_hinkley", {"threshold": 5.0}), "score"),

@@ -563,12 +563,13 @@ def test_engine_screens_late_future_and_duplicate_events_like_the_docs(events, c
     assert engine.counts["scores.future"] == want.count("FutureEvent")
 
 
-def _valid_stream(days=10, per_hour=30, seed=0):
-    """Ten days of one app/intent: a format check, a refusal flag, retrieval and queries; on
-    day 8 a new prompt hash makes format failures and refusals spike for eight hours, then a
-    third hash brings them below the old level (so the episodes resolve)."""
+def _valid_stream(days=14, per_hour=30, seed=0):
+    """Two weeks of one app/intent: a format check, a refusal flag, retrieval and queries; on
+    day 10 (the sequential rules' reference spans a week by then) a new prompt hash makes
+    format failures and refusals spike for eight hours, then a third hash brings them below the
+    old level (so the episodes resolve)."""
     rng = np.random.default_rng(seed)
-    change, back = T0 + 8 * DAY + 5 * 3600, T0 + 8 * DAY + 13 * 3600
+    change, back = T0 + 10 * DAY + 5 * 3600, T0 + 10 * DAY + 13 * 3600
     out = []
     for h in range(days * 24):
         for t in np.sort(T0 + h * 3600 + rng.uniform(0, 3600, per_hour)):

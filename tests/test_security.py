@@ -394,13 +394,13 @@ def _serve_over_tls(bootstrap: str, cafile: str, tmp_path) -> None:
 
 
 def _scenario_events():
-    """Ten days of one app/intent with a format/refusal spike (so alerts fire and resolve);
-    every score and retrieval event carries marker trace ids and prompt/response fields, every
-    query carries marker text."""
+    """Two weeks of one app/intent with a format/refusal spike on day 10 (so alerts fire and
+    resolve); every score and retrieval event carries marker trace ids and prompt/response
+    fields, every query carries marker text."""
     rng = np.random.default_rng(7)
-    change, back = T0 + 8 * DAY + 5 * 3600, T0 + 8 * DAY + 13 * 3600
+    change, back = T0 + 10 * DAY + 5 * 3600, T0 + 10 * DAY + 13 * 3600
     out = []
-    for h in range(10 * 24):
+    for h in range(14 * 24):
         for i, t in enumerate(np.sort(T0 + h * 3600 + rng.uniform(0, 3600, 30))):
             t = round(float(t), 3)
             bad = change <= t < back

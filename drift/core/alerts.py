@@ -13,11 +13,14 @@ between them and the SPEC's structured CloudEvents JSON (``llm.alerts``, ``drift
 >>> f = Finding(series=0, status="firing", at=1767607200.0, episode_start=1767607200.0,
 ...             statistic="pct_drop", value=0.08, threshold=0.05, p_value=1e-9,
 ...             window=Side(1767002400.0, 1767607200.0, 1800, 0.84),
-...             reference=Side(1765792800.0, 1767002400.0, 3600, 0.91))
+...             reference=Side(1765792800.0, 1767002400.0, 3600, 0.91),
+...             extra={"change_at": 1767002400.0, "cusum": 25.0, "cusum_threshold": 18.2})
 >>> a = from_finding("quality_drop", {"stream": "scores", "app": "bot", "intent": "billing",
 ...                  "dimension": "format"}, f, window_seconds=7 * 86400, now=1767607500.0)
 >>> a.summary
-'format score for bot/billing fell 8.0% below baseline (0.91 → 0.84) over 7 days'
+'format score for bot/billing fell 8.0% below baseline (0.91 → 0.84) since 2025-12-29 10:00 UTC (1,800 samples; sequential test, 25.0 ≥ 18.2)'
+>>> a.change_at
+'2025-12-29T10:00:00.000Z'
 >>> ev = to_cloudevent(a)
 >>> ev["type"], ev["subject"], from_cloudevent(ev) == a
 ('drift.alert.firing', 'quality_drop/bot/billing/format', True)
