@@ -57,6 +57,7 @@ MIN_ESS = 100  # tilted reference moments must rest on at least this effective s
 LAMBDAS = tuple(2.0 ** k for k in range(-1, 9))  # tilts for MeanCusum: 0.5 .. 256 (the last for variances)
 
 
+DESIGN_EVERY = 6  # buckets between refreshes of a CUSUM's design from its reference
 DRIFT_FLOOR = 1e-3  # the run-length refinement never lowers h by more than log(1 / DRIFT_FLOOR)
 
 
@@ -233,7 +234,11 @@ class _Cusum(BucketedDetector):
         building = (np.where(self.design_ok[series], self.S[series], 0.0)
                     > np.minimum(self.freeze_at * self._thresholds(series), self.freeze_nats)).any(axis=1)
         self.agg.close(series, b, frozen | building)
-        self._design(series, b)
+        # a 14-day reference barely moves in an hour: the design (tilts, moments, offsets,
+        # thresholds) is refreshed every DESIGN_EVERY buckets (event time, so batch sizes do not
+        # matter); a new series waits at most that long for its first one
+        if b % DESIGN_EVERY == 0:
+            self._design(series, b)
 
     def _reset(self, series):
         self.S[series] = 0.0
@@ -572,12 +577,12 @@ class MeanCusum(_Cusum):
             d = np.where(has, raw * tau2[:, None] / (tau2[:, None] + se2), 0.0)
         d = np.nan_to_num(d)
         d -= (n_h * d).sum(axis=1, keepdims=True) / n[:, None]  # centred: the reference mean stays
-        adj = np.empty_like(ph)
-        adj[..., 0] = n_h
-        adj[..., 1] = s_h - n_h * d
-        adj[..., 2] = q_h - 2.0 * d * s_h + n_h * d * d
-        adj[..., 3:] = ph[..., 3:] * np.exp(np.asarray(LAMBDAS)[None, None, :] * d[..., None])
-        return adj.sum(axis=1), d
+        rows = np.empty((ph.shape[0], ph.shape[2]))
+        rows[:, 0] = n_h.sum(axis=1)
+        rows[:, 1] = s_h.sum(axis=1) - np.einsum("gh,gh->g", n_h, d)
+        rows[:, 2] = q_h.sum(axis=1) - 2.0 * np.einsum("gh,gh->g", s_h, d) + np.einsum("gh,gh->g", n_h, d * d)
+        rows[:, 3:] = np.einsum("ghj,ghj->gj", ph[..., 3:], np.exp(d[..., None] * np.asarray(LAMBDAS)))
+        return rows, d
 
     def _design(self, series, b):
         if self.seasonal:
