@@ -32,6 +32,8 @@ def test_benchmarks_quick_runs_end_to_end(tmp_path):
     assert "ours (ev/s)" in text and "ratio" in text
     for name in ("ks_shift", "quality_drop", "flag_rate_spike", "decode", "replay", "kafka_e2e_1", "kafka_e2e_100"):
         assert f"\n{name} " in text, name
+    # the volumes table (issue 12's must-shows; quick: one short run of each kind)
+    assert "Volumes (issue 12)" in text and "prompt_cleanup vol 0.2 30 d" in text
     # the detection-quality table: every scenario and every detector
     assert "detection quality:" in text
     for col in ("detected", "median h", "max h", "misses", "FA/30d"):
