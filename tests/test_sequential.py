@@ -171,6 +171,7 @@ def _delays(det, per_day, days, value, change_day=14):
 def test_format_failure_spike_at_twenty_an_hour_within_two_days():
     delays, first = _delays(RateCusum(ratio=2.0, min_rate=0.01), 20 * 24, 24,
                             lambda r, a: (r.random(a.size) < np.where(a, 0.05, 0.01)).astype(float))
+    print(f"format-failure spike: median delay {np.median(delays):.1f} h")
     assert np.median(delays) <= 48, delays
     # the estimated change time is near the true one for most series
     est = np.array([(f.extra["change_at"] - 14 * DAY) / 3600 for f in first if f is not None])
@@ -180,6 +181,7 @@ def test_format_failure_spike_at_twenty_an_hour_within_two_days():
 def test_refusal_rate_doubling_at_500_a_day_within_ten_days():
     delays, _ = _delays(RateCusum(ratio=2.0), 500, 34,
                         lambda r, a: (r.random(a.size) < np.where(a, 0.04, 0.02)).astype(float))
+    print(f"refusal doubling: median delay {np.median(delays) / 24:.1f} d")
     assert np.median(delays) <= 10 * 24, delays
 
 
@@ -188,6 +190,7 @@ def test_six_percent_quality_drop_at_100_a_day():
     a1, b1 = _beta(BETA_MEAN * 0.94)
     delays, _ = _delays(MeanCusum(threshold=0.05), 100, 26,
                         lambda r, a: np.where(a, r.beta(a1, b1, a.size), r.beta(a0, b0, a.size)))
+    print(f"6 % quality drop: median delay {np.median(delays) / 24:.1f} d")
     assert np.median(delays) <= 3 * 24, delays
 
 
