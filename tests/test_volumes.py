@@ -5,8 +5,9 @@ decoder and engine with the built-in rules and their default false-alarm budget.
   at volumes 0.05 (about 30 events per series a day), 0.2, 1 and 5 (3,000 a day): seed 0 here,
   seeds 1 and 2 in ``benchmarks/volumes.py``.
 * At volume 0.2 (about 120 events per series a day) over 60 days, every SPEC scenario is caught
-  by its expected rule with the expected suspected cause, and nothing else fires: seeds 0-2
-  (``input_shift``, which embeds every query with the real encoder: seed 0).
+  by its expected rule with the expected suspected cause, and nothing else fires: seed 0 here
+  (``input_shift`` embeds every query with the real encoder), seeds 1 and 2 in the benchmark,
+  and ``refusal_spike`` seed 1, the known failure, here as a strict expected failure.
 * The stress traffic (per-series volumes over three orders of magnitude, 10x day/night, mean
   cycles on every app, 3 % zero scores, intent-mix changes) raises no alert in 90 days.
 """
@@ -58,7 +59,7 @@ def _check(sim, alerts):
 _CASES = [pytest.param(sc, seed, marks=pytest.mark.xfail(strict=True, reason="refusal_spike seed 1: a re-fire after a "
                                                          "premature resolution names no cause"))
           if (sc, seed) == ("refusal_spike", 1) else (sc, seed)
-          for sc in SCENARIOS for seed in (0, 1, 2)]
+          for sc in SCENARIOS for seed in (0, 1) if seed == 0 or sc == "refusal_spike"]  # seeds 1-2: the benchmark
 
 
 @pytest.mark.parametrize("scenario,seed", _CASES)
@@ -81,7 +82,8 @@ def test_input_shift_at_volume_0_2_is_caught_by_a_query_rule():
     alerts, rejected, engine = run_streaming(sim, Engine(load_settings(), golden=golden,
                                                          encoder_factory=lambda: encoder))
     assert rejected == []
-    assert engine.counts["queries.embedded"] == sim.truth["counts"]["queries"]
+    assert engine.counts["queries.events"] == sim.truth["counts"]["queries"]
+    assert engine.counts["queries.embedded"] > 0  # distinct texts, embedded once each
     card = _check(sim, alerts)
     assert set(card.changes[0].rules_fired) <= {"query_centroid_shift", "query_novelty_rise"}
 
