@@ -52,8 +52,7 @@ def one(scenario, seed, days, volume, stress=False) -> dict:
     row = {"scenario": scenario, "seed": seed, "days": days, "volume": volume, "stress": stress,
            "events": sum(v for k, v in engine.counts.items() if k.endswith(".events")),
            "seconds": round(time.perf_counter() - t0, 1), "rejected": len(rejected), "firing": len(firing),
-           "false_alerts": [f"{a['data']['rule']} {a['data']['subject'] if 'subject' in a['data'] else ''}"
-                            f"{a['data']['labels']} at {a['data']['starts_at'][:16]}" for a in card.false_alerts],
+           "false_alerts": [f"{a['subject']} at {a['data']['starts_at'][:16]}" for a in card.false_alerts],
            "changes": [{"what": c.what, "detected": c.detected, "cause_ok": c.cause_ok,
                         "rules": {r: round(d / 3600, 1) for r, d in c.rules_fired.items()},
                         "missed": c.missed_series} for c in card.changes]}
