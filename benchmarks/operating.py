@@ -10,12 +10,16 @@ history, ``seeds`` independent series per cell:
   **ours@1** at 1 false alert per series-year, the budget the peers are tuned to (a copy of the
   1e-4 detector taken at the change, switched to the budget of 1: the design does not depend on the
   budget, only the thresholds, which are recomputed at every close; so ours@1 has no alarm open
-  from before the change);
+  from before the change); and **ours~**, the same copy at the ``false_alarm_rate`` tuned like the
+  peers' parameters (below), for the comparison with them at an equal *measured* false-alert rate;
 * **oracle**: a CUSUM on the true log-likelihood ratios (it knows the rates/distributions before
   and after), at the same two budgets and by the same threshold rule as ours
   (:func:`detectors.sequential.cusum_threshold` with ``k=1`` and its true per-event drift
   ``D = KL(before || after)``: ``h = log(N D / r)``, Siegmund's run length in place of Lorden's
-  ``log(N / r)``): the limit no detector can beat on average at that threshold rule;
+  ``log(N / r)``): the limit no detector can beat on average at that threshold rule; and
+  **oracle/h**, the same CUSUM with its alarm raised at the next hourly close (an hour's end plus
+  the 10-min lateness) after it crossed: the limit for a detector that, as the SPEC says, evaluates
+  at bucket boundaries of event time (hourly here), not on every event;
 * **windowed**: the windowed rules as shipped before the sequential ones (``flag_rate_spike`` as
   ``RateRatio``, alpha 1e-5 a look; ``quality_drop`` as ``PercentDrop``, alpha 1e-3 a look);
 * **ADWIN**, **PageHinkley**: river's detectors (:class:`detectors.river_adapter.RiverDrift`, one
@@ -82,15 +86,21 @@ WINDOWED = {
                              "resolve_ratio": 0.5}),
 }
 PEERS = ("adwin", "page_hinkley")
-LABEL = {"adwin": "ADWIN", "page_hinkley": "PageHinkley"}
+LABEL = {"adwin": "ADWIN", "page_hinkley": "PageHinkley", "ours": "ours"}
 # Log grids, most sensitive first. ADWIN's bound grows only with sqrt(log(1/delta)): its grid reaches far down.
 GRIDS: dict[str, tuple[str, tuple[float, ...]]] = {
     "adwin": ("delta", (0.99, 0.9, 0.7, 0.5, 0.3, 0.2, 0.1, 0.05, 0.02, 1e-2, 5e-3, 2e-3, 1e-3, 3e-4, 1e-4, 1e-5, 1e-6, 1e-7,
                         1e-8, 1e-10, 1e-12, 1e-15, 1e-20, 1e-25, 1e-30, 1e-40, 1e-50)),
     "page_hinkley": ("threshold", tuple(round(10 ** (k / 8), 3) for k in range(-3, 33))),  # 0.42 .. 10,000
 }
+# ours' configured false_alarm_rate, most sensitive first: for the comparison with the tuned peers at an
+# equal *measured* false-alert rate, ours is tuned by the same procedure (its analytic threshold is
+# conservative, so the rate it measures at a configured budget of 1 is well below 1)
+GRIDS["ours"] = ("false_alarm_rate", (1000.0, 500.0, 200.0, 100.0, 50.0, 20.0, 10.0, 5.0, 2.0, 1.0))
+TUNED = ("ours", *PEERS)
 PH_MODE = {"rate": "up", "mean": "down"}
-METHODS = ("ours", "ours_at_1", "oracle", "oracle_at_1", "windowed")
+METHODS = ("ours", "ours_at_1", "ours_tuned", "oracle", "oracle_at_1", "oracle_hourly", "oracle_hourly_at_1",
+           "windowed")
 
 
 def _log(msg: str) -> None:
@@ -120,6 +130,8 @@ def _windowed(rule):
 
 
 def _river(kind, rule, value):
+    if kind == "ours":
+        return _ours(rule, value)
     from detectors.river_adapter import RiverDrift
 
     param = GRIDS[kind][0]
@@ -220,6 +232,17 @@ def _oracle_run(series, t, g, s0, hs, start):
     return s_end, first
 
 
+def _at_closes(hours, start, lateness):
+    """Delays (hours from ``start``) moved to the next hourly close: the first instant at or after them
+    that is an hour's end plus ``lateness``. A detector that evaluates at those closes (the SPEC: at
+    bucket boundaries of event time, a bucket closing ``lateness`` after its end) raises nothing
+    earlier; at low volume a close waits for the series' next event too, which this leaves out."""
+    at = start + np.asarray(hours, dtype=float) * HOUR
+    with np.errstate(invalid="ignore"):
+        close = np.ceil((at - lateness) / HOUR) * HOUR + lateness
+    return np.where(np.isfinite(at), (close - start) / HOUR, math.inf)
+
+
 def _stats(d) -> dict:
     d = np.asarray(d, dtype=float)
     big = np.where(np.isfinite(d), d, 1e18)
@@ -239,7 +262,7 @@ def cell(rule, per_day, mult, seeds, rng, tuned, not_run):
     effect = _effect(rule, mult)
     start = HISTORY * DAY
     hs = [_oracle_h(rule, per_day, effect, BUDGET), _oracle_h(rule, per_day, effect, PEER_BUDGET)]
-    ours, ours1, win = _ours(rule, BUDGET), None, _windowed(rule)
+    ours, ours1, ours_t, win = _ours(rule, BUDGET), None, None, _windowed(rule)
     peers = {kind: _river(kind, rule, tuned[kind]["value"]) for kind in PEERS if kind in tuned}
     first = {k: np.full(seeds, math.inf) for k in (*METHODS, *peers)}
     s_or = np.zeros(seeds)
@@ -250,23 +273,33 @@ def cell(rule, per_day, mult, seeds, rng, tuned, not_run):
         if day == HISTORY:  # ours@1: the detector as it stands at the change, at the budget of 1
             ours1 = copy.deepcopy(ours)
             ours1.false_alarm_rate = PEER_BUDGET
+            if "ours" in tuned:  # and at the budget tuned like the peers' parameters
+                ours_t = copy.deepcopy(ours)
+                ours_t.false_alarm_rate = tuned["ours"]["value"]
         s, t = _arrivals(rng, seeds, per_day, 1, day * DAY)
         x = _draw(rule, rng, day >= HISTORY, effect, t.size)
         events += t.size
-        dets = {"ours": ours, "windowed": win, **peers, **({"ours_at_1": ours1} if ours1 is not None else {})}
+        dets = {"ours": ours, "windowed": win, **peers, **({"ours_at_1": ours1} if ours1 is not None else {}),
+                **({"ours_tuned": ours_t} if ours_t is not None else {})}
         for k, det in dets.items():
             f = det.update_many(s, t, x)
             got = _first_after(f, seeds) if k in peers else _raised(f, s, t, det.lateness, seeds)
             first[k] = np.minimum(first[k], got)
-        s_or, o = _oracle_run(s, t, _llr(rule, x, effect), s_or, hs, start)
+        g = _llr(rule, x, effect)
+        s_or, o = _oracle_run(s, t, g, s_or, hs, start)
         first["oracle"] = np.minimum(first["oracle"], o[:, 0])
         first["oracle_at_1"] = np.minimum(first["oracle_at_1"], o[:, 1])
+        # the same oracle, its alarms raised at the next hourly close (when ours could raise them)
+        first["oracle_hourly"] = _at_closes(first["oracle"], start, ours.lateness)
+        first["oracle_hourly_at_1"] = _at_closes(first["oracle_at_1"], start, ours.lateness)
         if day >= HISTORY and all(np.isfinite(v).all() for v in first.values()):
             break
     out: dict = {"rule": rule, "per_day": per_day, "effect": effect, "days_simulated": day + 1, "events": events,
                  "seconds": round(time.perf_counter() - t0, 2), "oracle_drift": _drift(rule, effect),
                  "oracle_h": {"budget": hs[0], "peer_budget": hs[1]}}
-    out.update({k: _stats(first[k]) for k in METHODS})
+    out.update({k: _stats(first[k]) for k in METHODS if k != "ours_tuned"})
+    out["ours_tuned"] = ({**_stats(first["ours_tuned"]), "false_alarm_rate": tuned["ours"]["value"]} if "ours" in tuned
+                         else {"not_run": "not tuned at this volume"})
     for kind in PEERS:
         out[kind] = ({**_stats(first[kind]), GRIDS[kind][0]: tuned[kind]["value"]} if kind in peers
                      else {"not_run": not_run.get(kind, "not run")})
@@ -292,10 +325,12 @@ def stable(per_day, n_series, days, rng, grids, tune):
         out[f"{rule}_windowed"] = count(_windowed(rule).update_many(s, t, x))
         if not tune:
             continue
-        for kind in PEERS:
+        for kind in TUNED:
             param, values = grids[kind]
             seen: dict[int, float] = {}
             secs = [0.0]
+            if kind == "ours" and values[-1] == PEER_BUDGET:  # measured above
+                seen[len(values) - 1] = out[f"{rule}_ours_at_budget_1"]
 
             def fa(i, kind=kind, x=x, rule=rule, values=values, seen=seen, secs=secs):
                 if i not in seen:
@@ -382,6 +417,7 @@ def run(quick: bool = False, write: bool | None = None) -> dict:
               "tuned": {str(v): d for v, d in tuned.items()}, "river_events_per_s": speed,
               "cells": cells, "false_alarms": fa, "seconds_by_part": seconds}
     result["seconds"] = round(time.perf_counter() - t_start, 1)
+    result["summary"] = summary(result)
     result["notes"] = notes(result)
     result["table"] = table(result)
     if write if write is not None else not quick:
@@ -430,43 +466,88 @@ def _eff(c):
     return f"{c['effect']:.0f}x" if c["rule"] == "rate" else f"-{100 * c['effect']:.1f}%"
 
 
+def _within(cells, a, b, factor=2.0):
+    """``(met, compared, neither)``: cells where record ``a``'s median delay is at most ``factor``
+    times ``b``'s, cells where both ran, and cells where neither detected within the horizon
+    (counted as met: ``a`` is not slower there, but nothing was shown either)."""
+    n = k = none = 0
+    for c in cells:
+        x, y = c[a], c[b]
+        if "not_run" in x or "not_run" in y:
+            continue
+        n += 1
+        xm, ym = x["median_h"], y["median_h"]
+        both_never = not math.isfinite(xm) and not math.isfinite(ym)
+        none += both_never
+        k += both_never or (math.isfinite(xm) and xm <= factor * ym)
+    return k, n, none
+
+
+def summary(result: dict) -> dict:
+    """How many cells meet the issue's comparisons (counts of ``(met, cells compared)``)."""
+    cells = result["cells"]
+    both = [c for c in cells if all("not_run" not in c[k] for k in ("ours_tuned", *PEERS))]
+    return {
+        "ours_within_2x_oracle": _within(cells, "ours", "oracle"),
+        "ours_within_2x_oracle_hourly": _within(cells, "ours", "oracle_hourly"),
+        "ours_at_1_within_2x_oracle_at_1": _within(cells, "ours_at_1", "oracle_at_1"),
+        "ours_at_1_within_2x_oracle_hourly_at_1": _within(cells, "ours_at_1", "oracle_hourly_at_1"),
+        "ours_tuned_no_slower_than_adwin": _within(both, "ours_tuned", "adwin", 1.0),
+        "ours_tuned_no_slower_than_page_hinkley": _within(both, "ours_tuned", "page_hinkley", 1.0),
+        "ours_tuned_no_slower_than_both": (
+            sum(bool(_within([c], "ours_tuned", "adwin", 1.0)[0] and _within([c], "ours_tuned", "page_hinkley", 1.0)[0])
+                for c in both), len(both),
+            sum(bool(_within([c], "ours_tuned", "adwin", 1.0)[2] and _within([c], "ours_tuned", "page_hinkley", 1.0)[2])
+                for c in both)),
+        "ours_at_1_no_slower_than_adwin": _within(both, "ours_at_1", "adwin", 1.0),
+    }
+
+
 def table(result: dict) -> str:
     cells = sorted(result["cells"], key=lambda c: (c["rule"] != "rate", c["per_day"], c["effect"]))
-    w = 15
+    w = 13
     lines = [f"operating characteristic: {result['seeds']} series per cell, change after {result['history_days']} d "
              f"of stable history, {result['horizon_days']} d to detect; delay median/p90 (h: hours, d: days); "
              f"every event through every detector; run in {result['seconds']:.0f} s",
              "",
-             f"at the default budget, {result['budget']:g} false alerts per series-year:",
-             f"{'rule':<5} {'events/day':>10} {'effect':>7}  {'oracle':>{w}} {'ours':>{w}} {'ours/oracle':>11} "
-             f"{'windowed':>{w}}"]
+             f"at the default budget, {result['budget']:g} false alerts per series-year (oracle: per event; oracle/h: "
+             "its alarm at the next hourly close, when ours could raise it):",
+             f"{'rule':<5} {'events/day':>10} {'effect':>7}  {'oracle':>{w}} {'oracle/h':>{w}} {'ours':>{w}} "
+             f"{'ours/oracle':>11} {'ours/oracle/h':>13} {'windowed':>{w}}"]
     for c in cells:
-        lines.append(f"{c['rule']:<5} {c['per_day']:>10,} {_eff(c):>7}  {_fmt(c['oracle']):>{w}} {_fmt(c['ours']):>{w}} "
-                     f"{_ratio(c['ours'], c['oracle']):>11} {_fmt(c['windowed']):>{w}}")
-    lines += ["", f"at {result['peer_budget']:g} false alert per series-year (ours@1; ADWIN and PageHinkley tuned to it "
-              "on stable runs, table below):",
+        lines.append(f"{c['rule']:<5} {c['per_day']:>10,} {_eff(c):>7}  {_fmt(c['oracle']):>{w}} "
+                     f"{_fmt(c['oracle_hourly']):>{w}} {_fmt(c['ours']):>{w}} "
+                     f"{_ratio(c['ours'], c['oracle']):>11} {_ratio(c['ours'], c['oracle_hourly']):>13} "
+                     f"{_fmt(c['windowed']):>{w}}")
+    lines += ["", f"at {result['peer_budget']:g} false alert per series-year: ours@1 and the oracle@1 at the configured "
+              "budget; ours~, ADWIN and PageHinkley tuned to <= 1 measured on stable runs (table below), ratios to ours~:",
               f"{'rule':<5} {'events/day':>10} {'effect':>7}  {'oracle@1':>{w}} {'ours@1':>{w}} {'ours/oracle':>11} "
-              f"{'ADWIN':>{w}} {'ADWIN/ours':>10} {'PageHinkley':>{w}} {'PH/ours':>8}"]
+              f"{'ours~':>{w}} {'ADWIN':>{w}} {'ADWIN/ours~':>11} {'PageHinkley':>{w}} {'PH/ours~':>8}"]
     for c in cells:
         lines.append(f"{c['rule']:<5} {c['per_day']:>10,} {_eff(c):>7}  {_fmt(c['oracle_at_1']):>{w}} "
                      f"{_fmt(c['ours_at_1']):>{w}} {_ratio(c['ours_at_1'], c['oracle_at_1']):>11} "
-                     f"{_fmt(c['adwin']):>{w}} {_ratio(c['adwin'], c['ours_at_1']):>10} "
-                     f"{_fmt(c['page_hinkley']):>{w}} {_ratio(c['page_hinkley'], c['ours_at_1']):>8}")
-    lines += ["", "false alerts / series-year on stable runs (tuned peers: the parameter chosen)",
-              f"{'events/day':>10} {'series-yrs':>10}  {'rate ours@1':>11} {'windowed':>9} {'ADWIN':>16} {'PageHinkley':>17}"
-              f"  {'mean ours@1':>11} {'windowed':>9} {'ADWIN':>16} {'PageHinkley':>17}"]
+                     f"{_fmt(c['ours_tuned']):>{w}} {_fmt(c['adwin']):>{w}} {_ratio(c['adwin'], c['ours_tuned']):>11} "
+                     f"{_fmt(c['page_hinkley']):>{w}} {_ratio(c['page_hinkley'], c['ours_tuned']):>8}")
+    lines += ["", "false alerts / series-year on stable runs (tuned: the parameter chosen; ours~: its false_alarm_rate)"]
+    head = f"{'events/day':>10} {'series-yrs':>10} "
+    for rule in ("rate", "mean"):
+        head += f" {rule + ' ours@1':>11} {'windowed':>9} {'ours~':>13} {'ADWIN':>14} {'PageHinkley':>16} "
+    lines.append(head.rstrip())
     tuned = result["tuned"]
     for f in result["false_alarms"]:
         row = f"{f['per_day']:>10,} {f['series_years']:>10.0f} "
         for rule in ("rate", "mean"):
             row += f" {f[f'{rule}_ours_at_budget_1']:>11.3f} {f[f'{rule}_windowed']:>9.3f}"
-            for kind, width in (("adwin", 16), ("page_hinkley", 17)):
+            for kind, width in (("ours", 13), ("adwin", 14), ("page_hinkley", 16)):
                 q = tuned.get(str(f["per_day"]), {}).get(rule, {}).get(kind)
-                sym = "d" if kind == "adwin" else "l"
+                sym = {"ours": "r", "adwin": "d", "page_hinkley": "l"}[kind]
                 txt = "-" if q is None else f"{q['false_alarms']:.2f} {sym}={q['value']:.3g}" + ("" if q["reached"] else "!")
                 row += f" {txt:>{width}}"
             row += " "
         lines.append(row.rstrip())
+    sm = result.get("summary") or summary(result)
+    lines += ["", "summary (cells met / cells compared, of which neither detected in the horizon):"]
+    lines += [f"  {k.replace('_', ' ')}: {m}/{n}" + (f" ({z} neither)" if z else "") for k, (m, n, z) in sm.items()]
     lines += ["", *result["notes"]]
     return "\n".join(lines)
 
@@ -478,7 +559,10 @@ def notes(result: dict) -> list[str]:
                "volume " + ", ".join(f"{int(v):,}/day: {n}" for v, n in st["series"].items()) + ".")
     out.append(f"- peers tuned per volume and rule to the most sensitive grid value with <= {result['peer_budget']:g} "
                "measured false alert per series-year (d: ADWIN delta, l: PageHinkley threshold; !: no grid value "
-               "reached it); ours@1 gets no tuning, its measured rate is its own.")
+               "reached it). ours@1 runs at the configured budget of 1, and measures its own rate; ours~ is tuned by the "
+               "same procedure over its false_alarm_rate (r), so that it and the peers are compared at equal measured "
+               "false-alert rates: the analytic threshold is conservative, and a peer tuned to spend the whole budget "
+               "against one that spends a fifth of it is not an equal comparison.")
     for v, rules in result["tuned"].items():
         for rule, d in rules.items():
             for kind, q in d.items():
@@ -505,6 +589,12 @@ def notes(result: dict) -> list[str]:
                                                               and c["per_day"] == result["volumes"][0]),
                                                              key=lambda c: c["effect"]))
                + ". So it is the limit at the same analytic threshold rule as ours, not at a measured false-alert rate.")
+    out.append("- oracle/h is that oracle with each alarm raised at the next hourly close after it crossed (an "
+               "hour's end + 10 min lateness; at low volume the real close also waits for the series' next event, "
+               "left out, which favours the oracle): the limit for a detector that, as the SPEC says, evaluates at "
+               "bucket boundaries of event time (hourly), not on every event. Ours evaluates at those closes with "
+               "every event that has arrived (its CUSUM is per event, the close reads its maximum since the last "
+               "one), so where the per-event oracle needs minutes ours needs the next close: ~10 min to 70 min.")
     out.append("- ours@1 is a copy of the 1e-4 detector taken at the change and switched to the budget of 1 (same "
                "design, thresholds recomputed at the next close): no alarm of ours@1 is open at the change.")
     out.append("- cells fed a day at a time and stopped once every method had detected every series: "
@@ -521,8 +611,9 @@ def plot(result: dict, path: str) -> str:
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-    who = [("ours", "ours (1e-4)", "#1f77b4", "-", "o"), ("ours_at_1", "ours@1", "#1f77b4", "-.", "s"),
-           ("oracle", "oracle (1e-4)", "black", ":", "o"), ("windowed", "windowed", "#7f7f7f", "--", "^"),
+    who = [("ours", "ours (1e-4)", "#1f77b4", "-", "o"), ("ours_tuned", "ours~ (tuned like the peers)", "#1f77b4", "-.", "s"),
+           ("oracle", "oracle (1e-4)", "black", ":", "o"), ("oracle_hourly", "oracle/h (1e-4, at hourly closes)", "#555555", "--", "."),
+           ("windowed", "windowed", "#7f7f7f", "--", "^"),
            ("adwin", "ADWIN@1", "#ff7f0e", "-", "D"), ("page_hinkley", "PageHinkley@1", "#2ca02c", "-", "v")]
     fig = Figure(figsize=(12, 4.8), dpi=110)
     for i, rule in enumerate(("rate", "mean")):
@@ -533,7 +624,7 @@ def plot(result: dict, path: str) -> str:
             main = e == effects[0]
             row = sorted((c for c in cells if c["effect"] == e), key=lambda c: c["per_day"])
             for key, _, color, style, marker in who:
-                pts = [(c["per_day"], c[key]["median_h"]) for c in row if "not_run" not in c[key]]
+                pts = [(c["per_day"], c[key]["median_h"]) for c in row if key in c and "not_run" not in c[key]]
                 # an alarm at the change's event counts 0 h: drawn at 0.05 h; never detected: left out
                 pts = [(v, max(y, 0.05)) for v, y in pts if math.isfinite(y)]
                 if not pts:
@@ -551,7 +642,7 @@ def plot(result: dict, path: str) -> str:
             ax.legend([Line2D([], [], color=c, ls=s, marker=m, ms=4) for _, _, c, s, m in who],
                       [lab for _, lab, _, _, _ in who], fontsize=7)
     fig.suptitle(f"median delay vs volume: ours and the oracle CUSUM at a budget of {result['budget']:g} false alerts per "
-                 f"series-year, ours@1 at {result['peer_budget']:g};\nADWIN and PageHinkley tuned to <= "
+                 f"series-year;\nours~, ADWIN and PageHinkley tuned to <= "
                  f"{result['peer_budget']:g} measured (run up to 1,000/day); missing: never detected in 30 days, or not run",
                  fontsize=8)
     fig.tight_layout()

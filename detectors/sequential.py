@@ -147,7 +147,10 @@ class _Cusum(BucketedDetector):
         """The effect of ``n`` values with mean ``value`` at its upper bound (``effect_z`` standard errors)."""
         raise NotImplementedError
 
-    _cusum_state = ("S", "smax", "zero_t", "since_n", "since_sum", "h", "design_ok", "first_t", "drift")
+    _cusum_state = ("S", "smax", "zero_t", "since_n", "since_sum", "h", "design_ok", "first_t", "drift",
+                    "ep_change", "ep_search", "resolved_at")
+    # added after checkpoint format 3 was released: a checkpoint without them loads with these unset
+    _optional_state = ("ep_change", "ep_search", "resolved_at")
     _extra_state = ("agg",)
 
     freeze_at = 0.25  # share of h above which (at a bucket's close) the reference stops taking buckets
@@ -176,6 +179,11 @@ class _Cusum(BucketedDetector):
         self.design_ok = np.zeros((0, k), bool)
         self.first_t = np.full(0, np.nan)  # first event time of each series (or since its reset)
         self.drift = np.ones((0, k))  # -E0[g] of each CUSUM's increments under the reference
+        # the last episode of each series: its estimated change, the start of its cause search
+        # (see _finding) and when it resolved
+        self.ep_change = np.full(0, np.nan)
+        self.ep_search = np.full(0, np.nan)
+        self.resolved_at = np.full(0, np.nan)
 
     def _hour_of_bucket(self, b):
         """UTC hour of the day at which bucket ``b`` starts."""
@@ -186,7 +194,7 @@ class _Cusum(BucketedDetector):
         self.agg.ensure(n)
         for name in self._cusum_state:
             a = getattr(self, name)
-            fill = np.nan if name in ("zero_t", "first_t") else (np.inf if name == "h" else (1 if name == "drift" else 0))
+            fill = np.nan if name in ("zero_t", "first_t", *self._optional_state) else (np.inf if name == "h" else (1 if name == "drift" else 0))
             setattr(self, name, grow_rows(a, n, fill))
         self._grow_design(n)
 
@@ -311,8 +319,22 @@ class _Cusum(BucketedDetector):
         top, h = self._last_top.get(s, (np.nan, np.nan))
         extra = {"cusum": round(float(top), 3), "cusum_threshold": round(float(h), 3)}
         if status == "firing":
-            extra["change_at"] = float(self._last_change.get(s, at))
+            change = float(self._last_change.get(s, at))
+            extra["change_at"] = change
+            # where the search for a suspected cause starts: the change estimate, less as much
+            # again as detection took (the estimate is less sure the longer that was) ...
+            search = change - max(0.0, ep - change)
+            # ... or, when the evidence started building within a guard of the series' last
+            # resolution, that episode's search: a degradation that looked resolved on a thin
+            # window and came back is the same incident, and its cause is the same
+            if np.isfinite(self.resolved_at[s]) and change - self.resolved_at[s] <= self._w * self.clock.bucket:
+                search = min(search, float(self.ep_search[s]))
+                extra["continues_from"] = float(self.ep_change[s])
+                change = min(change, float(self.ep_change[s]))
+            extra["cause_search_from"] = search
+            self.ep_change[s], self.ep_search[s] = change, search
         else:  # resolved: the window the recovery was judged on
+            self.resolved_at[s] = at
             win_value, win_n = self._window(np.array([s]))
             f = Finding(series=f.series, status=status, at=at, episode_start=ep, statistic=f.statistic,
                         value=float(self._effect(win_value, np.array([ev.ref_value[j]]))[0]),
@@ -327,10 +349,20 @@ class _Cusum(BucketedDetector):
         n = rows[:, 0]
         return np.divide(rows[:, 1], n, out=np.full(series.size, np.nan), where=n > 0), n
 
+    @classmethod
+    def from_state(cls, state: dict):
+        n = len(state.get("first_t", ()))
+        missing = [name for name in cls._optional_state if name not in state]
+        obj = super().from_state({**state, **{name: np.full(n, np.nan) for name in missing}})
+        return obj
+
     def reset_baseline(self, series):
         series = np.asarray(series, dtype=np.int64)
         self.agg.reset_baseline(series)
         self._reset(series)
+        self.ep_change[series] = np.nan
+        self.ep_search[series] = np.nan
+        self.resolved_at[series] = np.nan
         self.h[series] = np.inf
         self.design_ok[series] = False
         self.first_t[series] = np.nan

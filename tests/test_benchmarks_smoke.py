@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
@@ -58,6 +59,16 @@ def test_benchmarks_quick_runs_end_to_end(tmp_path):
     for c in oc["cells"]:
         if c["effect"] in (6.0, 0.15) and c["per_day"] >= 1000:
             assert c["oracle"]["median_h"] <= c["ours"]["median_h"], c
+        # the oracle at the hourly closes raises its alarm at a close (an hour's end + 10 min), never earlier
+        for k in ("oracle_hourly", "oracle_hourly_at_1"):
+            per_event = c[k.replace("_hourly", "")]["median_h"]
+            assert c[k]["median_h"] >= per_event, (k, c)
+            assert c[k]["median_h"] <= per_event + 1 + 1 / 6 or not math.isfinite(per_event), (k, c)
+        # ours~ is tuned like the peers where they run, at the budget of 1 or a larger configured one
+        if c["per_day"] <= 1000:
+            assert c["ours_tuned"]["false_alarm_rate"] >= oc["peer_budget"], c
+    assert set(oc["summary"]) >= {"ours_within_2x_oracle", "ours_within_2x_oracle_hourly", "ours_tuned_no_slower_than_adwin"}
+    assert all(0 <= z <= m <= n for m, n, z in oc["summary"].values()), oc["summary"]
     assert doc["quick"] is True
     assert {r["name"] for r in doc["results"]} >= {"ks_shift", "decode", "replay", "kafka_e2e_1"}
     det = doc["detection"]

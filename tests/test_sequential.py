@@ -229,6 +229,48 @@ def test_resolves_after_recovery_and_reports_the_window_it_judged():
     assert res.window.end - res.window.start == 1 * DAY and res.value < 1.5  # the recovery window
 
 
+def test_a_refire_soon_after_resolution_continues_its_episodes_cause_search():
+    """A rate that looks recovered on a thin window and comes back (bad, a better day, bad again):
+    the second episode's evidence starts within a guard of the resolution, so its cause search
+    starts where the first one's did; a new episode weeks after a resolution starts its own."""
+    rng = np.random.default_rng(2)
+    days = 70
+    t = np.sort(rng.uniform(0, days * DAY, days * 480))
+    p = np.full(t.size, 0.01)
+    p[(t >= 14 * DAY) & (t < 20 * DAY)] = 0.06  # first episode, resolved ~2 days after day 20
+    p[(t >= 23 * DAY) & (t < 30 * DAY)] = 0.06  # back soon after: the same incident
+    p[t >= 55 * DAY] = 0.06                      # weeks later: a new one
+    x = (rng.random(t.size) < p).astype(float)
+    det = RateCusum(ratio=2.0, min_rate=0.01)
+    f = det.update_many(np.zeros(t.size, np.int64), t, x)
+    fires = [a for a in f if a.status == "firing"]
+    resolved = [a for a in f if a.status == "resolved"]
+    assert len(fires) == 3 and len(resolved) >= 2, [(a.status, a.at / DAY) for a in f]
+    first, again, new = fires
+    assert "continues_from" not in first.extra
+    assert first.extra["cause_search_from"] <= first.extra["change_at"] <= first.episode_start
+    # the re-fire: its own change estimate is after the resolution, its search is the first one's
+    assert resolved[0].at < again.extra["change_at"] < resolved[0].at + 2 * DAY
+    assert again.extra["continues_from"] == first.extra["change_at"]
+    assert again.extra["cause_search_from"] == first.extra["cause_search_from"]
+    # the late one stands alone
+    assert "continues_from" not in new.extra and new.extra["change_at"] > 50 * DAY
+    assert new.extra["cause_search_from"] > 40 * DAY
+
+
+def test_a_checkpoint_from_before_the_episode_memory_still_loads():
+    rng = np.random.default_rng(5)
+    t = np.sort(rng.uniform(0, 20 * DAY, 20 * 480))
+    x = (rng.random(t.size) < 0.01).astype(float)
+    det = RateCusum(ratio=2.0, min_rate=0.01)
+    det.update_many(np.zeros(t.size, np.int64), t, x)
+    state = det.state_dict()
+    old = {k: v for k, v in state.items() if k not in ("ep_change", "ep_search", "resolved_at")}
+    back = RateCusum.from_state(old)
+    assert np.isnan(back.resolved_at).all() and back.resolved_at.shape == det.resolved_at.shape
+    assert np.array_equal(back.S, det.S)
+
+
 # ------------------------------------------------------------------ as rules, through the engine
 def test_the_sequential_format_rule_catches_the_low_volume_spike_the_old_windowed_rule_missed(tmp_path):
     """Issue 12's measurement: at --volume 0.05 (seed 3) the old windowed format_failure_spike

@@ -450,7 +450,11 @@ class Engine:
         if key is None or tracker is None:
             return []
         change_at = (f.extra or {}).get("change_at")
-        if change_at is not None:
+        search_from = (f.extra or {}).get("cause_search_from")
+        if search_from is not None:
+            # the detector says where to look (a re-fire continues its predecessor's search)
+            start = search_from - CAUSE_WINDOW
+        elif change_at is not None:
             # sequential rules estimate when the change happened; the estimate (the CUSUM's last
             # zero) is less sure the longer detection took, so the search reaches back as far
             # again before it
