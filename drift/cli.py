@@ -99,6 +99,46 @@ def _cmd_serve(args) -> int:
                    encoder_factory=encoder).run()
 
 
+def _cmd_ingest_otlp(args) -> int:
+    from drift.runtime.ingest import IngestService
+    from drift.runtime.service import setup_logging
+
+    settings = _settings(args, {**_kafka_overrides(args),
+                                "otlp": {"encoding": args.encoding, "group_id": args.group}})
+    setup_logging(args.log_level)
+    # DRIFT_FAULT_INJECT: the test hook of `drift serve`, at the same steps of the commit order
+    return IngestService(settings, fault=os.environ.get("DRIFT_FAULT_INJECT")).run()
+
+
+_INGEST_OTLP = """Read OpenTelemetry spans and gen_ai.evaluation.result log records that the Collector's Kafka
+exporter writes (otlp_proto or otlp_json) and turn them into the ScoreEvents and RetrievalEvents
+`drift serve` consumes. Runs beside `drift serve`, as its own consumer group
+(default <kafka.group_id>-ingest).
+
+  otlp_spans, otlp_logs ─ stage 1: decode, split each export request by trace id
+     (undecodable records to llm.dlq with x-error-* headers)
+  ─> drift.otlp.by_trace (internal, keyed by hex trace id, otlp_proto; created with as many
+     partitions as llm.scores unless [otlp] repartition_partitions says otherwise)
+  ─> stage 2, per internal partition: map spans (quality.score.* attributes, finish reasons,
+     retrieval scores), join evaluation records with their span (either may come first; an
+     evaluation whose span does not come within [otlp] join_max_age of event time is dropped
+     and counted)
+  ─> llm.scores / llm.retrieval as JSON arrays keyed "{app}/{intent}"
+
+Input partitions more than [otlp] max_ahead_s (300 s) ahead of the slowest one in event time
+are paused until it catches up. Commit order as `drift serve`: produce, confirm delivery, write
+the join state to drift.state, commit offsets (at least once; repeats after a crash are counted
+in drift_ingest_replayed_events_total). Serves /metrics (drift_ingest_*), /livez and /readyz.
+SIGTERM/SIGINT: finish the batch, checkpoint, leave the group, exit 0.
+
+Settings: [otlp] spans_topic, logs_topic, encoding, app_attribute, intent_attribute,
+score_prefix, prompt_hash_attributes, prompt_version_attributes, model_attributes,
+truncation_reasons, label_values, prices, join_max_age, join_max_entries, repartition_topic,
+repartition_partitions, max_ahead_s, group_id (environment: DRIFT_OTLP_<KEY>).
+Exit codes: 0 clean stop, 1 delivery or Kafka failure, 2 configuration error, 3 stopped
+because most input was undecodable."""
+
+
 def _cmd_alerts(args) -> int:
     from drift.runtime.feed import follow_alerts
 
@@ -200,6 +240,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--golden", metavar="DIR", help="golden set for the query rules (off without one)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("ingest", help="turn OpenTelemetry traces into events: `drift ingest otlp`",
+                       description="Ingest adapters that feed llm.scores and llm.retrieval.")
+    ingest = p.add_subparsers(dest="source", metavar="SOURCE")
+    p.set_defaults(func=lambda args, _p=p: (_p.print_help(), 2)[1])
+    p = ingest.add_parser("otlp", help="OTLP spans and evaluation logs from Kafka to llm.scores / llm.retrieval",
+                          description=_INGEST_OTLP, epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common_config(p)
+    p.add_argument("--bootstrap-servers", metavar="HOST:PORT[,…]", help="Kafka bootstrap servers (default localhost:9092)")
+    p.add_argument("--encoding", choices=["otlp_proto", "otlp_json"],
+                   help="encoding of the OTLP records (the exporter's `encoding`; default otlp_proto)")
+    p.add_argument("--group", metavar="GROUP", help="consumer group (default <kafka.group_id>-ingest, drift-ingest)")
+    p.add_argument("--http-port", type=int, default=9309,
+                   help="port for /metrics, /livez, /readyz (default 9309, beside `drift serve`'s 9308; 0 = any free)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=_cmd_ingest_otlp)
 
     p = sub.add_parser("alerts", help="subscribe to the alert topic and print alerts",
                        description="Print alerts from llm.alerts readably (--json for the CloudEvents). Starts at "

@@ -20,6 +20,13 @@ Sections
                    ``session_timeout_ms``, ``dlq_max_fraction``, ``dlq_min_messages``, ``dlq_window``,
                    ``livez_timeout``, ``restore_timeout``, ``delivery_timeout``, ``connect_timeout``,
                    ``startup_timeout``.
+``[otlp]``         ``drift ingest otlp``: ``spans_topic``, ``logs_topic``, ``encoding`` (``otlp_proto`` |
+                   ``otlp_json``), ``app_attribute``, ``intent_attribute``, ``score_prefix``,
+                   ``prompt_hash_attributes``, ``prompt_version_attributes``, ``model_attributes``,
+                   ``truncation_reasons``, ``label_values`` and ``prices`` (tables), ``join_max_age``,
+                   ``join_max_entries`` (the mapping: :class:`drift.ingest.otlp.OtlpMapping`),
+                   ``repartition_topic``, ``repartition_partitions`` (0: as many as ``topics.scores``),
+                   ``max_ahead_s`` and ``group_id`` (default ``<kafka.group_id>-ingest``).
 ``[dimensions.NAME]`` ``kind`` (``quality``, ``flag``, ``check``), ``scale = [lo, hi]``,
                    ``higher_is_better``.
 ``[rules.NAME]``   ``enabled``, ``severity`` and the rule's detector parameters (durations as
@@ -27,9 +34,10 @@ Sections
                    list of them).
 
 Environment variables map ``DRIFT_<SECTION>_<KEY>`` onto the scalar keys of ``kafka``,
-``topics``, ``http``, ``queries`` and ``engine`` (``DRIFT_KAFKA_BOOTSTRAP_SERVERS``,
+``topics``, ``http``, ``queries``, ``engine``, ``service`` and ``otlp`` (``DRIFT_KAFKA_BOOTSTRAP_SERVERS``,
 ``DRIFT_TOPICS_SCORES``, ``DRIFT_HTTP_PORT``, ``DRIFT_QUERIES_GOLDEN``,
-``DRIFT_SERVICE_CHECKPOINT_INTERVAL``, …).
+``DRIFT_SERVICE_CHECKPOINT_INTERVAL``, ``DRIFT_OTLP_ENCODING``, …); the ``[otlp]`` lists take a
+comma-separated value and its tables a JSON object (``DRIFT_OTLP_LABEL_VALUES='{"pass": 1}'``).
 """
 
 from __future__ import annotations
@@ -180,6 +188,7 @@ class Settings:
     service: Mapping[str, Any] = dataclasses.field(default_factory=lambda: dict(DEFAULT_SERVICE))
     dimensions: Mapping[str, DimensionSpec] = dataclasses.field(default_factory=lambda: dict(DEFAULT_DIMENSIONS))
     rules: Mapping[str, RuleSpec] = dataclasses.field(default_factory=dict)
+    otlp: Mapping[str, Any] = dataclasses.field(default_factory=lambda: dict(DEFAULT_OTLP))
     source: str = "defaults"
 
     def dimension(self, name: str) -> DimensionSpec:
@@ -196,6 +205,16 @@ class Settings:
                "allowed_lateness": self.allowed_lateness, "retrieval_scale": list(self.retrieval_scale)}
         return hashlib.sha256(json.dumps(doc, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
+    @property
+    def ingest_group_id(self) -> str:
+        """Consumer group of ``drift ingest otlp`` (``otlp.group_id``, else ``<group_id>-ingest``)."""
+        return self.otlp.get("group_id") or f"{self.group_id}-ingest"
+
+    def otlp_mapping(self) -> dict[str, Any]:
+        """The ``[otlp]`` keys that configure the span/log mapping (``OtlpMapping.from_dict``);
+        keys left unset are left out, so the mapping's own defaults apply."""
+        return {k: v for k, v in self.otlp.items() if k in _OTLP_MAPPING_KEYS and v is not None}
+
     def kafka_config(self) -> dict[str, Any]:
         """kafka-python client settings (bootstrap servers plus the pass-through keys)."""
         return {"bootstrap_servers": self.bootstrap_servers.split(","), **self.kafka_client}
@@ -211,7 +230,32 @@ class Settings:
 DEFAULT_TOPICS: dict[str, str] = {"scores": "llm.scores", "retrieval": "llm.retrieval", "queries": "llm.queries",
                                   "alerts": "llm.alerts", "dlq": "llm.dlq", "state": "drift.state"}
 
-_ENV_SECTIONS = ("kafka", "topics", "http", "queries", "engine", "service")
+_ENV_SECTIONS = ("kafka", "topics", "http", "queries", "engine", "service", "otlp")
+
+# `drift ingest otlp` ([otlp]); None: the OTLP mapping's own default (drift.ingest.otlp.OtlpMapping)
+DEFAULT_OTLP: dict[str, Any] = {
+    "spans_topic": "otlp_spans",        # OTLP trace export requests in
+    "logs_topic": "otlp_logs",          # OTLP log export requests in (gen_ai.evaluation.result events)
+    "encoding": "otlp_proto",           # otlp_proto | otlp_json (the Collector Kafka exporter's encodings)
+    "app_attribute": "service.name",    # resource attribute naming the app
+    "intent_attribute": "intent",       # span attribute naming the intent
+    "score_prefix": "quality.score.",   # span attributes quality.score.<dimension> = score
+    "prompt_hash_attributes": None,     # lists of attribute names, first present wins
+    "prompt_version_attributes": None,
+    "model_attributes": None,
+    "label_values": None,               # evaluation label -> score, e.g. {"pass": 1, "fail": 0}
+    "prices": None,                     # model -> [input, output] USD per 1M tokens, for cost_usd
+    "truncation_reasons": None,         # finish reasons that mean "cut off by the length limit"
+    "join_max_age": 3600.0,             # seconds an evaluation waits for its span (event time)
+    "join_max_entries": 100000,         # bound of the join buffer per partition
+    "repartition_topic": "drift.otlp.by_trace",  # internal topic, keyed by trace id
+    "repartition_partitions": 0,        # partitions when it is created; 0: as many as topics.scores
+    "max_ahead_s": 300.0,               # pause an input partition this far ahead of the slowest in event time
+    "group_id": None,                   # consumer group; default <kafka.group_id>-ingest
+}
+_OTLP_MAPPING_KEYS = ("encoding", "app_attribute", "intent_attribute", "score_prefix", "prompt_hash_attributes",
+                      "prompt_version_attributes", "model_attributes", "label_values", "prices", "join_max_age",
+                      "join_max_entries", "truncation_reasons")
 
 # `drift serve` loop settings ([service]); durations in seconds.
 DEFAULT_SERVICE: dict[str, Any] = {
@@ -307,7 +351,8 @@ def _scale(value, field) -> tuple[float, float]:
 
 
 def _build(doc: Mapping[str, Any], source: str) -> Settings:
-    _unknown("config", doc.keys(), ("kafka", "topics", "http", "queries", "engine", "service", "dimensions", "rules"))
+    _unknown("config", doc.keys(), ("kafka", "topics", "http", "queries", "engine", "service", "otlp", "dimensions",
+                                    "rules"))
     kafka = _section(doc, "kafka")
     bootstrap = str(kafka.pop("bootstrap_servers", "localhost:9092"))
     group_id = str(kafka.pop("group_id", "drift"))
@@ -363,6 +408,7 @@ def _build(doc: Mapping[str, Any], source: str) -> Settings:
         dims[name] = DimensionSpec(name, kind, lo, hi,
                                    _as_bool(spec.get("higher_is_better", True), f"{field}.higher_is_better"))
 
+    otlp = _otlp(_section(doc, "otlp"))
     rules = _rules_of(_section(doc, "rules"))
     for k, v in kafka.items():
         if isinstance(v, Mapping):
@@ -371,7 +417,51 @@ def _build(doc: Mapping[str, Any], source: str) -> Settings:
                     topics=topics, http_port=port, golden=queries.get("golden"), max_texts_per_batch=max_texts,
                     service_name=str(engine.get("service_name", "drift")),
                     allowed_lateness=lateness, max_future=max_future, max_message_bytes=max_bytes,
-                    retrieval_scale=rscale, service=service, dimensions=dims, rules=rules, source=source)
+                    retrieval_scale=rscale, service=service, dimensions=dims, rules=rules, otlp=otlp, source=source)
+
+
+def _otlp(sec: dict[str, Any]) -> dict[str, Any]:
+    """``[otlp]``: checked here as far as types go; the mapping's own checks run when
+    ``drift ingest otlp`` builds it (and name the field the same way)."""
+    _unknown("otlp", sec, DEFAULT_OTLP)
+    out = dict(DEFAULT_OTLP)
+    for k, v in sec.items():
+        f = f"otlp.{k}"
+        if k in ("spans_topic", "logs_topic", "repartition_topic"):
+            if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", v):
+                raise ConfigError(f"{f}: {v!r} is not a valid Kafka topic name")
+            out[k] = v
+        elif k == "encoding":
+            if v not in ("otlp_proto", "otlp_json"):
+                raise ConfigError(f"{f}: expected otlp_proto or otlp_json, got {v!r}")
+            out[k] = v
+        elif k in ("app_attribute", "intent_attribute", "score_prefix", "group_id"):
+            if not isinstance(v, str) or not v.strip():
+                raise ConfigError(f"{f}: expected a non-empty name, got {v!r}")
+            out[k] = v
+        elif k.endswith("_attributes") or k == "truncation_reasons":
+            names = [p.strip() for p in v.split(",") if p.strip()] if isinstance(v, str) else v
+            if not isinstance(names, (list, tuple)) or not names or not all(isinstance(x, str) and x for x in names):
+                raise ConfigError(f"{f}: expected a list of attribute names, got {v!r}")
+            out[k] = list(names)
+        elif k in ("label_values", "prices"):
+            if isinstance(v, str):  # from the environment
+                try:
+                    v = json.loads(v)
+                except ValueError:
+                    raise ConfigError(f"{f}: expected a table (a JSON object in the environment), got {v!r}") from None
+            if not isinstance(v, Mapping):
+                raise ConfigError(f"{f}: expected a table, got {v!r}")
+            out[k] = copy.deepcopy(dict(v))
+        elif k in ("join_max_age", "max_ahead_s"):
+            out[k] = parse_duration(v, f)
+            if out[k] <= 0:
+                raise ConfigError(f"{f}: must be a positive duration, got {v!r}")
+        elif k == "join_max_entries":
+            out[k] = _as_int(v, f, 1)
+        elif k == "repartition_partitions":
+            out[k] = _as_int(v, f, 0, 100000)
+    return out
 
 
 def _match(table: Mapping[str, Any], field: str) -> dict[str, tuple[str, ...]]:
