@@ -70,17 +70,16 @@ import dataclasses
 import logging
 import signal
 import time
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from typing import Any, cast
 
 import msgspec
-from kafka import ConsumerRebalanceListener
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from drift.core.config import ConfigError, Settings
 from drift.runtime.checkpoint import Checkpoint, CheckpointError, decode_checkpoint, encode_checkpoint, state_key
 from drift.runtime.http import Health, HttpServer, Metrics
-from drift.runtime.service import DeliveryError, Service, read_states
+from drift.runtime.service import DeliveryError, KafkaLoop, _Listener, read_states
 
 __all__ = ["IngestService", "IngestMetrics", "partitions_to_pause", "STATE_FORMAT", "SIGNAL_HEADER",
            "REPLAYED_HEADER", "build_mapping"]
@@ -244,18 +243,7 @@ def _later(a: float | None, b: float | None) -> float | None:
     return b if a is None else a if b is None else max(a, b)
 
 
-class _Listener(ConsumerRebalanceListener):
-    def __init__(self, service: IngestService):
-        self.service = service
-
-    def on_partitions_revoked(self, revoked):
-        self.service.on_revoked(list(revoked))
-
-    def on_partitions_assigned(self, assigned):
-        self.service.on_assigned(list(assigned))
-
-
-class IngestService:
+class IngestService(KafkaLoop):
     """The ``drift ingest otlp`` consumer service (see the module docstring).
 
     Parameters
@@ -270,20 +258,6 @@ class IngestService:
         Test hook, as ``drift serve``'s: ``POINT[:N]`` exits abruptly the N-th time (default 2nd)
         the commit order reaches POINT (produced, confirmed, produced_state, state_written, committed).
     """
-
-    # drift serve's plumbing, used as it is: delivery with retries until confirmed (step 2 of the
-    # commit order), start-up connection with retries and TLS probe, broker-readiness check, the
-    # fault hook, the stop flag and the "most input is bad" stop
-    _send: Callable[..., Any] = Service._send
-    _confirm: Callable[..., None] = Service._confirm
-    _connect: Callable[..., bool] = Service._connect
-    _close_clients: Callable[..., None] = Service._close_clients
-    _leave: Callable[..., None] = Service._leave
-    _check_broker: Callable[..., None] = Service._check_broker
-    _consumer_factory: Callable[..., Any] = Service._consumer_factory
-    _fault: Callable[..., None] = Service._fault
-    request_stop: Callable[..., None] = Service.request_stop
-    dlq_overflow: Callable[..., str | None] = Service.dlq_overflow
 
     def __init__(self, settings: Settings, registry: CollectorRegistry | None = None, http_host: str = "0.0.0.0",
                  fault: str | None = None):

@@ -42,7 +42,7 @@ from drift.runtime.checkpoint import CheckpointError, decode_checkpoint, encode_
 from drift.runtime.http import Health, HttpServer, Metrics
 from drift.runtime.sinks import KafkaAlertSink
 
-__all__ = ["Service", "DeliveryError", "setup_logging", "read_states"]
+__all__ = ["Service", "KafkaLoop", "DeliveryError", "setup_logging", "read_states"]
 
 log = logging.getLogger("drift.service")
 
@@ -154,7 +154,7 @@ def tls_problem(bootstrap_servers: str, timeout: float) -> str | None:
 class _Listener(ConsumerRebalanceListener):
     """Rebalance callbacks: checkpoint what is revoked, restore what is assigned."""
 
-    def __init__(self, service: Service):
+    def __init__(self, service: KafkaLoop):
         self.service = service
 
     def on_partitions_revoked(self, revoked):
@@ -164,7 +164,192 @@ class _Listener(ConsumerRebalanceListener):
         self.service.on_assigned(list(assigned))
 
 
-class Service:
+class KafkaLoop:
+    """The Kafka plumbing ``drift serve`` and ``drift ingest otlp`` share: clients and start-up
+    with retries (and a TLS probe), delivery confirmed with retries (step 2 of the commit order),
+    the broker-readiness check, the stop flag, the "most input is bad" stop and the fault hook.
+
+    A subclass sets ``settings``, ``health``, ``metrics`` (with ``dlq``), ``parts`` (objects with
+    ``next_offset`` and ``checkpointed``), ``pending``, ``dlq_window``, ``stop_requested``,
+    ``fault_point``/``fault_after``, ``consumer``/``producer`` and implements ``_client_config``
+    and ``_make_clients``; the rebalance callbacks go to its ``on_revoked``/``on_assigned``.
+    """
+
+    settings: Settings
+    health: Health
+    parts: dict
+    pending: list
+    dlq_window: collections.deque
+    stop_requested: bool
+    fault_point: str
+    fault_after: int
+    consumer: Any
+    producer: Any
+
+    def _client_config(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _make_clients(self) -> None:
+        raise NotImplementedError
+
+    def _ensure_output_topics(self) -> None:
+        """Hook: create missing output topics at start-up (nothing by default)."""
+
+    def on_revoked(self, tps) -> None:
+        raise NotImplementedError
+
+    def on_assigned(self, tps) -> None:
+        raise NotImplementedError
+
+    def _consumer_factory(self, **kw):
+        from kafka import KafkaConsumer
+
+        return KafkaConsumer(**{**self._client_config(), **kw})
+
+    def _send(self, topic: str, key: bytes | None, value: bytes, headers=None):
+        fut = self.producer.send(topic, key=key, value=value, headers=headers)
+        self.pending.append((fut, (topic, key, value, headers)))
+        return fut
+
+    def _confirm(self) -> None:
+        """Flush and check every send since the last confirmation (step 2 of the commit order).
+
+        Records the broker did not confirm are sent again (same keys and values, so alert ids
+        stay the same) until they are, while the service reports not-ready; nothing later in
+        the commit order happens before that. Gives up with :class:`DeliveryError` only when a
+        stop is requested or ``service.delivery_timeout`` passes without progress.
+        """
+        deadline = time.monotonic() + self.settings.service["delivery_timeout"]
+        delay = 0.5
+        while True:
+            try:
+                self.producer.flush(timeout=30)
+            except Exception as exc:  # KafkaTimeoutError: some sends still pending
+                log.warning("flush did not complete", extra={"reason": str(exc)})
+            pending, self.pending = self.pending, []
+            failed = []
+            for fut, rec in pending:
+                if not fut.is_done or fut.failed():
+                    failed.append((fut, rec))
+            if not failed:
+                if not self.health.ready and self.parts and self.health.reason.startswith("broker"):
+                    self.health.set_ready(True, "ok")
+                return
+            why = repr(failed[0][0].exception) if failed[0][0].is_done else "not acknowledged in time"
+            if self.stop_requested or time.monotonic() > deadline:
+                raise DeliveryError(f"{len(failed)} record(s) not delivered: {why}")
+            self.health.beat()  # the loop is alive, waiting on the broker: not a hang
+            self.health.set_ready(False, f"broker unavailable: {len(failed)} record(s) awaiting delivery")
+            log.warning("delivery failed; retrying", extra={"records": len(failed), "reason": why,
+                                                            "retry_in_s": delay})
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+            for fut, (topic, key, value, headers) in failed:
+                if fut.is_done:  # failed for good: send again; an undecided one is still in flight
+                    self._send(topic, key, value, headers)
+                else:
+                    self.pending.append((fut, (topic, key, value, headers)))
+
+    def dlq_overflow(self) -> str | None:
+        """A message when most recent input was rejected (the service should stop)."""
+        svc = self.settings.service
+        horizon = time.monotonic() - svc["dlq_window"]
+        while self.dlq_window and self.dlq_window[0][0] < horizon:
+            self.dlq_window.popleft()
+        total = sum(n for _, n, _ in self.dlq_window)
+        bad = sum(b for _, _, b in self.dlq_window)
+        if total >= svc["dlq_min_messages"] and bad > svc["dlq_max_fraction"] * total:
+            return (f"{bad:,} of the last {total:,} input messages were rejected (more than "
+                    f"{svc['dlq_max_fraction']:.0%}); producers are sending bad data. They are in "
+                    f"{self.settings.topics['dlq']!r} with reasons. Fix the producers, or raise "
+                    f"service.dlq_max_fraction, then restart.")
+        return None
+
+    def _check_broker(self) -> None:
+        """Readiness follows the group coordinator: a caught-up service has nothing to deliver,
+        so a broker outage shows here first."""
+        try:
+            unknown = self.consumer._coordinator.coordinator_unknown()
+        except Exception:  # noqa: BLE001 (a client without this internal: skip the check)
+            return
+        if unknown and self.health.ready:
+            self.health.set_ready(False, "broker unavailable: no group coordinator")
+            log.warning("broker unavailable: no group coordinator")
+        elif not unknown and not self.health.ready and self.health.reason.startswith("broker") and self.parts:
+            self.health.set_ready(True, "ok")
+            log.info("broker available again")
+
+    def _fault(self, point: str) -> None:
+        if point == self.fault_point and any(p.next_offset != p.checkpointed for p in self.parts.values()):
+            self.fault_after -= 1
+            if self.fault_after <= 0:
+                log.error("fault injected: exiting abruptly", extra={"point": point})
+                logging.shutdown()
+                os._exit(70)
+
+    def request_stop(self, signum=None, frame=None) -> None:
+        """Signal handler: only sets the flag; the loop does the rest."""
+        self.stop_requested = True
+
+    def _connect(self) -> bool:
+        """Build the clients and the output topics, retrying until ``startup_timeout``.
+
+        Each attempt is bounded by ``connect_timeout`` (the clients' bootstrap), so an
+        unreachable broker or a TLS mismatch is logged as an error with its reason, and
+        SIGTERM stops the service within one attempt. False: stop requested, or gave up.
+        """
+        from kafka.errors import KafkaError
+
+        svc = self.settings.service
+        deadline = time.monotonic() + svc["startup_timeout"]
+        where = {"bootstrap_servers": self.settings.bootstrap_servers,
+                 "security_protocol": self.settings.kafka_config().get("security_protocol", "PLAINTEXT")}
+        self.health.set_ready(False, "connecting to Kafka")
+        tls = where["security_protocol"] in ("SSL", "SASL_SSL")
+        for attempt in itertools.count(1):
+            # kafka-python's TLS handshake has no deadline: against a listener that does not
+            # speak TLS it waits forever, so TLS is probed first, with one
+            reason = tls_problem(self.settings.bootstrap_servers, svc["connect_timeout"]) if tls else None
+            if reason is None:
+                try:
+                    self._make_clients()
+                    self._ensure_output_topics()
+                    return True
+                except (KafkaError, OSError) as exc:
+                    self._close_clients()
+                    reason = f"{type(exc).__name__}: {exc}"
+            if self.stop_requested:
+                log.info("stop requested before Kafka was reached")
+                return False
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.error("cannot reach Kafka: giving up", extra={**where, "attempts": attempt, "error": reason})
+                return False
+            wait = min(2.0 ** min(attempt, 4), left)
+            log.error("cannot reach Kafka; retrying", extra={**where, "attempt": attempt, "error": reason,
+                                                            "retry_in_s": round(wait, 1)})
+            end = time.monotonic() + wait
+            while time.monotonic() < end and not self.stop_requested:
+                time.sleep(0.1)
+            if self.stop_requested:
+                log.info("stop requested before Kafka was reached")
+                return False
+        return False  # not reached
+
+    def _close_clients(self) -> None:
+        for name in ("consumer", "producer"):
+            client = getattr(self, name, None)
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    client.close(timeout=1) if name == "producer" else client.close(autocommit=False)
+                setattr(self, name, None)
+
+    def _leave(self) -> None:
+        self.health.set_ready(False, "stopping")
+        self.consumer.close(autocommit=False)
+
+
+class Service(KafkaLoop):
     """The consumer service (see module docstring).
 
     Parameters
@@ -223,11 +408,6 @@ class Service:
         # every client bootstraps within connect_timeout or raises (kafka-python waits 30 s)
         cfg.setdefault("bootstrap_timeout_ms", int(self.settings.service["connect_timeout"] * 1000))
         return cfg
-
-    def _consumer_factory(self, **kw):
-        from kafka import KafkaConsumer
-
-        return KafkaConsumer(**{**self._client_config(), **kw})
 
     def _make_clients(self):
         from kafka import KafkaProducer
@@ -322,50 +502,6 @@ class Service:
         self.health.set_ready(True, "ok")
 
     # -- producing --------------------------------------------------------------------------
-    def _send(self, topic: str, key: bytes | None, value: bytes, headers=None):
-        fut = self.producer.send(topic, key=key, value=value, headers=headers)
-        self.pending.append((fut, (topic, key, value, headers)))
-        return fut
-
-    def _confirm(self) -> None:
-        """Flush and check every send since the last confirmation (step 2 of the commit order).
-
-        Records the broker did not confirm are sent again (same keys and values, so alert ids
-        stay the same) until they are, while the service reports not-ready; nothing later in
-        the commit order happens before that. Gives up with :class:`DeliveryError` only when a
-        stop is requested or ``service.delivery_timeout`` passes without progress.
-        """
-        deadline = time.monotonic() + self.settings.service["delivery_timeout"]
-        delay = 0.5
-        while True:
-            try:
-                self.producer.flush(timeout=30)
-            except Exception as exc:  # KafkaTimeoutError: some sends still pending
-                log.warning("flush did not complete", extra={"reason": str(exc)})
-            pending, self.pending = self.pending, []
-            failed = []
-            for fut, rec in pending:
-                if not fut.is_done or fut.failed():
-                    failed.append((fut, rec))
-            if not failed:
-                if not self.health.ready and self.parts and self.health.reason.startswith("broker"):
-                    self.health.set_ready(True, "ok")
-                return
-            why = repr(failed[0][0].exception) if failed[0][0].is_done else "not acknowledged in time"
-            if self.stop_requested or time.monotonic() > deadline:
-                raise DeliveryError(f"{len(failed)} record(s) not delivered: {why}")
-            self.health.beat()  # the loop is alive, waiting on the broker: not a hang
-            self.health.set_ready(False, f"broker unavailable: {len(failed)} record(s) awaiting delivery")
-            log.warning("delivery failed; retrying", extra={"records": len(failed), "reason": why,
-                                                            "retry_in_s": delay})
-            time.sleep(delay)
-            delay = min(delay * 2, 10.0)
-            for fut, (topic, key, value, headers) in failed:
-                if fut.is_done:  # failed for good: send again; an undecided one is still in flight
-                    self._send(topic, key, value, headers)
-                else:
-                    self.pending.append((fut, (topic, key, value, headers)))
-
     def _dlq(self, record, raw: bytes, error_class: str, reason: str, event: int | None) -> None:
         headers = [("x-error-class", error_class.encode()), ("x-error-message", reason[:2000].encode()),
                    ("x-source-topic", record.topic.encode()), ("x-source-partition", str(record.partition).encode()),
@@ -426,21 +562,6 @@ class Service:
                             extra={"topic": tp.topic, "key": (r.key or b"").decode("utf-8", "replace")[:200],
                                    "partitions": [p, tp.partition]})
 
-    def dlq_overflow(self) -> str | None:
-        """A message when most recent input was rejected (the service should stop)."""
-        svc = self.settings.service
-        horizon = time.monotonic() - svc["dlq_window"]
-        while self.dlq_window and self.dlq_window[0][0] < horizon:
-            self.dlq_window.popleft()
-        total = sum(n for _, n, _ in self.dlq_window)
-        bad = sum(b for _, _, b in self.dlq_window)
-        if total >= svc["dlq_min_messages"] and bad > svc["dlq_max_fraction"] * total:
-            return (f"{bad:,} of the last {total:,} input messages were rejected (more than "
-                    f"{svc['dlq_max_fraction']:.0%}); producers are sending bad data. They are in "
-                    f"{self.settings.topics['dlq']!r} with reasons. Fix the producers, or raise "
-                    f"service.dlq_max_fraction, then restart.")
-        return None
-
     def checkpoint(self, tps=None) -> None:
         """Steps 1–4 of the commit order for ``tps`` (default: every assigned partition)."""
         from kafka.structs import OffsetAndMetadata, TopicPartition
@@ -474,38 +595,12 @@ class Service:
         self.last_checkpoint = time.monotonic()
         self.metrics.checkpoint_age.set(0)
 
-    def _check_broker(self) -> None:
-        """Readiness follows the group coordinator: a caught-up service has nothing to deliver,
-        so a broker outage shows here first."""
-        try:
-            unknown = self.consumer._coordinator.coordinator_unknown()
-        except Exception:  # noqa: BLE001 (a client without this internal: skip the check)
-            return
-        if unknown and self.health.ready:
-            self.health.set_ready(False, "broker unavailable: no group coordinator")
-            log.warning("broker unavailable: no group coordinator")
-        elif not unknown and not self.health.ready and self.health.reason.startswith("broker") and self.parts:
-            self.health.set_ready(True, "ok")
-            log.info("broker available again")
-
     def _update_lag(self) -> None:
         for tp in self.parts:
             hw = self.consumer.highwater(tp)
             if hw is not None:
                 self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, hw - self.consumer.position(tp)))
         self.metrics.checkpoint_age.set(time.monotonic() - self.last_checkpoint)
-
-    def _fault(self, point: str) -> None:
-        if point == self.fault_point and any(p.next_offset != p.checkpointed for p in self.parts.values()):
-            self.fault_after -= 1
-            if self.fault_after <= 0:
-                log.error("fault injected: exiting abruptly", extra={"point": point})
-                logging.shutdown()
-                os._exit(70)
-
-    def request_stop(self, signum=None, frame=None) -> None:
-        """Signal handler: only sets the flag; the loop does the rest."""
-        self.stop_requested = True
 
     def run(self) -> int:
         with contextlib.ExitStack() as stack:
@@ -546,60 +641,3 @@ class Service:
             except DeliveryError as exc:
                 log.error("stopping without committing: " + str(exc))
                 return 1
-
-    def _connect(self) -> bool:
-        """Build the clients and the output topics, retrying until ``startup_timeout``.
-
-        Each attempt is bounded by ``connect_timeout`` (the clients' bootstrap), so an
-        unreachable broker or a TLS mismatch is logged as an error with its reason, and
-        SIGTERM stops the service within one attempt. False: stop requested, or gave up.
-        """
-        from kafka.errors import KafkaError
-
-        svc = self.settings.service
-        deadline = time.monotonic() + svc["startup_timeout"]
-        where = {"bootstrap_servers": self.settings.bootstrap_servers,
-                 "security_protocol": self.settings.kafka_config().get("security_protocol", "PLAINTEXT")}
-        self.health.set_ready(False, "connecting to Kafka")
-        tls = where["security_protocol"] in ("SSL", "SASL_SSL")
-        for attempt in itertools.count(1):
-            # kafka-python's TLS handshake has no deadline: against a listener that does not
-            # speak TLS it waits forever, so TLS is probed first, with one
-            reason = tls_problem(self.settings.bootstrap_servers, svc["connect_timeout"]) if tls else None
-            if reason is None:
-                try:
-                    self._make_clients()
-                    self._ensure_output_topics()
-                    return True
-                except (KafkaError, OSError) as exc:
-                    self._close_clients()
-                    reason = f"{type(exc).__name__}: {exc}"
-            if self.stop_requested:
-                log.info("stop requested before Kafka was reached")
-                return False
-            left = deadline - time.monotonic()
-            if left <= 0:
-                log.error("cannot reach Kafka: giving up", extra={**where, "attempts": attempt, "error": reason})
-                return False
-            wait = min(2.0 ** min(attempt, 4), left)
-            log.error("cannot reach Kafka; retrying", extra={**where, "attempt": attempt, "error": reason,
-                                                            "retry_in_s": round(wait, 1)})
-            end = time.monotonic() + wait
-            while time.monotonic() < end and not self.stop_requested:
-                time.sleep(0.1)
-            if self.stop_requested:
-                log.info("stop requested before Kafka was reached")
-                return False
-        return False  # not reached
-
-    def _close_clients(self) -> None:
-        for name in ("consumer", "producer"):
-            client = getattr(self, name, None)
-            if client is not None:
-                with contextlib.suppress(Exception):
-                    client.close(timeout=1) if name == "producer" else client.close(autocommit=False)
-                setattr(self, name, None)
-
-    def _leave(self) -> None:
-        self.health.set_ready(False, "stopping")
-        self.consumer.close(autocommit=False)
