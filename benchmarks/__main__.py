@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 
-from benchmarks import core, detection, embedding, kafka_e2e, operating, volumes
+from benchmarks import core, detection, embedding, ingest, kafka_e2e, operating, volumes
 
 
 def machine() -> dict:
@@ -33,8 +33,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke test, figures not meaningful")
-    p.add_argument("--only", action="append", help="run only these benchmarks (ks, drop_rate, decode, replay, kafka, detection, operating, "
-                   "embedding, volumes); repeatable")
+    p.add_argument("--only", action="append", help="run only these benchmarks (ks, drop_rate, decode, replay, kafka, ingest, detection, "
+                   "operating, embedding, volumes); repeatable")
     p.add_argument("--out", default=None, help="results file (default benchmarks/results.json; none with --quick)")
     args = p.parse_args(argv)
     results = []
@@ -45,6 +45,7 @@ def main(argv=None) -> int:
                 "replay": lambda: [core.bench_replay(args.quick, tmp)],
                 "kafka": lambda: [kafka_e2e.run(20_000 if args.quick else 200_000, 1),
                                   kafka_e2e.run(100_000 if args.quick else 1_000_000, 100)],
+                "ingest": lambda: ingest.run(args.quick),
                 "detection": lambda: [detection.run(args.quick)],
                 "operating": lambda: [operating.run(args.quick)],
                 "volumes": lambda: [volumes.run(args.quick)],
@@ -66,7 +67,7 @@ def main(argv=None) -> int:
         print("-" * len(header))
     for r in results:
         print(f"{r['name']:<14} {r['ours']:>14,.0f}  {r['competitor']:<40} {r['competitor_rate']:>14,.0f} "
-              f"{r['ratio']:>7.1f}×   {r['notes']}")
+              f"{r['ratio']:>7.{1 if r['ratio'] >= 0.1 else 3}f}×   {r['notes']}")
     for r in others.values():
         print()
         print(r["table"])

@@ -311,6 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common_config(p)
     p.add_argument("--bootstrap-servers", metavar="HOST:PORT", help="use this Kafka instead of an embedded broker")
     p.add_argument("--offline", action="store_true", help="no Kafka: run the same events through the replay engine")
+    p.add_argument("--otel", action="store_true",
+                   help="send the scores as OpenTelemetry spans and gen_ai.evaluation.result log records "
+                        "(otlp_proto, as the Collector's Kafka exporter) and run `drift ingest otlp` beside "
+                        "`drift serve`")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--days", type=int, default=30, help="simulated days (default 30)")
     p.add_argument("--workdir", default=None, help="where to write golden sets, alerts and the picture (default ./out/demo)")

@@ -70,6 +70,8 @@ def test_benchmarks_quick_runs_end_to_end(tmp_path):
     assert set(oc["summary"]) >= {"ours_within_2x_oracle", "ours_within_2x_oracle_hourly", "ours_tuned_no_slower_than_adwin"}
     assert all(0 <= z <= m <= n for m, n, z in oc["summary"].values()), oc["summary"]
     assert doc["quick"] is True
+    # the OTLP ingest stage end to end on the broker, against a bare consumer that only decodes
+    assert doc["ingest"]["spans_per_s"] > 0 and doc["ingest"]["bare_spans_per_s"] > 0
     assert {r["name"] for r in doc["results"]} >= {"ks_shift", "decode", "replay", "kafka_e2e_1"}
     det = doc["detection"]
     assert {"adwin", "page_hinkley", "kswin"} == set(det["tuned"])

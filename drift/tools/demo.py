@@ -24,6 +24,7 @@ import os
 import sys
 import threading
 import time
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -33,7 +34,7 @@ from drift.core.config import load_settings
 from drift.core.events import kafka_key, stream_of
 from drift.tools.scorecard import score, series_of
 
-__all__ = ["run_demo", "demo_events", "keyed_messages"]
+__all__ = ["run_demo", "demo_events", "keyed_messages", "otel_records"]
 
 RAG_APP = "covid-faq"
 RAG_DAY = 18
@@ -117,6 +118,109 @@ def keyed_messages(events, max_batch: int = 100, seed: int | None = None):
         if buf:
             out.append((stream, key.encode(), enc.encode(buf[0] if len(buf) == 1 else buf)))
     return out
+
+
+#: the dimension the --otel demo sends as ``gen_ai.evaluation.result`` log records (the others are span attributes)
+OTEL_EVAL_DIM = "faithfulness"
+
+
+def _ts_nanos(ts: str) -> int:
+    return round(dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() * 1000) * 1_000_000
+
+
+def otel_records(events, eval_dim: str = OTEL_EVAL_DIM, window: float = 30.0):
+    """The demo's score and retrieval events as the Collector's Kafka exporter would write them.
+
+    Returns ``(records, rest)``: ``(signal, value)`` in event-time order, ``signal`` ``"traces"`` or
+    ``"logs"`` and ``value`` an ``otlp_proto`` ``ExportTraceServiceRequest`` or
+    ``ExportLogsServiceRequest``, one of each per ``window`` seconds of event time (unkeyed, traces
+    mixed), and the events OTLP does not carry (queries), unchanged. Each LLM call (the score
+    events of one trace id and time) is an ``llm`` span with its ``quality.score.*`` attributes,
+    ``gen_ai.prompt.hash``, ``gen_ai.prompt.version`` and ``gen_ai.request.model``; ``eval_dim``
+    is a ``gen_ai.evaluation.result`` log record parented to it instead; each retrieval event is
+    a ``retrieve`` span with OpenInference's ``retrieval.documents.<i>.document.score``.
+    """
+    import hashlib
+
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    def kv(k, v):
+        return KeyValue(key=k, value=AnyValue(string_value=v) if isinstance(v, str) else AnyValue(double_value=v))
+
+    def span_id(*parts) -> bytes:
+        return hashlib.blake2b("/".join(parts).encode(), digest_size=8).digest()
+
+    rest: list[dict] = []
+    calls: dict[tuple, list[dict]] = {}
+    order: list[tuple] = []
+    for e in events:
+        if "dimension" not in e and "scores" not in e:
+            rest.append(e)
+            continue
+        k = (e["trace_id"], e["ts"], e["app"], e.get("intent") or "all", "retrieve" if "scores" in e else "llm")
+        if k not in calls:
+            calls[k] = []
+            order.append(k)
+        calls[k].append(e)
+    records: list[tuple[str, bytes]] = []
+    spans_req, logs_req = ExportTraceServiceRequest(), ExportLogsServiceRequest()
+    scopes: dict[str, Any] = {}
+    log_scopes: dict[str, Any] = {}
+    window_end: int | None = None
+
+    def flush():
+        if spans_req.resource_spans:
+            records.append(("traces", spans_req.SerializeToString()))
+        if logs_req.resource_logs:
+            records.append(("logs", logs_req.SerializeToString()))
+
+    for k in order:
+        trace_hex, ts, app, intent, kind = k
+        end = _ts_nanos(ts)
+        if window_end is None or end >= window_end:
+            flush()
+            spans_req, logs_req, scopes, log_scopes = ExportTraceServiceRequest(), ExportLogsServiceRequest(), {}, {}
+            window_end = end + int(window * 1e9)
+        if app not in scopes:
+            rs = spans_req.resource_spans.add()
+            rs.resource.attributes.append(kv("service.name", app))
+            scopes[app] = rs.scope_spans.add()
+        # OTLP trace ids are 16 bytes: shorter ids (covid-faq's 64-bit ones) are zero-padded on the left
+        trace_id, sid = bytes.fromhex(trace_hex.rjust(32, "0")), span_id(trace_hex, ts, app, kind)
+        attrs = [kv("intent", intent)]
+        if kind == "retrieve":
+            (e,) = calls[k]
+            attrs += [kv(f"retrieval.documents.{i}.document.score", float(x)) for i, x in enumerate(e["scores"])]
+            if e.get("index_version"):
+                attrs.append(kv("retrieval.index_version", e["index_version"]))
+        else:
+            first = calls[k][0]
+            for attr, field in (("gen_ai.prompt.hash", "prompt_hash"), ("gen_ai.prompt.version", "prompt_version"),
+                                ("gen_ai.request.model", "model")):
+                if first.get(field):
+                    attrs.append(kv(attr, first[field]))
+            for e in calls[k]:
+                if e["dimension"] != eval_dim:
+                    attrs.append(kv("quality.score." + e["dimension"], float(e["score"])))
+                    continue
+                if app not in log_scopes:
+                    rl = logs_req.resource_logs.add()
+                    rl.resource.attributes.append(kv("service.name", app))
+                    log_scopes[app] = rl.scope_logs.add()
+                log_scopes[app].log_records.append(LogRecord(
+                    time_unix_nano=end + 2_000_000_000, event_name="gen_ai.evaluation.result",
+                    trace_id=trace_id, span_id=sid,
+                    attributes=[kv("gen_ai.evaluation.name", eval_dim),
+                                kv("gen_ai.evaluation.score.value", float(e["score"]))]))
+        scopes[app].spans.append(Span(trace_id=trace_id, span_id=sid, name=kind, kind=Span.SPAN_KIND_CLIENT,
+                                      start_time_unix_nano=end - 1_000_000_000, end_time_unix_nano=end,
+                                      attributes=attrs))
+    flush()
+    return records, rest
 
 
 class _Printer:
@@ -225,9 +329,14 @@ def _run_live(args, settings, events, say, printer):
                                             "stop": stop_follow.is_set})
         follower.start()
         time.sleep(1.0)  # the follower has found the end of the alert topic
-        msgs = keyed_messages(events)
-        say(f"streaming {len(events):,} events in {len(msgs):,} keyed messages…\n")
-        producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=1 << 20, acks="all")
+        ingest = None
+        if getattr(args, "otel", False):  # OTLP in, through `drift ingest otlp` beside drift serve
+            ingest, msgs, n_otlp, n_direct = _start_ingest(settings, events, say)
+        else:
+            msgs = keyed_messages(events)
+            say(f"streaming {len(events):,} events in {len(msgs):,} keyed messages…\n")
+        producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=1 << 20, acks="all",
+                                 max_request_size=8 << 20)
         started = time.perf_counter()
 
         def progress():
@@ -241,12 +350,15 @@ def _run_live(args, settings, events, say, printer):
                              f"{len(alerts)} alerts")
 
         for i, (stream, key, value) in enumerate(msgs):
-            producer.send(t[stream], key=key, value=value)
+            producer.send(t.get(stream, stream), key=key, value=value)
             if i % 500 == 0:
                 progress()
         producer.flush()
         producer.close()
-        while _counter(service.metrics.messages) < len(msgs):
+        want = len(msgs)
+        if ingest is not None:  # every event mapped, then drift serve has read every message it produced
+            want = _wait_ingest(ingest, n_otlp, n_direct, progress, settings)
+        while _counter(service.metrics.messages) < want:
             progress()
             time.sleep(0.25)
             if not svc_thread.is_alive():
@@ -254,6 +366,9 @@ def _run_live(args, settings, events, say, printer):
         # let the last alerts reach the alert topic and the follower
         service.request_stop()
         svc_thread.join(60)
+        if ingest is not None:
+            ingest[0].request_stop()
+            ingest[1].join(60)
         expected = _counter(service.metrics.alerts)
         deadline = time.monotonic() + 20
         while len(alerts) < expected and time.monotonic() < deadline:
@@ -267,6 +382,63 @@ def _run_live(args, settings, events, say, printer):
     finally:
         if broker is not None:
             broker.stop()
+
+
+def _start_ingest(settings, events, say):
+    """Topics for OTLP, `drift ingest otlp` in a thread, and the messages to produce (OTLP + queries)."""
+    from drift.runtime.ingest import IngestService
+    from drift.tools.broker import create_topics
+
+    records, rest = otel_records(events)
+    n_spans = sum(sig == "traces" for sig, _ in records)
+    o = settings.otlp
+    # one partition per OTLP topic and for the internal topic: the ingest stage then emits each
+    # series in span time order (evaluation records that arrive first wait for their span)
+    create_topics(settings.bootstrap_servers, {o["spans_topic"]: 1, o["logs_topic"]: 1, o["repartition_topic"]: 1})
+    isettings = load_settings(None, {}, {
+        "kafka": {"bootstrap_servers": settings.bootstrap_servers, "group_id": settings.group_id},
+        "topics": dict(settings.topics), "http": {"port": 0},
+        # no pausing for event-time alignment: kafka-python 3.0.12 can stop fetching a resumed
+        # partition (parked records never restored); spans and logs are produced interleaved
+        "otlp": {"max_ahead_s": 1e9},
+        "service": {"session_timeout_ms": 6000, "checkpoint_interval": 2}})
+    ingest = IngestService(isettings, http_host="127.0.0.1")
+    thread = threading.Thread(target=ingest.run, name="drift-ingest", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not ingest.health.ready:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("drift ingest otlp did not become ready")
+        time.sleep(0.05)
+    msgs = keyed_messages(rest)  # produced first: queries are not OTLP; the rest by topic name
+    msgs += [(o["spans_topic"] if sig == "traces" else o["logs_topic"], None, v) for sig, v in records]
+    n_otlp = len(events) - len(rest)
+    say(f"started `drift ingest otlp` (group {isettings.ingest_group_id}); streaming {len(events):,} events: "
+        f"{n_otlp:,} as OTLP ({n_spans:,} span and {len(records) - n_spans:,} evaluation-log export requests, "
+        f"otlp_proto, to {o['spans_topic']} / {o['logs_topic']}), the {len(rest):,} queries as JSON…\n")
+    return (ingest, thread), msgs, n_otlp, len(msgs) - len(records)
+
+
+def _wait_ingest(ingest, n_otlp: int, n_direct: int, progress, settings) -> int:
+    """Wait until the ingest stage produced every event; the messages drift serve has to read."""
+    svc, thread = ingest
+    m = svc.metrics
+    last, moved = -1.0, time.monotonic()
+    while (done := _counter(m.events_out)) < n_otlp:
+        progress()
+        time.sleep(0.25)
+        if not thread.is_alive():
+            raise RuntimeError("drift ingest otlp stopped unexpectedly")
+        if done != last:
+            last, moved = done, time.monotonic()
+        elif time.monotonic() - moved > 60:  # evaluations whose span never came: counted, not waited for
+            log_dropped = _counter(m.evaluations)
+            sys.stderr.write(f"drift ingest otlp: {n_otlp - done:,.0f} events missing after 60 s without "
+                             f"progress (evaluations: {log_dropped:,.0f})\n")
+            break
+    t = settings.topics
+    return n_direct + int(m.records_out.labels(t["scores"])._value.get()
+                          + m.records_out.labels(t["retrieval"])._value.get())
 
 
 def _wait_port(service) -> int:
