@@ -125,9 +125,10 @@ exporter writes (otlp_proto or otlp_json) and turn them into the ScoreEvents and
      and counted)
   ─> llm.scores / llm.retrieval as JSON arrays keyed "{app}/{intent}"
 
-Input partitions more than [otlp] max_ahead_s (300 s) ahead of the slowest one in event time
-are paused until it catches up. Commit order as `drift serve`: produce, confirm delivery, write
-the join state to drift.state, commit offsets (at least once; repeats after a crash are counted
+Each stage releases fetched records across its input partitions in event time (at most
+[otlp] max_ahead_s, 300 s, past the slowest partition that still has records to read), so a
+backlog reaches drift serve in time order, not partition by partition. Commit order as
+`drift serve`: produce, confirm delivery, write the join state to drift.state, commit offsets (at least once; repeats after a crash are counted
 in drift_ingest_replayed_events_total). Serves /metrics (drift_ingest_*), /livez and /readyz.
 SIGTERM/SIGINT: finish the batch, checkpoint, leave the group, exit 0.
 

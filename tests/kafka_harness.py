@@ -77,16 +77,19 @@ class ServeProcess:
         env.update(extra_env or {})
         cmd = [sys.executable, "-m", "drift.cli", "serve", "--bootstrap-servers", bootstrap,
                "--group-id", group, "--http-port", "0"] + (["--config", config] if config else [])
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._start(cmd, env, "drift serve", 30)
+
+    def _start(self, cmd: list[str], env: dict, what: str, timeout: float) -> None:
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.lines: list[dict] = []
         self.raw: list[str] = []
         self.port = None
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + timeout
         while self.port is None:
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("drift serve did not start:\n" + "\n".join(self.raw[-30:]))
+                raise RuntimeError(f"{what} did not start:\n" + "\n".join(self.raw[-30:]))
             time.sleep(0.05)
 
     def _read(self):
@@ -148,3 +151,12 @@ class ServeProcess:
     def kill(self) -> int:
         self.proc.kill()
         return self.proc.wait(30)
+
+
+
+class IngestProcess(ServeProcess):
+    """`drift ingest otlp` in a subprocess, configured by ``env`` (the same log reader, metrics and stop)."""
+
+    def __init__(self, env: dict):
+        cmd = [sys.executable, "-m", "drift.cli", "ingest", "otlp", "--http-port", "0"]
+        self._start(cmd, {**os.environ, **env, "PYTHONUNBUFFERED": "1"}, "drift ingest otlp", 60)

@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import random
 import signal
-import subprocess
-import sys
 import threading
 import time
+import types
 import uuid
 
 import pytest
 
 from drift.core.config import ConfigError, load_settings
-from drift.runtime.ingest import partitions_to_pause
-from kafka_harness import ServeProcess, read_topic
+from kafka_harness import IngestProcess, read_topic
 
 T0 = 1_767_607_200  # 2026-01-05T10:00:00Z
 APPS = ("support-bot", "search")
@@ -146,30 +143,32 @@ def score_events(records) -> list[str]:
     return sorted(out)
 
 
-# -- unit tests: the pause decision, settings, the CLI -----------------------------------------
+# -- unit tests: alignment, settings, the CLI ---------------------------------------------------
 
-def test_pause_decision_keeps_partitions_aligned_in_event_time():
-    times = {"a": 1000.0, "b": 1200.0, "c": 1400.0, "d": None, "e": 9000.0}
-    pending = {"a": True, "b": True, "c": True, "d": True, "e": False}
-    assert partitions_to_pause(times, pending, 300.0) == {"c"}  # 400 s ahead of the slowest (a)
-    assert partitions_to_pause(times, pending, 400.0) == set()  # exactly at the limit: not paused
-    # a caught-up partition neither holds the others back nor is paused (e is far ahead, idle)
-    assert partitions_to_pause(times, {**pending, "a": False}, 100.0) == {"c"}
-    # the slowest partition with records to read is never paused: the input always moves
-    for ahead in (0.0, 1.0, 1e9):
-        for slow in "abc":
-            paused = partitions_to_pause(times, {**pending, **{k: k >= slow for k in "abc"}}, ahead)
-            assert slow not in paused
-    assert partitions_to_pause({}, {}, 300.0) == set()
-    assert partitions_to_pause({"a": None}, {"a": True}, 0.0) == set()
+def test_release_limit_is_the_frontier_plus_max_ahead():
+    from drift.runtime.ingest import release_limit
+
+    inf = float("inf")
+    # heads of the holding partitions and the last time of waiting ones make the frontier
+    parts = {"a": (1000.0, False, 900.0), "b": (1200.0, False, None), "c": (None, True, 950.0),
+             "d": (None, False, 10.0)}  # d: caught up, holds nothing back
+    assert release_limit(parts, 300.0) == 1250.0
+    assert release_limit({**parts, "c": (None, False, 950.0)}, 300.0) == 1300.0
+    assert release_limit({**parts, "c": (None, True, None)}, 300.0) == -inf  # never read: wait for it
+    assert release_limit({"d": (None, False, 10.0)}, 300.0) == inf and release_limit({}, 0.0) == inf
 
 
 class FakeConsumer:
+    """highwater/position/pause/resume of a KafkaConsumer."""
+
     def __init__(self, highwater):
         self.hw, self._paused = highwater, set()
 
     def highwater(self, tp):
         return self.hw.get(tp)
+
+    def position(self, tp, timeout_ms=None):
+        return 0
 
     def paused(self):
         return set(self._paused)
@@ -181,32 +180,88 @@ class FakeConsumer:
         self._paused -= set(tps)
 
 
-def test_align_pauses_and_resumes_per_stage():
+def _span_request(t: float, trace: int):
+    """An ExportTraceServiceRequest of one span (trace id ``trace``) ending at ``t``."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    req = ExportTraceServiceRequest()
+    span = req.resource_spans.add().scope_spans.add().spans.add()
+    span.trace_id, span.span_id = trace.to_bytes(16, "big"), (trace + 1).to_bytes(8, "big")
+    span.name, span.start_time_unix_nano, span.end_time_unix_nano = "llm", int((t - 1) * 1e9), int(t * 1e9)
+    return req
+
+
+def test_backlog_is_released_across_partitions_in_event_time(monkeypatch):
+    """Stage 1 of a backlog on three partitions: nothing moves until every partition with records
+    has been fetched once; then the internal topic gets the pieces merged in event time (to within
+    max_ahead_s); partitions holding records are paused, drained ones resumed; a partition that
+    never delivers stops holding the others back after ALIGN_IDLE_POLLS polls and ALIGN_IDLE_S s."""
     from kafka import TopicPartition
 
+    import drift.runtime.ingest as ingest
     from drift.runtime.ingest import IngestPartition, IngestService
 
     svc = IngestService(load_settings(overrides={"otlp": {"max_ahead_s": 60}}))
-    s0, s1, l0 = TopicPartition("otlp_spans", 0), TopicPartition("otlp_spans", 1), TopicPartition("otlp_logs", 0)
-    i0, i1 = TopicPartition("drift.otlp.by_trace", 0), TopicPartition("drift.otlp.by_trace", 1)
-    svc.consumer = FakeConsumer({s0: 100, s1: 100, l0: 100, i0: 100, i1: 100})
-    svc.parts = {s0: IngestPartition(s0.topic, 0, "source", next_offset=10, event_time=T0),
-                 s1: IngestPartition(s1.topic, 1, "source", next_offset=10, event_time=T0 + 3600),
-                 l0: IngestPartition(l0.topic, 0, "source", next_offset=10, event_time=T0 + 30),
-                 # stage 2 is aligned on its own: i1 is ahead of i0 but within 60 s
-                 i0: IngestPartition(i0.topic, 0, "repartition", next_offset=5, event_time=T0 - 7200),
-                 i1: IngestPartition(i1.topic, 1, "repartition", next_offset=5, event_time=T0 - 7170)}
+    tps = [TopicPartition("otlp_spans", i) for i in range(3)]
+    svc.consumer = FakeConsumer({tp: 100 for tp in tps})
+    svc.parts = {tp: IngestPartition(tp.topic, tp.partition, "source", signal="traces") for tp in tps}
+    sent: list[float] = []
+    def send(topic, key, value, headers=None):
+        sent.append(int(dict(headers)["x-source-partition"]) * 10_000 + int(dict(headers)["x-source-offset"]))
+        return types.SimpleNamespace(add_callback=lambda fn: None)
+
+    monkeypatch.setattr(svc, "_send", send)
+    rng = random.Random(1)
+    # each partition a time-ordered backlog, the three interleaved over the same 10 hours
+    times = {tp: sorted(rng.uniform(0, 36_000) for _ in range(30)) for tp in tps}
+    when = {tp.partition * 10_000 + k: t for tp in tps for k, t in enumerate(times[tp])}
+
+    def records(tp, lo, hi):
+        return [types.SimpleNamespace(topic=tp.topic, partition=tp.partition, offset=k, key=None, headers=[],
+                                      value=_span_request(T0 + times[tp][k], tp.partition * 100 + k + 1)
+                                      .SerializeToString()) for k in range(lo, hi)]
+
+    svc.process({tps[0]: records(tps[0], 0, 10), tps[1]: records(tps[1], 0, 10)})
     svc.align()
-    assert svc.consumer.paused() == {s1} and svc.metrics.paused._value.get() == 1
-    svc.parts[s0].event_time, svc.parts[l0].event_time = T0 + 3590, T0 + 3580  # the others caught up
+    assert sent == []  # tps[2] has records on the broker and none fetched: everything waits
+    assert svc.consumer.paused() == set(tps[:2]) and svc.metrics.held._value.get() == 20
+    svc.process({tps[2]: records(tps[2], 0, 10)})
     svc.align()
-    assert svc.consumer.paused() == set()
-    svc.parts[s1].event_time = T0 + 7200  # s1 runs ahead again
+    assert sent, "all three fetched once: the earliest records go"
+    polls = 0
+    while any((svc.parts[tp].fetched or 0) < 30 for tp in tps):
+        # the consumer fetches only what is not paused: the partitions that drained what they held
+        fetch = {tp: records(tp, svc.parts[tp].fetched, min(30, svc.parts[tp].fetched + 10))
+                 for tp in tps if tp not in svc.consumer.paused() and svc.parts[tp].fetched < 30}
+        assert fetch, "every partition paused: alignment stalled"
+        assert all(not svc.parts[tp].held for tp in fetch)
+        svc.process(fetch)
+        svc.align()
+        polls += 1
+    for tp in tps:  # read to the end
+        svc.consumer.hw[tp] = 30
+    svc.release()
     svc.align()
-    assert svc.consumer.paused() == {s1}
-    svc.parts[s0].next_offset = svc.parts[l0].next_offset = 100  # read to their ends: they hold nobody back
-    svc.align()
-    assert svc.consumer.paused() == set() and svc.metrics.paused._value.get() == 0
+    assert svc.consumer.paused() == set() and svc.metrics.held._value.get() == 0
+    assert sorted(sent) == sorted(when)  # each record once
+    released = [when[k] for k in sent]
+    # no record released more than max_ahead_s after one released later: merged in event time
+    assert max(a - b for i, a in enumerate(released) for b in released[i + 1:]) <= 60
+    # (partition by partition would have put records hours out of order)
+    assert max(a - b for a in times[tps[0]] for b in times[tps[1]]) > 3600
+
+    # a partition that says it has records and never delivers any: held back, then let go
+    sent.clear()
+    svc.consumer.hw[tps[1]] = 200  # more on the broker, never fetched here
+    times[tps[0]] += [36_100.0, 36_200.0]
+    svc.consumer.hw[tps[0]] = 32
+    svc.process({tps[0]: records(tps[0], 30, 32)})
+    assert sent == []  # tps[1] may hold something earlier
+    monkeypatch.setattr(ingest, "ALIGN_IDLE_S", 0.0)
+    for _ in range(ingest.ALIGN_IDLE_POLLS):
+        svc.align()
+    svc.release()
+    assert sent == [30, 31] and svc.metrics.align_timeouts._value.get() == 1
 
 
 def test_otlp_settings_layering_and_errors():
@@ -331,23 +386,6 @@ def test_events_equal_the_mapper_on_the_same_input(broker, topics, encoding, key
     assert {r.partition for r in internal} <= {0, 1, 2} and len({r.partition for r in internal}) > 1
     assert all(len(r.key) == 32 for r in internal)
     assert _value(m.replayed_events) == 0
-
-
-class IngestProcess(ServeProcess):
-    """`drift ingest otlp` in a subprocess (the harness's log reader, metrics and stop)."""
-
-    def __init__(self, env: dict):
-        full = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
-        cmd = [sys.executable, "-m", "drift.cli", "ingest", "otlp", "--http-port", "0"]
-        self.proc = subprocess.Popen(cmd, env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.lines, self.raw, self.port = [], [], None
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        deadline = time.monotonic() + 30
-        while self.port is None:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("drift ingest otlp did not start:\n" + "\n".join(self.raw[-30:]))
-            time.sleep(0.05)
 
 
 @pytest.mark.kafka

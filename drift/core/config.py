@@ -250,7 +250,7 @@ DEFAULT_OTLP: dict[str, Any] = {
     "join_max_entries": 100000,         # bound of the join buffer per partition
     "repartition_topic": "drift.otlp.by_trace",  # internal topic, keyed by trace id
     "repartition_partitions": 0,        # partitions when it is created; 0: as many as topics.scores
-    "max_ahead_s": 300.0,               # pause an input partition this far ahead of the slowest in event time
+    "max_ahead_s": 300.0,               # release input records at most this far past the slowest partition (event time)
     "group_id": None,                   # consumer group; default <kafka.group_id>-ingest
 }
 _OTLP_MAPPING_KEYS = ("encoding", "app_attribute", "intent_attribute", "score_prefix", "prompt_hash_attributes",

@@ -23,12 +23,19 @@ quixstreams repartition through a topic::
    keyed ``"{app}/{intent}"`` (the repartition by series ``drift serve`` needs). After each
    batch it calls ``expire`` with the partition's watermark (the latest span end time seen), so
    evaluations whose span never comes are dropped and counted.
-3. **Event-time alignment.** Within each stage, an input partition whose event time (the latest
-   it has seen) is more than ``[otlp] max_ahead_s`` ahead of the slowest assigned partition
-   that still has records to read is paused, and resumed once the others catch up
-   (:func:`partitions_to_pause`), as Kafka Streams does: a backlog on one partition does not
-   turn into late events for ``drift serve``. The decision is taken between polls, so one poll
-   (``service.max_poll_records``) can still overshoot the bound.
+3. **Event-time alignment.** Within each stage, fetched records are held per input partition and
+   released across partitions in event-time order (a k-way merge on each record's time: the
+   latest span end or log time of its export request), at most ``[otlp] max_ahead_s`` past the
+   *frontier*: the earliest head among the partitions holding records and the last event time of
+   each partition that holds none but still has records on the broker (never read: it holds
+   everything back until its first fetch), as Kafka Streams' ``max.task.idle.ms`` does. A
+   partition holding records is paused, so each holds at most about two fetches
+   (``max_partition_fetch_bytes``), and is resumed once drained (:func:`release_limit`). A
+   backlog therefore reaches ``drift serve`` in event-time order to within ``max_ahead_s`` and
+   the span of one export request, instead of partition by partition. A partition that stays
+   empty-handed while the broker says it has records (:data:`ALIGN_IDLE_POLLS` polls and
+   :data:`ALIGN_IDLE_S` seconds) stops holding the others back, counted in
+   ``drift_ingest_alignment_timeouts_total``.
 
 Commit order (``IngestService.checkpoint``), each step finished before the next, as in
 :mod:`drift.runtime.checkpoint`:
@@ -67,6 +74,8 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import heapq
+import itertools
 import logging
 import signal
 import time
@@ -81,7 +90,7 @@ from drift.runtime.checkpoint import Checkpoint, CheckpointError, decode_checkpo
 from drift.runtime.http import Health, HttpServer, Metrics
 from drift.runtime.service import DeliveryError, KafkaLoop, _Listener, read_states
 
-__all__ = ["IngestService", "IngestMetrics", "partitions_to_pause", "STATE_FORMAT", "SIGNAL_HEADER",
+__all__ = ["IngestService", "IngestMetrics", "release_limit", "Held", "STATE_FORMAT", "SIGNAL_HEADER",
            "REPLAYED_HEADER", "build_mapping"]
 
 log = logging.getLogger("drift.ingest")
@@ -99,41 +108,64 @@ SOURCE, REPARTITION = "source", "repartition"  # the stage an input partition be
 
 #: events per output message at most (drift serve also rejects messages over engine.max_message_bytes)
 MAX_EVENTS_PER_MESSAGE = 500
+#: a partition waiting for its first fetch holds the others back for at least this many polls…
+ALIGN_IDLE_POLLS = 20
+#: …and this many seconds (both), then it does not until it delivers records again
+ALIGN_IDLE_S = 10.0
+#: records one poll may return: every fetched record at once. kafka-python 3.0.12 parks the
+#: unreturned rest of a fetch for a partition paused part-way through it and restores it only
+#: while its in-line slot is empty, which it no longer is once any fetch has been returned, so
+#: the partition would never be fetched again after resume; a poll that returns everything
+#: leaves nothing to park. A poll's size stays bounded by the fetch sizes.
+POLL_ALL = 1 << 30
 
 _MAPPER_COUNTERS = {"spans_unmapped", "records_invalid", "evaluations_joined", "evaluations_buffered",
                     "evaluations_dropped"}
 
 
-def partitions_to_pause(times: Mapping[Hashable, float | None], pending: Mapping[Hashable, bool],
-                        max_ahead: float) -> set:
-    """The partitions to pause so that input stays aligned in event time.
+def release_limit(parts: Mapping[Hashable, tuple[float | None, bool, float | None]], max_ahead: float) -> float:
+    """The event time up to which held records may be released (processed) in one stage.
 
     Parameters
     ----------
-    times : mapping
-        Partition -> its event time (the latest seen, seconds), ``None`` before any.
-    pending : mapping
-        Partition -> whether it has records left to read (a missing entry: no).
+    parts : mapping
+        Partition -> ``(head, waiting, last)``: the event time of its first held record (``None``
+        when it holds none), whether it holds none but the broker has records it has not fetched,
+        and the latest event time it has released (``None`` before any).
     max_ahead : float
-        Seconds a partition may run ahead of the slowest one.
+        Seconds a released record may be ahead of the frontier.
 
     Returns
     -------
-    set
-        Partitions with records to read whose event time is more than ``max_ahead`` ahead of
-        the slowest partition that has records to read. Partitions with nothing to read (caught
-        up) or no event time yet neither hold the others back nor get paused, and the slowest
-        one is never paused, so the input always moves.
+    float
+        ``frontier + max_ahead``. The frontier is the earliest of the heads and of the ``last``
+        time of every waiting partition (``-inf`` for a waiting partition never read: nothing
+        moves until its first fetch). ``inf`` when no partition holds or waits.
 
-    >>> sorted(partitions_to_pause({"a": 100.0, "b": 1000.0, "c": 5000.0, "d": 9000.0},
-    ...                            {"a": True, "b": True, "c": True, "d": False}, 300.0))
-    ['b', 'c']
+    >>> release_limit({"a": (100.0, False, 90.0), "b": (None, True, 400.0), "c": (None, False, 50.0)}, 300.0)
+    400.0
+    >>> release_limit({"a": (100.0, False, 90.0), "b": (None, True, None)}, 300.0)
+    -inf
     """
-    live = [t for k, t in times.items() if t is not None and pending.get(k)]
-    if not live:
-        return set()
-    limit = min(live) + max_ahead
-    return {k for k, t in times.items() if t is not None and pending.get(k) and t > limit}
+    frontier = float("inf")
+    for head, waiting, last in parts.values():
+        if head is not None:
+            frontier = min(frontier, head)
+        elif waiting:
+            frontier = min(frontier, last if last is not None else float("-inf"))
+    return frontier + max_ahead
+
+
+@dataclasses.dataclass(slots=True)
+class Held:
+    """A fetched input record waiting for its turn in event time."""
+
+    record: Any
+    time: float                        # ordering key: its request's latest event time (else the previous one's)
+    replayed: bool
+    request: Any = None                # the decoded export request; None when undecodable
+    signal: str | None = None
+    error: tuple[str, str] | None = None  # (DLQ error class, reason)
 
 
 class IngestMetrics:
@@ -160,6 +192,10 @@ class IngestMetrics:
         self.mapper = Counter(p + "mapper_total", "Other OtlpMapper counts (see drift.ingest.otlp)", ["count"],
                               registry=r)
         self.paused = Gauge(p + "paused_partitions", "Input partitions paused for event-time alignment", registry=r)
+        self.held = Gauge(p + "held_records", "Fetched input records held for event-time alignment", registry=r)
+        self.align_timeouts = Counter(p + "alignment_timeouts_total",
+                                      "Times a partition with records on the broker but none fetched stopped "
+                                      "holding the others back", registry=r)
         self.assigned = Gauge(p + "assigned_partitions", "Input partitions assigned", ["stage"], registry=r)
         self.lag = Gauge(p + "consumer_lag", "Records behind the partition's high watermark", ["topic", "partition"],
                          registry=r)
@@ -211,6 +247,11 @@ class IngestPartition:
     watermark: float | None = None     # REPARTITION: latest span end time seen (join expiry)
     replay_from: int | None = None     # restored from a checkpoint that was not complete: replay range start…
     replay_until: int | None = None    # …and end (the high watermark at restore), once known
+    held: collections.deque = dataclasses.field(default_factory=collections.deque)  # of Held, in offset order
+    fetched: int | None = None         # after the last record fetched (held or released)
+    waiting_polls: int = 0             # polls in a row it waited with nothing held (alignment)
+    waiting_since: float | None = None
+    timed_out: bool = False            # stopped holding the others back until its next fetch
 
 
 def build_mapping(settings: Settings):
@@ -285,6 +326,7 @@ class IngestService(KafkaLoop):
         self.http_host = http_host
         self.stop_requested = False
         self.parts: dict[Any, IngestPartition] = {}
+        self.produced_end: dict[tuple[str, int], int] = {}  # internal partition -> after our last record there
         self.pending: list = []
         self.dlq_window: collections.deque = collections.deque()
         self.last_checkpoint = time.monotonic()
@@ -307,7 +349,7 @@ class IngestService(KafkaLoop):
         self.producer = KafkaProducer(acks="all", linger_ms=5, max_request_size=64 << 20, **self._client_config())
         self.consumer = self._consumer_factory(
             group_id=self.group, enable_auto_commit=False, auto_offset_reset="earliest",
-            max_poll_records=svc["max_poll_records"], session_timeout_ms=svc["session_timeout_ms"],
+            max_poll_records=POLL_ALL, session_timeout_ms=svc["session_timeout_ms"],
             heartbeat_interval_ms=max(1000, svc["session_timeout_ms"] // 3))
 
     def _ensure_output_topics(self) -> None:
@@ -430,7 +472,7 @@ class IngestService(KafkaLoop):
 
     # -- the two stages ---------------------------------------------------------------------
     def process(self, records: Mapping[Any, list]) -> None:
-        """Run one polled batch (``{TopicPartition: [records]}``) through its stage."""
+        """Hold one poll's records (``{TopicPartition: [records]}``), then release what alignment allows."""
         started = time.perf_counter()
         for tp, recs in records.items():
             part = self.parts.get(tp)
@@ -439,67 +481,150 @@ class IngestService(KafkaLoop):
             if part.replay_from is not None and part.replay_until is None:
                 hw = self.consumer.highwater(tp)  # known once a fetch returned: the end at restore, or just after
                 part.replay_until = hw if hw is not None else recs[-1].offset + 1
-            replayed = [part.replay_until is not None and r.offset < part.replay_until for r in recs]
-            if any(replayed):
-                self.metrics.replayed.labels(tp.topic).inc(sum(replayed))
-            if part.stage == SOURCE:
-                self._repartition(part, recs, replayed)
-            else:
-                self._map(part, recs, replayed)
-            part.next_offset = recs[-1].offset + 1
+            for r in recs:
+                part.held.append(self._decode(part, r))
+            part.fetched = recs[-1].offset + 1
+            part.waiting_polls, part.waiting_since, part.timed_out = 0, None, False
             self.metrics.records_in.labels(tp.topic).inc(len(recs))
+        self.release()
         self.metrics.batch.observe(time.perf_counter() - started)
 
-    def _repartition(self, part: IngestPartition, recs: list, replayed: list[bool]) -> None:
-        """Stage 1: decode, split by trace id, produce the pieces to the internal topic."""
+    def _decode(self, part: IngestPartition, r) -> Held:
+        """A fetched record, decoded, with its ordering time (or the DLQ reason it will get)."""
         from drift.ingest.otlp import OtlpError
 
+        again = part.replay_until is not None and r.offset < part.replay_until
+        prev = part.held[-1].time if part.held else part.event_time
+        held = Held(r, prev if prev is not None else float("-inf"), again)
+        if part.stage == SOURCE:
+            sig, encoding = part.signal, self.settings.otlp["encoding"]
+        else:
+            sig = (dict(r.headers or []).get(SIGNAL_HEADER) or b"").decode("utf-8", "replace")
+            encoding = "otlp_proto"
+            if sig not in self._decoders:
+                held.error = ("otlp_signal", f"internal record without a valid {SIGNAL_HEADER} header: {sig!r}")
+                return held
+        assert sig is not None
+        try:
+            held.request = self._decoders[sig](r.value if r.value is not None else b"", encoding)
+        except OtlpError as exc:
+            held.error = (exc.error_class, exc.reason)
+            return held
+        held.signal = sig
+        _, t, _ = _request_times(held.request, sig)
+        if t is not None:
+            held.time = t
+        return held
+
+    def release(self) -> None:
+        """Process held records in event-time order, up to :func:`release_limit`, per stage."""
+        for stage in (SOURCE, REPARTITION):
+            mine = {tp: p for tp, p in self.parts.items() if p.stage == stage}
+            if stage == REPARTITION and self.pending:
+                # learn where stage 1's records landed, so that an internal partition it has
+                # written to since its last fetch waits for them instead of counting as caught up
+                self.producer.flush()
+            while True:
+                limit = release_limit({tp: (p.held[0].time if p.held else None, self._waiting(tp, p), p.event_time)
+                                       for tp, p in mine.items()}, self.settings.otlp["max_ahead_s"])
+                ready = []
+                for i, (tp, p) in enumerate(mine.items()):
+                    n = 0
+                    for h in p.held:
+                        if h.time > limit:
+                            break
+                        n += 1
+                    if n:
+                        ready.append([(h.time, i, k, tp) for k, h in enumerate(itertools.islice(p.held, n))])
+                if not ready:
+                    break
+                run_tp, run = None, 0
+                for _, _, _, tp in heapq.merge(*ready):
+                    if tp != run_tp and run:
+                        self._release(run_tp, run)
+                        run = 0
+                    run_tp, run = tp, run + 1
+                self._release(run_tp, run)
+
+    def _release(self, tp, n: int) -> None:
+        part = self.parts[tp]
+        items = [part.held.popleft() for _ in range(n)]
+        replayed = sum(h.replayed for h in items)
+        if replayed:
+            self.metrics.replayed.labels(tp.topic).inc(replayed)
+        if part.stage == SOURCE:
+            self._repartition(part, items)
+        else:
+            self._map(part, items)
+        part.next_offset = items[-1].record.offset + 1
+
+    def _produced_internal(self, md) -> None:
+        """Delivery callback of an internal record (the producer's thread): its partition's end."""
+        key = (md.topic, md.partition)
+        self.produced_end[key] = max(self.produced_end.get(key, 0), md.offset + 1)
+
+    def _waiting(self, tp, part: IngestPartition) -> bool:
+        """``part`` holds nothing but the broker has records it has not fetched (and it has not timed out)."""
+        if part.held or part.timed_out:
+            return False
+        hw = self.consumer.highwater(tp)
+        ours = self.produced_end.get((tp.topic, tp.partition))  # stage 1 here may be ahead of the last fetch
+        if ours is not None:
+            hw = ours if hw is None else max(hw, ours)
+        if hw is not None:
+            pos = part.fetched if part.fetched is not None else part.next_offset
+            if pos is None:
+                with contextlib.suppress(Exception):
+                    pos = self.consumer.position(tp, timeout_ms=0)
+            if pos is not None and pos >= hw:
+                return False
+        return True
+
+    def _repartition(self, part: IngestPartition, items: list[Held]) -> None:
+        """Stage 1: split each request by trace id, produce the pieces to the internal topic."""
         sig = part.signal
         assert sig is not None
-        decode, encoding, bad = self._decoders[sig], self.settings.otlp["encoding"], 0
-        for r, again in zip(recs, replayed):
-            try:
-                request = decode(r.value if r.value is not None else b"", encoding)
-            except OtlpError as exc:
-                self._dlq(r, exc.error_class, exc.reason)
+        bad = 0
+        for h in items:
+            r = h.record
+            if h.error is not None:
+                self._dlq(r, *h.error)
                 bad += 1
                 continue
-            n, t, _ = _request_times(request, sig)
+            n, _, _ = _request_times(h.request, sig)
             self.metrics.items_in.labels(part.topic, sig).inc(n)
-            part.event_time = _later(part.event_time, t)
+            part.event_time = _later(part.event_time, h.time)
             headers = [(SIGNAL_HEADER, sig.encode()), ("x-source-topic", part.topic.encode()),
                        ("x-source-partition", str(part.partition).encode()), ("x-source-offset", str(r.offset).encode())]
-            if again:
+            if h.replayed:
                 headers.append((REPLAYED_HEADER, b"1"))
-            for trace_id, piece in self._split(request).items():
-                self._send(self.internal, trace_id.hex().encode() or None, piece.SerializeToString(), headers)
+            # pieces in event time: exporters group a request by resource and scope, not by time
+            pieces = sorted(self._split(h.request).items(), key=lambda kv: _request_times(kv[1], sig)[1] or 0.0)
+            for trace_id, piece in pieces:
+                fut = self._send(self.internal, trace_id.hex().encode() or None, piece.SerializeToString(), headers)
+                fut.add_callback(self._produced_internal)
                 self.metrics.records_out.labels(self.internal).inc()
-        self.dlq_window.append((time.monotonic(), len(recs), bad))
+        self.dlq_window.append((time.monotonic(), len(items), bad))
 
-    def _map(self, part: IngestPartition, recs: list, replayed: list[bool]) -> None:
+    def _map(self, part: IngestPartition, items: list[Held]) -> None:
         """Stage 2: map spans, join evaluations, produce the events keyed by series."""
-        from drift.ingest.otlp import MapResult, OtlpError
+        from drift.ingest.otlp import MapResult
 
         mapper = part.mapper
         out = MapResult()
         replayed_events = 0
-        for r, again in zip(recs, replayed):
-            headers = dict(r.headers or [])
-            sig = (headers.get(SIGNAL_HEADER) or b"").decode("utf-8", "replace")
-            if sig not in self._decoders:
-                self._dlq(r, "otlp_signal", f"internal record without a valid {SIGNAL_HEADER} header: {sig!r}")
+        for h in items:
+            if h.error is not None:
+                self._dlq(h.record, *h.error)
                 continue
-            try:
-                request = self._decoders[sig](r.value if r.value is not None else b"", "otlp_proto")
-            except OtlpError as exc:
-                self._dlq(r, exc.error_class, exc.reason)
-                continue
-            n, t, span_end = _request_times(request, sig)
+            sig = h.signal
+            assert sig is not None
+            n, _, span_end = _request_times(h.request, sig)
             self.metrics.items_in.labels(part.topic, sig).inc(n)
-            part.event_time = _later(part.event_time, t)
+            part.event_time = _later(part.event_time, h.time)
             part.watermark = _later(part.watermark, span_end)
-            res = mapper.spans(request) if sig == TRACES else mapper.logs(request)
-            if again or REPLAYED_HEADER in headers:
+            res = mapper.spans(h.request) if sig == TRACES else mapper.logs(h.request)
+            if h.replayed or any(k == REPLAYED_HEADER for k, _ in (h.record.headers or [])):
                 replayed_events += len(res.events)
             out.extend(res)
         if part.watermark is not None:
@@ -540,26 +665,29 @@ class IngestService(KafkaLoop):
         self.metrics.records_out.labels(dlq).inc()
 
     # -- alignment, lag ---------------------------------------------------------------------
-    def _has_pending(self, tp, part: IngestPartition) -> bool:
-        hw = self.consumer.highwater(tp)
-        return hw is None or part.next_offset is None or part.next_offset < hw
-
     def align(self) -> None:
-        """Pause the partitions too far ahead in event time, resume the others (per stage)."""
-        want: set = set()
-        for stage in (SOURCE, REPARTITION):
-            mine = {tp: p for tp, p in self.parts.items() if p.stage == stage}
-            want |= partitions_to_pause({tp: p.event_time for tp, p in mine.items()},
-                                        {tp: self._has_pending(tp, p) for tp, p in mine.items()},
-                                        self.settings.otlp["max_ahead_s"])
+        """Pause the partitions holding records, resume the drained ones; time out long waits."""
+        now = time.monotonic()
+        for tp, p in self.parts.items():
+            if self._waiting(tp, p):
+                p.waiting_polls += 1
+                p.waiting_since = p.waiting_since or now
+                if p.waiting_polls >= ALIGN_IDLE_POLLS and now - p.waiting_since >= ALIGN_IDLE_S:
+                    p.timed_out = True
+                    self.metrics.align_timeouts.inc()
+                    log.warning("a partition with records on the broker delivered none: it no longer holds the "
+                                "others back until it does", extra={"partition": f"{tp.topic}/{tp.partition}",
+                                                                    "waited_s": round(now - p.waiting_since, 1)})
+            else:
+                p.waiting_polls, p.waiting_since = 0, None
+        want = {tp for tp, p in self.parts.items() if p.held}
         have = set(self.consumer.paused())
         if want - have:
             self.consumer.pause(*(want - have))
-            log.debug("paused (ahead in event time)", extra={"partitions": [f"{tp.topic}/{tp.partition}"
-                                                                             for tp in want - have]})
         if have - want:
             self.consumer.resume(*(have - want))
         self.metrics.paused.set(len(want))
+        self.metrics.held.set(sum(len(p.held) for p in self.parts.values()))
 
     def _update_lag(self) -> None:
         for tp, p in self.parts.items():
@@ -644,9 +772,11 @@ class IngestService(KafkaLoop):
             try:
                 while not self.stop_requested:
                     self.health.beat()
-                    records = self.consumer.poll(timeout_ms=500)
+                    records = self.consumer.poll(timeout_ms=500, max_records=POLL_ALL)
                     if records:
                         self.process(records)
+                    elif self.parts:
+                        self.release()  # a timed-out wait may let held records go
                     self.align()
                     self._update_lag()
                     self._check_broker()

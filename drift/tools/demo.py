@@ -398,9 +398,6 @@ def _start_ingest(settings, events, say):
     isettings = load_settings(None, {}, {
         "kafka": {"bootstrap_servers": settings.bootstrap_servers, "group_id": settings.group_id},
         "topics": dict(settings.topics), "http": {"port": 0},
-        # no pausing for event-time alignment: kafka-python 3.0.12 can stop fetching a resumed
-        # partition (parked records never restored); spans and logs are produced interleaved
-        "otlp": {"max_ahead_s": 1e9},
         "service": {"session_timeout_ms": 6000, "checkpoint_interval": 2}})
     ingest = IngestService(isettings, http_host="127.0.0.1")
     thread = threading.Thread(target=ingest.run, name="drift-ingest", daemon=True)

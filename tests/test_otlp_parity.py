@@ -1,9 +1,3 @@
-# WORK IN PROGRESS (issue 13), not collected by pytest (the file name does not start with test_):
-# the parity of `drift ingest otlp` + `drift serve` with `drift replay` on prompt_cleanup and
-# provider_update at volume 0.2 from a real backlog, and a SIGKILL restart. It cannot pass yet:
-# the ingest reads a backlog partition by partition (up to max_poll_records a poll), so
-# llm.scores gets each series days out of order and drift serve rejects most of it as late.
-# Rename to test_otlp_parity.py once the ingest orders a backlog by event time.
 """SPEC scenarios through OTLP: spans on Kafka -> `drift ingest otlp` -> `drift serve` -> alerts.
 
 The simulator's JSON events are turned back into what an instrumented application exports: one
@@ -18,8 +12,6 @@ import datetime as dt
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -28,14 +20,12 @@ import msgspec
 import pytest
 
 from drift.core.config import load_settings
-from kafka_harness import ServeProcess, read_topic
+from kafka_harness import IngestProcess, ServeProcess, read_topic
 from scenario_harness import run_lines
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 SPANS_PER_REQUEST = 200
-#: engine.allowed_lateness of drift serve and the offline run here (default 600 s), see the parity test
-LATENESS = "30d"
 _enc = msgspec.json.Encoder()
 
 
@@ -103,12 +93,23 @@ def requests_of(events, per_request: int = SPANS_PER_REQUEST) -> list:
     return [encode_spans(spans[i:i + per_request]) for i in range(0, len(spans), per_request)]
 
 
-def produce_unkeyed(bootstrap: str, topic: str, requests) -> None:
+def produce(bootstrap: str, topic: str, requests, encoding: str = "otlp_proto", keyed: bool = False) -> None:
+    """The requests as the Collector's Kafka exporter writes them: one record per request,
+    unkeyed, or (``partition_traces_by_id``) one record per trace keyed by its hex trace id."""
     from kafka import KafkaProducer
+
+    from drift.ingest.otlp import encode_json, split_by_trace
+
+    def end(piece) -> int:
+        return max(s.end_time_unix_nano for rs in piece.resource_spans for ss in rs.scope_spans for s in ss.spans)
 
     p = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_request_size=8 << 20)
     for r in requests:
-        p.send(topic, value=r.SerializeToString())
+        # keyed: a request's traces in time order, as from a batch of a few seconds (these
+        # requests span hours; the SDK encoder groups them by resource)
+        for tid, piece in (sorted(split_by_trace(r).items(), key=lambda kv: end(kv[1])) if keyed else [(None, r)]):
+            value = piece.SerializeToString() if encoding == "otlp_proto" else encode_json(piece)
+            p.send(topic, key=tid.hex().encode() if tid else None, value=value)
     p.flush()
     p.close()
 
@@ -167,8 +168,10 @@ def _wait(what: str, predicate, alive, timeout: float = 300.0) -> None:
 
 # -- 1. parity: ingest + serve on Kafka == the offline engine on the same events ---------------
 
-@pytest.mark.parametrize("scenario,days", [("prompt_cleanup", 13), ("provider_update", 17)])
-def test_scenario_through_otlp_equals_offline_engine(broker, topics, scenario, days):
+@pytest.mark.parametrize("scenario,days,encoding,keyed", [
+    ("prompt_cleanup", 13, "otlp_proto", False), ("prompt_cleanup", 13, "otlp_json", True),
+    ("provider_update", 17, "otlp_proto", True), ("provider_update", 17, "otlp_json", False)])
+def test_scenario_through_otlp_equals_offline_engine(broker, topics, scenario, days, encoding, keyed):
     """A backlog of OTLP spans (all produced before any service starts), `drift ingest otlp` and
     `drift serve` against the broker: the alerts equal the offline engine's on the events exactly
     as the ingest emitted them (read back from the scores and retrieval topics), and the
@@ -180,14 +183,8 @@ def test_scenario_through_otlp_equals_offline_engine(broker, topics, scenario, d
     counts, so no score event has ``cost_usd``); ``truncated`` is absent (no finish reasons).
     The offline reference therefore runs on the ingested events, not the simulator's.
 
-    Known ingest bug (drift/runtime/ingest.py, not fixed here): event-time alignment is decided
-    between polls only, and one poll takes up to ``service.max_poll_records`` (default 5000)
-    records of one partition, so a backlog of multi-hour export requests reaches llm.scores
-    reordered by days: with the default ``engine.allowed_lateness`` (600 s) drift serve rejects
-    ~88% of the events as LateEvent. Here both drift serve and the offline run use
-    ``allowed_lateness = LATENESS`` (30 d) so that parity is still checked on every event; the
-    reordered series then do not show the scenario's expected rule (xfail below). With
-    ``max_poll_records = 4`` the ingest took more than 5 minutes for ~12.5k spans.
+    Both run with the default ``engine.allowed_lateness`` (600 s): the ingest releases the
+    backlog across partitions in event time, so nothing reaches drift serve late.
 
     Info notices (``prompt_change``) are compared too; they are emitted by the change tracker on
     the first event with a new prompt hash, which both runs see in the same per-series order.
@@ -195,23 +192,20 @@ def test_scenario_through_otlp_equals_offline_engine(broker, topics, scenario, d
     from drift.runtime.ingest import IngestService
     from drift.tools.simulate import iter_events, simulate
 
-    started = time.monotonic()
     sim = simulate(scenario, seed=0, days=days, volume=0.2)
     (change,) = sim.truth["changes"]
     requests = requests_of(iter_events(sim))
-    env = {**_env(broker.bootstrap, topics, f"ingest-{uuid.uuid4().hex[:6]}"),
-           }  # default max_poll_records (5000): see the docstring
+    env = {**_env(broker.bootstrap, topics, f"ingest-{uuid.uuid4().hex[:6]}"), "DRIFT_OTLP_ENCODING": encoding}
     settings = load_settings(env=env, overrides={"http": {"port": 0}})
     want = mapped(settings, requests)
     want_n = collections.Counter(stream for stream, _ in want.elements())
-    produce_unkeyed(broker.bootstrap, topics["spans"], requests)  # the whole backlog first
+    produce(broker.bootstrap, topics["spans"], requests, encoding, keyed)  # the whole backlog first
 
     svc = IngestService(settings, http_host="127.0.0.1")
     thread = threading.Thread(target=svc.run, daemon=True)
     thread.start()
     serve_topics = {k: topics[k] for k in ("scores", "retrieval", "queries", "alerts", "dlq", "state")}
-    serve = ServeProcess(broker.bootstrap, f"serve-{uuid.uuid4().hex[:6]}", serve_topics,
-                         {"DRIFT_ENGINE_ALLOWED_LATENESS": LATENESS})
+    serve = ServeProcess(broker.bootstrap, f"serve-{uuid.uuid4().hex[:6]}", serve_topics)
     try:
         ev_out = svc.metrics.events_out
         _wait("every event produced", lambda: all(ev_out.labels(topics[s])._value.get() >= n
@@ -236,7 +230,7 @@ def test_scenario_through_otlp_equals_offline_engine(broker, topics, scenario, d
 
     # the offline engine on the ingested events, each topic in partition, offset order
     lines = [_enc.encode(ev) for s in ("scores", "retrieval") for _, _, ev in sorted(got[s], key=lambda x: x[:2])]
-    offline, rejected, _ = run_lines(lines, load_settings(env={"DRIFT_ENGINE_ALLOWED_LATENESS": LATENESS}))
+    offline, rejected, _ = run_lines(lines, load_settings())
     assert rejected == []
     alerts = [json.loads(r.value) for r in read_topic(broker.bootstrap, topics["alerts"])]
     assert sorted(a["id"] for a in alerts) == sorted(a["id"] for a in offline)
@@ -244,35 +238,16 @@ def test_scenario_through_otlp_equals_offline_engine(broker, topics, scenario, d
     fired = [a["data"] for a in alerts if a["data"]["status"] == "firing"]
     hits = [d for d in fired if d["rule"] in change["expected_rules"]
             and f"{d['labels']['app']}/{d['labels']['intent']}/{d['labels'].get('dimension')}" in change["series"]]
-    if not hits:  # the event-time reordering of the ingest (see the docstring), not a parity failure
-        pytest.xfail("known ingest bug: with the default max_poll_records a backlog reaches drift serve "
-                     f"reordered by days, and the expected rule does not fire; fired: {fired}")
+    assert hits, f"the expected rule did not fire on {change['series']}; fired: {fired}"
     cause = change["expected_cause"]
     for d in hits:
         if cause == "none":
             assert not d["suspected_cause"] or d["suspected_cause"].get("kind") in (None, "none"), d
         else:
             assert (d["suspected_cause"] or {}).get("kind") == cause, d
-    assert time.monotonic() - started < 240
 
 
 # -- 2. kill -9 mid-stream: nothing lost, repeats bounded by the replayed counter ----------------
-
-class IngestProcess(ServeProcess):
-    """`drift ingest otlp` as a real subprocess (the harness's log reader, metrics and stop)."""
-
-    def __init__(self, env: dict):
-        full = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
-        cmd = [sys.executable, "-m", "drift.cli", "ingest", "otlp", "--http-port", "0"]
-        self.proc = subprocess.Popen(cmd, env=full, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self.lines, self.raw, self.port = [], [], None
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        deadline = time.monotonic() + 60
-        while self.port is None:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("drift ingest otlp did not start:\n" + "\n".join(self.raw[-30:]))
-            time.sleep(0.05)
 
 
 def test_sigkill_mid_stream_loses_no_event(broker, topics):
@@ -292,13 +267,12 @@ def test_sigkill_mid_stream_loses_no_event(broker, topics):
 
     sim = simulate("prompt_cleanup", seed=0, days=12, volume=0.05)
     requests = requests_of(iter_events(sim), per_request=40)
-    env = {**_env(broker.bootstrap, topics, f"ingest-{uuid.uuid4().hex[:6]}"),
-           "DRIFT_SERVICE_MAX_POLL_RECORDS": "2"}  # small batches: the kill lands between checkpoints
+    env = _env(broker.bootstrap, topics, f"ingest-{uuid.uuid4().hex[:6]}")
     want = mapped(load_settings(env=env), requests)
     want_scores = collections.Counter(ev for s, ev in want.elements() if s == "scores")
     keys = {(e["trace_id"], e["dimension"]) for e in map(json.loads, want_scores)}
     assert len(keys) == sum(want_scores.values())  # (trace id, dimension) names one event
-    produce_unkeyed(broker.bootstrap, topics["spans"], requests)
+    produce(broker.bootstrap, topics["spans"], requests)
 
     first = IngestProcess(env)
     try:
@@ -327,5 +301,11 @@ def test_sigkill_mid_stream_loses_no_event(broker, topics):
     assert {(e["trace_id"], e["dimension"]) for e in map(json.loads, have)} == keys, "events lost"
     assert not want_scores - have and not set(have) - set(want_scores)
     repeats = sum((have - want_scores).values())
+    print(f"SIGKILL: {repeats} events repeated, bound {replayed:g} (drift_ingest_replayed_events_total)")
     assert repeats <= replayed, (repeats, replayed)
     assert restored >= 1
+
+    # drift serve does not remove repeats: each is one more sample of its series
+    lines = [ev.encode() for ev in sorted(have.elements(), key=lambda ev: json.loads(ev)["ts"])]
+    _, rejected, engine = run_lines([x for i, line in enumerate(lines) for x in [line] * (1 + (i < 100))])
+    assert rejected == [] and engine.counts["scores.events"] == sum(have.values()) + 100
