@@ -265,7 +265,7 @@ def test_sigkill_mid_stream_loses_no_event(broker, topics):
     """
     from drift.tools.simulate import iter_events, simulate
 
-    sim = simulate("prompt_cleanup", seed=0, days=12, volume=0.05)
+    sim = simulate("prompt_cleanup", seed=0, days=13, volume=0.2)  # a backlog long enough to kill mid-stream
     requests = requests_of(iter_events(sim), per_request=40)
     env = _env(broker.bootstrap, topics, f"ingest-{uuid.uuid4().hex[:6]}")
     want = mapped(load_settings(env=env), requests)

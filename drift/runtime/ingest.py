@@ -166,6 +166,8 @@ class Held:
     request: Any = None                # the decoded export request; None when undecodable
     signal: str | None = None
     error: tuple[str, str] | None = None  # (DLQ error class, reason)
+    items: int = 0                     # spans or log records in the request
+    span_end: float | None = None      # its latest span end (join expiry)
 
 
 class IngestMetrics:
@@ -511,7 +513,7 @@ class IngestService(KafkaLoop):
             held.error = (exc.error_class, exc.reason)
             return held
         held.signal = sig
-        _, t, _ = _request_times(held.request, sig)
+        held.items, t, held.span_end = _request_times(held.request, sig)
         if t is not None:
             held.time = t
         return held
@@ -591,8 +593,7 @@ class IngestService(KafkaLoop):
                 self._dlq(r, *h.error)
                 bad += 1
                 continue
-            n, _, _ = _request_times(h.request, sig)
-            self.metrics.items_in.labels(part.topic, sig).inc(n)
+            self.metrics.items_in.labels(part.topic, sig).inc(h.items)
             part.event_time = _later(part.event_time, h.time)
             headers = [(SIGNAL_HEADER, sig.encode()), ("x-source-topic", part.topic.encode()),
                        ("x-source-partition", str(part.partition).encode()), ("x-source-offset", str(r.offset).encode())]
@@ -619,10 +620,9 @@ class IngestService(KafkaLoop):
                 continue
             sig = h.signal
             assert sig is not None
-            n, _, span_end = _request_times(h.request, sig)
-            self.metrics.items_in.labels(part.topic, sig).inc(n)
+            self.metrics.items_in.labels(part.topic, sig).inc(h.items)
             part.event_time = _later(part.event_time, h.time)
-            part.watermark = _later(part.watermark, span_end)
+            part.watermark = _later(part.watermark, h.span_end)
             res = mapper.spans(h.request) if sig == TRACES else mapper.logs(h.request)
             if h.replayed or any(k == REPLAYED_HEADER for k, _ in (h.record.headers or [])):
                 replayed_events += len(res.events)
