@@ -228,7 +228,6 @@ def test_backlog_is_released_across_partitions_in_event_time(monkeypatch):
     svc.process({tps[2]: records(tps[2], 0, 10)})
     svc.align()
     assert sent, "all three fetched once: the earliest records go"
-    polls = 0
     while any((svc.parts[tp].fetched or 0) < 30 for tp in tps):
         # the consumer fetches only what is not paused: the partitions that drained what they held
         fetch = {tp: records(tp, svc.parts[tp].fetched, min(30, svc.parts[tp].fetched + 10))
@@ -237,7 +236,6 @@ def test_backlog_is_released_across_partitions_in_event_time(monkeypatch):
         assert all(not svc.parts[tp].held for tp in fetch)
         svc.process(fetch)
         svc.align()
-        polls += 1
     for tp in tps:  # read to the end
         svc.consumer.hw[tp] = 30
     svc.release()
