@@ -163,8 +163,12 @@ def _cmd_simulate(args) -> int:
               file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    sim = simulate(args.scenario, seed=args.seed, days=args.days, volume=args.volume, start=args.start,
-                   stress=args.stress)
+    try:
+        sim = simulate(args.scenario, seed=args.seed, days=args.days, volume=args.volume, start=args.start,
+                       stress=args.stress, labels=args.labels, feedback=args.feedback)
+    except ValueError as exc:  # a bad --days/--seed/--volume/--start for this scenario
+        print(f"drift simulate: {exc}", file=sys.stderr)
+        return 2
     n = write_jsonl(sim, args.out, batch=args.batch)
     if args.out != "-":
         truth = args.out[:-6] if args.out.endswith(".jsonl") else args.out
@@ -217,6 +221,49 @@ def _cmd_rules(args) -> int:
             for f in dataclasses.fields(k.params):
                 print(f"      {f.name:<18} {f.default!s:<22} {f.metadata['doc']}")
     return 0
+
+
+_CALIBRATE = """Agreement of the LLM judge with human labels: Cohen's kappa per dimension (and per intent
+with --by intent), with a 95% confidence interval and a verdict:
+untrusted < 0.6 <= workable < 0.8 <= high_stakes (undefined, with the reason, when kappa is).
+
+LABELS is CSV or JSONL (by extension; '-' reads stdin; otherwise the first character decides)
+with the columns id, judge, human, optionally dimension ("all" without it), intent, and more
+raters human_2, human_3, ... The judge is compared with `human`, the first rater; `human_2`
+gives the human-human kappa, the ceiling a judge can be expected to reach. Ids are unique per
+dimension. Labels may be binary (0/1, true/false), categories (strings) or ordinal numbers
+(e.g. 1-5); numeric judge scores become labels with --threshold or --bins.
+
+The interval is a percentile bootstrap that resamples items within each of the human's classes
+(so the count of the minority class, which drives the width, is kept). The report also gives
+raw agreement, the human's prevalence, the minority class count and n_more: how many more
+labelled items would bring the interval's half-width to 0.10."""
+
+_CALIBRATE_EPILOG = """Exit codes: 0 every gated dimension passes; 1 a gated dimension's kappa (with --strict: the
+interval's lower end) is below --min-kappa, or undefined; 2 bad input (a one-line message names
+the file, line and column: missing file or column, empty value, non-numeric score with
+--threshold/--bins, duplicate id, no rows).
+
+Example: drift calibrate data/pandalm/gpt-3.5-turbo.csv --by intent --json"""
+
+
+def _cmd_calibrate(args) -> int:
+    from drift.tools.calibrate import CalibrateError, ScoreMapping, run
+
+    try:
+        bins = tuple(float(b) for b in args.bins.split(",")) if args.bins else None
+    except ValueError:
+        print(f"drift calibrate: --bins {args.bins!r}: give comma-separated numbers, e.g. 0.2,0.4,0.6,0.8",
+              file=sys.stderr)
+        return 2
+    try:
+        mapping = ScoreMapping(threshold=args.threshold, bins=bins, map_human=args.map_human)
+        return run(args.labels, mapping=mapping, weights=None if args.weights == "none" else args.weights,
+                   by_intent=args.by == "intent", n_boot=args.n_boot, seed=args.seed, min_kappa=args.min_kappa,
+                   strict=args.strict, gates=args.gate, as_json=args.json)
+    except CalibrateError as exc:
+        print(f"drift calibrate: {exc}", file=sys.stderr)
+        return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -292,9 +339,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="EVENTS.jsonl", help="output file ('-' for stdout)")
     p.add_argument("--list", action="store_true", help="list the scenarios and exit")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--days", type=int, default=None, help="simulated days (default 30)")
+    p.add_argument("--days", type=int, default=None, help="simulated days (default 30; judge_drift 90)")
     p.add_argument("--volume", type=float, default=1.0, help="traffic multiplier (default 1.0)")
     p.add_argument("--batch", type=int, default=1, help="events per line (JSON array when > 1)")
+    p.add_argument("--labels", action="store_true",
+                   help="add the pass/fail judge dimension 'correctness' and human labels of it (stream "
+                        "'labels', 20 a day per app/intent; always on in judge_drift)")
+    p.add_argument("--feedback", action="store_true",
+                   help="add user feedback events (stream 'feedback': thumbs_up/thumbs_down/regenerate/"
+                        "escalate on ~8%% of requests; always on in blind_spot)")
     p.add_argument("--start", default="2026-01-05T00:00:00Z", help="first simulated day (RFC 3339)")
     p.add_argument("--stress", action="store_true",
                    help="harder failure-free traffic: per-series volumes over three orders of magnitude, "
@@ -330,6 +383,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kinds", action="store_true", help="also list the rule kinds and their parameters")
     p.add_argument("--json", action="store_true", help="everything as JSON")
     p.set_defaults(func=_cmd_rules)
+
+    p = sub.add_parser("calibrate", help="agreement of the LLM judge with human labels (Cohen's kappa)",
+                       description=_CALIBRATE, epilog=_CALIBRATE_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("labels", metavar="LABELS", help="labelled items, CSV or JSONL ('-' for stdin)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON, an object keyed by dimension")
+    p.add_argument("--by", choices=["intent"], help="also report each intent inside each dimension")
+    p.add_argument("--weights", choices=["none", "linear", "quadratic"], default="none",
+                   help="kappa weights (default none, for binary and categorical labels); ordinal scales such "
+                        "as 1-5 should use linear or quadratic, so a near miss counts as partial agreement")
+    mapping = p.add_mutually_exclusive_group()
+    mapping.add_argument("--threshold", type=float, metavar="X",
+                         help="numeric judge scores: >= X is label 1, below is 0")
+    mapping.add_argument("--bins", metavar="E1,E2,…",
+                         help="numeric judge scores to ordinal classes 0..m for m edges (np.digitize): class 0 "
+                              "is score < E1, class i is E_i <= score < E_i+1, class m is score >= Em; a score "
+                              "equal to an edge goes to the class above. Human labels must use the same class "
+                              "numbers (or see --map-human)")
+    p.add_argument("--map-human", action="store_true",
+                   help="map the human columns with --threshold/--bins too (when they are scores on the same scale)")
+    p.add_argument("--min-kappa", type=float, default=0.6, metavar="K",
+                   help="gate: exit 1 when a gated dimension's kappa is below K (default 0.6)")
+    p.add_argument("--strict", action="store_true", help="gate on the interval's lower end instead of kappa")
+    p.add_argument("--gate", action="append", metavar="DIM",
+                   help="gate only this dimension (repeatable; default: all dimensions)")
+    p.add_argument("--n-boot", type=int, default=2000, metavar="N", help="bootstrap resamples (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.set_defaults(func=_cmd_calibrate)
 
     sub.add_parser("golden", help="golden sets of queries: `drift golden build QUERIES… --out DIR`",
                    add_help=False)

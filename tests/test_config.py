@@ -24,7 +24,11 @@ def test_defaults_implement_the_spec_rules():
     # every rule with a test states its false-alarm budget in time: one per 10,000 series-years
     assert {name: spec.params["false_alarm_rate"] for name, spec in r.items() if "false_alarm_rate" in spec.params} == {
         name: 1e-4 for name in ("quality_drop", "quality_shift", "retrieval_drop", "flag_rate_spike",
-                                "format_failure_spike", "query_novelty_rise")}
+                                "format_failure_spike", "query_novelty_rise", "judge_agreement_drop",
+                                "negative_feedback_spike", "judge_user_disagreement")}
+    assert r["judge_agreement_drop"].severity == "critical" and r["judge_agreement_drop"].params["bar"] == 0.6
+    assert r["negative_feedback_spike"].params["ratio"] == 2.0
+    assert s.topics["labels"] == "llm.labels" and s.topics["feedback"] == "llm.feedback"
     assert r["quality_shift"].params["alpha"] is None and r["retrieval_drop"].params["alpha"] is None
     assert r["prompt_change"].severity == "info"
     assert s.dimension("refusal").kind == "flag" and s.dimension("format_valid").kind == "check"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import doctest
 import functools
+import hashlib
 import json
 import math
 import re
@@ -52,7 +53,7 @@ def mean_of(s: Simulation, *, app, dimension, intents=None, t0=-math.inf, t1=mat
 
 def test_scenario_names():
     assert set(SCENARIOS) == {"input_shift", "stable", "prompt_cleanup", "provider_update", "rag_staleness",
-                              "truncation", "refusal_spike"}
+                              "truncation", "refusal_spike", "judge_drift", "blind_spot"}
     assert all(isinstance(v, str) and v for v in SCENARIOS.values())
 
 
@@ -108,7 +109,7 @@ def test_module_docstring_example():
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_arrays_are_well_formed(scenario):
-    s = sim(scenario)
+    s = sim(scenario) if scenario != "judge_drift" else sim(scenario, days=81, volume=0.25)
     sc, rt = s.scores, s.retrieval
     n, m = len(sc["ts"]), len(rt["ts"])
     assert s.truth["counts"]["scores"] == n and s.truth["counts"]["retrieval"] == m
@@ -464,3 +465,327 @@ def test_stress_traffic_spans_three_decades_with_zeros_cycles_and_mix_changes():
         if before > 50:
             assert after / before == pytest.approx(c["factor"], rel=0.3)
     assert simulate("stable", seed=1, days=40, volume=1.0).truth["stress"] is None
+
+
+# ------------------------------------------------------- human labels and user feedback
+
+LABEL_COLS = ("ts", "app", "intent", "trace_id", "dimension", "label", "rater", "request_ts", "judge")
+FEEDBACK_COLS = ("ts", "app", "intent", "trace_id", "kind", "request_ts", "relevance")
+KINDS = {"thumbs_up", "thumbs_down", "regenerate", "escalate"}
+
+
+def digest(s: Simulation) -> str:
+    h = hashlib.sha256()
+    for stream in ("scores", "retrieval"):
+        cols = getattr(s, stream)
+        for k in sorted(cols):
+            a = cols[k]
+            h.update(k.encode())
+            h.update(a.tobytes() if a.dtype != object else "\n".join(a.tolist()).encode())
+    return h.hexdigest()[:16]
+
+
+def test_flags_off_arrays_are_those_of_before_labels_and_feedback():
+    """Recorded with the generator as it was before labels and feedback existed (numpy 2.4)."""
+    for scenario, expected in (("stable", "ea8a67660bab9886"), ("prompt_cleanup", "7552f9f3a43d5803"),
+                               ("refusal_spike", "ed629a0328aad113")):
+        s = simulate(scenario, seed=1, days=16, volume=0.1)
+        assert digest(s) == expected, scenario
+        assert s.labels == {} and s.feedback == {}
+        assert "labels" not in s.truth and "feedback" not in s.truth
+        assert "correctness" not in set(s.scores["dimension"])
+    assert digest(simulate("stable", seed=1, days=16, volume=0.1, stress=True)) == "cd7cc52107454f33"
+
+
+@pytest.mark.parametrize("scenario", ["stable", "prompt_cleanup", "truncation", "rag_staleness"])
+def test_labels_and_feedback_leave_the_other_streams_as_they_were(scenario):
+    off = simulate(scenario, seed=2, days=16, volume=0.1)
+    on = simulate(scenario, seed=2, days=16, volume=0.1, labels=True, feedback=True)
+    keep = on.scores["dimension"] != "correctness"
+    for col in SCORE_COLS:
+        np.testing.assert_array_equal(on.scores[col][keep], off.scores[col])
+    for col in RETRIEVAL_COLS:
+        np.testing.assert_array_equal(on.retrieval[col], off.retrieval[col])
+    # correctness is one more score event per request, right after the request's others
+    fmt = on.scores["dimension"] == "format"
+    corr = on.scores["dimension"] == "correctness"
+    np.testing.assert_array_equal(on.scores["trace_id"][corr], on.scores["trace_id"][fmt])
+    nxt = np.flatnonzero(corr)[:-1] + 1
+    assert set(on.scores["dimension"][nxt]) == {"format"}
+    assert set(np.unique(on.scores["score"][corr])) == {0.0, 1.0}
+    assert on.truth["counts"]["scores"] == len(on.scores["ts"]) == len(off.scores["ts"]) + corr.sum()
+    assert on.n_events == off.n_events + corr.sum() + len(on.labels["ts"]) + len(on.feedback["ts"])
+    assert on.truth["counts"]["labels"] == len(on.labels["ts"]) > 0
+    assert on.truth["counts"]["feedback"] == len(on.feedback["ts"]) > 0
+    assert on.truth["catalog"]["dimensions"]["correctness"]["pass_rate"] == 0.75
+    # the flags are independent: each stream is the same with the other flag on or off
+    only_l = simulate(scenario, seed=2, days=16, volume=0.1, labels=True)
+    only_f = simulate(scenario, seed=2, days=16, volume=0.1, feedback=True)
+    for col in LABEL_COLS:
+        np.testing.assert_array_equal(only_l.labels[col], on.labels[col])
+    for col in FEEDBACK_COLS:
+        np.testing.assert_array_equal(only_f.feedback[col], on.feedback[col])
+    json.dumps(on.truth)
+
+
+def test_label_and_feedback_events_join_their_requests():
+    s = simulate("stable", seed=5, days=10, volume=0.3, labels=True, feedback=True)
+    sc, lab, fb = s.scores, s.labels, s.feedback
+    end = s.start + 10 * DAY
+    corr = sc["dimension"] == "correctness"
+    by_trace = {t: (a, i, ts, v) for t, a, i, ts, v in zip(
+        sc["trace_id"][corr].tolist(), sc["app"][corr].tolist(), sc["intent"][corr].tolist(),
+        sc["ts"][corr].tolist(), sc["score"][corr].tolist())}
+    rel = sc["dimension"] == "relevance"
+    relevance = dict(zip(sc["trace_id"][rel].tolist(), sc["score"][rel].tolist()))
+    for cols, names in ((lab, LABEL_COLS), (fb, FEEDBACK_COLS)):
+        n = len(cols["ts"])
+        assert n > 0 and all(len(cols[c]) == n for c in names)
+        assert np.all(np.diff(cols["ts"]) >= 0)
+        assert cols["ts"].min() >= s.start and cols["ts"].max() < end
+    # labels: the request's app/intent/ts, a 0/1 label 1-24 h later, on correctness, rater r1
+    assert len(set(lab["trace_id"].tolist())) == len(lab["ts"])
+    for t, a, i, rts, j in zip(lab["trace_id"].tolist(), lab["app"].tolist(), lab["intent"].tolist(),
+                               lab["request_ts"].tolist(), lab["judge"].tolist()):
+        assert by_trace[t] == (a, i, rts, j)
+    delay = lab["ts"] - lab["request_ts"]
+    assert delay.min() >= 3600 and delay.max() <= DAY
+    assert set(lab["dimension"]) == {"correctness"} and set(lab["rater"]) == {"r1"}
+    assert set(np.unique(lab["label"])) == {0.0, 1.0}
+    # 20 labelled requests per app/intent and day (the last day's late ones not yet labelled)
+    day = ((lab["request_ts"] - s.start) // DAY).astype(int)
+    key = lab["app"] + "/" + lab["intent"]
+    for k in np.unique(key):
+        counts = np.bincount(day[key == k], minlength=10)
+        assert np.all(counts[:9] == 20), (k, counts)
+        assert 0 < counts[9] <= 20
+    # feedback: the request's app/intent, 5 s - 10 min later, one per request at most
+    assert len(set(fb["trace_id"].tolist())) == len(fb["ts"])
+    for t, a, i, rts, r in zip(fb["trace_id"].tolist(), fb["app"].tolist(), fb["intent"].tolist(),
+                               fb["request_ts"].tolist(), fb["relevance"].tolist()):
+        assert by_trace[t][:3] == (a, i, rts) and relevance[t] == r
+    delay = fb["ts"] - fb["request_ts"]
+    assert delay.min() >= 5 and delay.max() <= 600
+    assert set(fb["kind"]) == KINDS
+
+
+def test_label_and_feedback_events_are_in_time_order_and_counted(tmp_path):
+    s = simulate("blind_spot", seed=3, days=16, volume=0.1, labels=True)
+    events = list(iter_events(s, chunk=4096))
+    assert len(events) == s.n_events
+    ts = [e["ts"] for e in events]
+    assert all(TS_RE.match(t) for t in ts) and ts == sorted(ts)
+    by_stream: dict[str, list[dict]] = {}
+    for e in events:
+        by_stream.setdefault(e.get("stream", "scores" if "dimension" in e else "retrieval"), []).append(e)
+    assert len(by_stream["labels"]) == len(s.labels["ts"]) == s.truth["counts"]["labels"]
+    assert len(by_stream["feedback"]) == len(s.feedback["ts"]) == s.truth["counts"]["feedback"]
+    assert len(by_stream["scores"]) == len(s.scores["ts"])
+    assert all(list(e) == ["stream", "ts", "trace_id", "app", "intent", "dimension", "label", "rater"]
+               for e in by_stream["labels"])
+    assert all(list(e) == ["stream", "ts", "trace_id", "app", "intent", "kind"] for e in by_stream["feedback"])
+    assert all(isinstance(e["label"], float) for e in by_stream["labels"])
+    assert {e["kind"] for e in by_stream["feedback"]} == KINDS
+    score_traces = {e["trace_id"] for e in by_stream["scores"]}
+    assert all(e["trace_id"] in score_traces for e in by_stream["labels"] + by_stream["feedback"])
+    got = np.array([epoch(e["ts"]) for e in by_stream["labels"]])
+    np.testing.assert_allclose(got, s.labels["ts"], rtol=0, atol=5e-4)
+    p = tmp_path / "ev.jsonl"
+    assert write_jsonl(s, p, batch=50) == len(events)
+    assert [e for line in p.read_text().splitlines() for e in json.loads(line)] == events
+
+
+def kappa(a: np.ndarray, b: np.ndarray) -> float:
+    """Cohen's kappa of two 0/1 vectors."""
+    po = np.mean(a == b)
+    pe = a.mean() * b.mean() + (1 - a.mean()) * (1 - b.mean())
+    return float((po - pe) / (1 - pe))
+
+
+def test_own_kappa_is_sklearns():
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    a = (rng.random(500) < 0.7).astype(float)
+    b = np.where(rng.random(500) < 0.2, 1 - a, a)
+    assert kappa(a, b) == pytest.approx(metrics.cohen_kappa_score(a, b), abs=1e-12)
+
+
+def target_kappa(t_days: np.ndarray, p: float = 0.75) -> float:
+    """Population kappa of a block of labels from the scenario's definition (0.8 until day 20
+    10:00, linear to 0.3 at day 80 10:00): the judge verdict is flipped with probability e(kappa),
+    and po = 1 - e, pe = p^2 + (1-p)^2 - e (1-2p)^2 are linear in e, so a block's kappa is that
+    of its mean flip probability."""
+    k = 0.8 - 0.5 * np.clip((t_days - (20 + 10 / 24)) / 60, 0, 1)
+    e = 2 * p * (1 - p) * (1 - k) / (1 - (1 - 2 * p) ** 2 * (1 - k))
+    e_bar = e.mean()
+    po, pe = 1 - e_bar, p ** 2 + (1 - p) ** 2 - e_bar * (1 - 2 * p) ** 2
+    return float((po - pe) / (1 - pe))
+
+
+def test_judge_drift_kappa_follows_its_curve():
+    """Measured judge-human kappa per 10-day block (3 seeds pooled: ~5,400 pairs a block) within
+    4 standard errors (0.009-0.014) of the target: tight enough to tell the closed-form flip
+    probability from a naive e = (1 - kappa) / 2 (kappa 0.75 instead of 0.8 at p = 0.75)."""
+    judge, label, t_days, judge_all, t_all = [], [], [], [], []
+    for seed in (0, 1, 2):
+        s = simulate("judge_drift", seed=seed, volume=0.2)
+        assert s.days == 90
+        lab, sc = s.labels, s.scores
+        corr = sc["dimension"] == "correctness"
+        judge_of = dict(zip(sc["trace_id"][corr].tolist(), sc["score"][corr].tolist()))
+        judge.append(np.array([judge_of[t] for t in lab["trace_id"].tolist()]))  # the engine's join
+        label.append(lab["label"])
+        t_days.append((lab["request_ts"] - s.start) / DAY)
+        judge_all.append(sc["score"][corr])
+        t_all.append((sc["ts"][corr] - s.start) / DAY)
+    j, h, t = (np.concatenate(x) for x in (judge, label, t_days))
+    measured = []
+    for b in range(9):
+        m = (t >= 10 * b) & (t < 10 * b + 10)
+        n = int(m.sum())
+        # 20 a day x 9 series x 10 days x 3 seeds (the last block: labels due after the end dropped)
+        assert n == 5400 if b < 8 else 4800 < n < 5400
+        k, target = kappa(j[m], h[m]), target_kappa(t[m])
+        # large-sample standard error of kappa: sqrt(po (1 - po) / n) / (1 - pe)
+        po = np.mean(j[m] == h[m])
+        pe = j[m].mean() * h[m].mean() + (1 - j[m].mean()) * (1 - h[m].mean())
+        se = math.sqrt(po * (1 - po) / n) / (1 - pe)
+        assert abs(k - target) < 4 * se, (b, k, target, se)
+        measured.append(k)
+    assert measured[0] > 0.77 and measured[1] > 0.77 and measured[-1] < 0.34
+    # the judge itself does not move: its pass rate is 0.75 before and after
+    ja, ta = np.concatenate(judge_all), np.concatenate(t_all)
+    for m in (ta < 20, ta >= 80):
+        assert ja[m].mean() == pytest.approx(0.75, abs=0.01)
+
+
+def test_judge_drift_truth_and_its_stable_twin():
+    s = simulate("judge_drift", seed=4, volume=0.05)
+    assert s.truth["days"] == 90 and s.truth["labels"]["dimension"] == "correctness"
+    changes = s.truth["changes"]
+    assert [c["app"] for c in changes] == ["support-bot", "docs-qa", "sales-assistant"]
+    series = [x for c in changes for x in c["series"]]
+    assert len(series) == 9 and all(x.endswith("/correctness") for x in series)
+    for c in changes:
+        assert c["what"] == "judge_drift" and c["stream"] == "labels"
+        assert c["expected_rules"] == ["judge_agreement_drop"] and c["allowed_rules"] == []
+        assert epoch(c["at"]) == s.start + 20 * DAY + 10 * 3600
+        assert epoch(c["ramp_end"]) == s.start + 80 * DAY + 10 * 3600
+        assert c["crossing"]["kappa"] == 0.45
+        assert epoch(c["crossing"]["at"]) == s.start + 62 * DAY + 10 * 3600
+        assert epoch(c["expected_by"]) == epoch(c["crossing"]["at"]) + 14 * DAY
+        assert c["effect"]["kappa"]["before"] == 0.8 and c["effect"]["kappa"]["after"] == 0.3
+    # the same seed with labels on elsewhere: same scores, same labels until the drift starts
+    base = simulate("stable", seed=4, days=90, volume=0.05, labels=True)
+    for col in SCORE_COLS:
+        np.testing.assert_array_equal(s.scores[col], base.scores[col])
+    for col in LABEL_COLS:
+        if col != "label":
+            np.testing.assert_array_equal(s.labels[col], base.labels[col])
+    at = epoch(changes[0]["at"])
+    diff = s.labels["label"] != base.labels["label"]
+    assert diff.any() and not diff[s.labels["request_ts"] < at].any()
+    with pytest.raises(ValueError, match="days > 80"):
+        simulate("judge_drift", days=80)
+    assert simulate("judge_drift", days=81, volume=0.02).days == 81
+
+
+def thumbs_stats(fb: dict, mask: np.ndarray) -> tuple[float, float, int]:
+    """(negative share of feedback, share of thumbs-downs with relevance >= 0.7, thumbs-downs)."""
+    kind = fb["kind"][mask]
+    td = kind == "thumbs_down"
+    neg = np.isin(kind, ["thumbs_down", "regenerate"]).mean()
+    return float(neg), float(np.mean(fb["relevance"][mask][td] >= 0.7)), int(td.sum())
+
+
+def test_feedback_baseline_model():
+    s = simulate("stable", seed=6, days=30, volume=1.0, feedback=True)
+    fb = s.feedback
+    n_req = int((s.scores["dimension"] == "format").sum())
+    expected = simmod.feedback_expectation()
+    assert len(fb["ts"]) / n_req == pytest.approx(expected["feedback_rate"], abs=0.003)
+    assert 0.075 < len(fb["ts"]) / n_req < 0.09  # ~8 % of requests
+    kind = fb["kind"]
+    assert np.mean(kind == "escalate") == pytest.approx(0.01, abs=0.003)
+    assert np.mean(kind == "regenerate") == pytest.approx(0.05, abs=0.006)
+    neg, good, n_td = thumbs_stats(fb, np.ones(len(kind), bool))
+    assert neg == pytest.approx(expected["negative_share"], abs=0.015)
+    assert 0.2 <= good <= 0.35 and good < 1 / 1.5
+    # thumbs-down strongly decreasing in the judge's relevance score
+    r = fb["relevance"]
+    low, high = r < 0.6, r >= 0.8
+    assert np.mean(kind[low] == "thumbs_down") > 10 * np.mean(kind[high] == "thumbs_down")
+    # every app/intent has enough feedback for a 14-day reference of >= 200 events
+    day = (fb["request_ts"] - s.start) // DAY
+    key = fb["app"] + "/" + fb["intent"]
+    for k in np.unique(key):
+        assert np.sum((key == k) & (day < 14)) >= 400, k
+
+
+def test_blind_spot_effect():
+    s = simulate("blind_spot", seed=0, volume=1.0)
+    (c,) = s.truth["changes"]
+    assert (c["what"], c["app"], c["intents"], c["stream"]) == ("judge_blind_spot", "support-bot", ["billing"],
+                                                                "feedback")
+    assert c["series"] == ["support-bot/billing"] and c["allowed_rules"] == []
+    assert c["expected_rules"] == ["judge_user_disagreement", "negative_feedback_spike"]
+    at = epoch(c["at"])
+    assert at == s.start + 15 * DAY + 10 * 3600
+    fb = s.feedback
+    billing = (fb["app"] == "support-bot") & (fb["intent"] == "billing")
+    before, after = fb["request_ts"] < at, fb["request_ts"] >= at
+    neg0, good0, n0 = thumbs_stats(fb, billing & before)
+    neg1, good1, n1 = thumbs_stats(fb, billing & after)
+    assert n0 >= 50 and n1 >= 300
+    assert 0.15 < good0 < 0.45 and good1 >= 0.75  # ~0.30 -> ~0.86
+    assert good1 / good0 >= 1.5 * 1.3
+    assert neg1 / neg0 >= 2.0  # ~0.16 -> ~0.51
+    assert c["effect"]["negative_share"]["after"] / c["effect"]["negative_share"]["before"] >= 2.5
+    # elsewhere nothing moves
+    other = (fb["app"] == "support-bot") & (fb["intent"] == "shipping")
+    neg_o0, _, _ = thumbs_stats(fb, other & before)
+    neg_o1, _, _ = thumbs_stats(fb, other & after)
+    assert neg_o1 / neg_o0 < 1.5
+    # the judge sees nothing: scores equal stable's; feedback equals stable's outside billing-after
+    base = simulate("stable", seed=0, volume=1.0, feedback=True)
+    for col in SCORE_COLS:
+        np.testing.assert_array_equal(s.scores[col], base.scores[col])
+    mine = ~(billing & after)
+    bf = base.feedback
+    theirs = ~((bf["app"] == "support-bot") & (bf["intent"] == "billing") & (bf["request_ts"] >= at))
+    for col in FEEDBACK_COLS:
+        np.testing.assert_array_equal(fb[col][mine], bf[col][theirs])
+
+
+def test_cli_simulate_labels_and_feedback_flags(tmp_path):
+    from drift.cli import main
+
+    out = tmp_path / "f.jsonl"
+    assert main(["simulate", "stable", "--days", "3", "--volume", "0.05", "--labels", "--feedback",
+                 "--out", str(out)]) == 0
+    streams = {json.loads(line).get("stream") for line in out.read_text().splitlines()}
+    assert streams == {None, "labels", "feedback"}
+    truth = json.loads((tmp_path / "f.truth.json").read_text())
+    assert truth["counts"]["labels"] > 0 and truth["counts"]["feedback"] > 0
+    assert main(["simulate", "judge_drift", "--days", "30", "--out", str(tmp_path / "x.jsonl")]) == 2
+
+
+@pytest.mark.slow
+def test_cli_simulate_judge_drift(tmp_path):
+    from drift.cli import main
+
+    out = tmp_path / "f.jsonl"
+    assert main(["simulate", "judge_drift", "--days", "90", "--volume", "0.2", "--out", str(out)]) == 0
+    truth = json.loads((tmp_path / "f.truth.json").read_text())
+    n_labels = n = 0
+    prev = ""
+    with out.open() as fh:
+        for line in fh:
+            e = json.loads(line)
+            n += 1
+            n_labels += e.get("stream") == "labels"
+            assert e["ts"] >= prev
+            prev = e["ts"]
+    assert n_labels == truth["counts"]["labels"] > 15_000
+    assert n == sum(v for k, v in truth["counts"].items() if k != "requests")
+    assert len(truth["changes"]) == 3

@@ -15,7 +15,9 @@ Sections
                    query rules are off without one), ``max_texts_per_batch`` (texts embedded per
                    batch; beyond it a deterministic sample is embedded and the rest counted).
 ``[engine]``       ``allowed_lateness``, ``max_future``, ``max_message_bytes``, ``service_name``,
-                   ``retrieval_scale``.
+                   ``retrieval_scale``, ``join_max_age`` (how far apart in event time a label or
+                   feedback event and the score of its trace may be; 7 days) and
+                   ``join_max_entries`` (the judge join's bound per partition; 200,000).
 ``[service]``      ``drift serve`` loop: ``checkpoint_interval``, ``max_poll_records``,
                    ``session_timeout_ms``, ``dlq_max_fraction``, ``dlq_min_messages``, ``dlq_window``,
                    ``livez_timeout``, ``restore_timeout``, ``delivery_timeout``, ``connect_timeout``,
@@ -185,6 +187,10 @@ class Settings:
     max_future: float = 86400.0
     max_message_bytes: int = 1_000_000
     retrieval_scale: tuple[float, float] = (-1.0, 1.0)
+    # the judge join (labels and feedback with the scores of the same trace): how far apart in
+    # event time a label (or feedback) and its score may be, and the most entries per partition
+    join_max_age: float = 7 * 86400.0
+    join_max_entries: int = 200_000
     service: Mapping[str, Any] = dataclasses.field(default_factory=lambda: dict(DEFAULT_SERVICE))
     dimensions: Mapping[str, DimensionSpec] = dataclasses.field(default_factory=lambda: dict(DEFAULT_DIMENSIONS))
     rules: Mapping[str, RuleSpec] = dataclasses.field(default_factory=dict)
@@ -202,7 +208,8 @@ class Settings:
         """Hash of everything that shapes detector state (rules, dimensions, lateness)."""
         doc = {"rules": {k: dataclasses.asdict(v) for k, v in sorted(self.rules.items())},
                "dimensions": {k: dataclasses.asdict(v) for k, v in sorted(self.dimensions.items())},
-               "allowed_lateness": self.allowed_lateness, "retrieval_scale": list(self.retrieval_scale)}
+               "allowed_lateness": self.allowed_lateness, "retrieval_scale": list(self.retrieval_scale),
+               "join_max_age": self.join_max_age}
         return hashlib.sha256(json.dumps(doc, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
     @property
@@ -228,7 +235,8 @@ class Settings:
 
 
 DEFAULT_TOPICS: dict[str, str] = {"scores": "llm.scores", "retrieval": "llm.retrieval", "queries": "llm.queries",
-                                  "alerts": "llm.alerts", "dlq": "llm.dlq", "state": "drift.state"}
+                                  "alerts": "llm.alerts", "dlq": "llm.dlq", "state": "drift.state",
+                                  "escalations": "drift.escalations"}
 
 _ENV_SECTIONS = ("kafka", "topics", "http", "queries", "engine", "service", "otlp")
 
@@ -271,7 +279,8 @@ DEFAULT_SERVICE: dict[str, Any] = {
     "connect_timeout": 5.0,        # one attempt to reach the brokers at start-up (and each client's bootstrap)
     "startup_timeout": 300.0,      # keep retrying start-up connections this long before exiting 1
 }
-_ENGINE_KEYS = {"allowed_lateness", "max_future", "max_message_bytes", "service_name", "retrieval_scale"}
+_ENGINE_KEYS = {"allowed_lateness", "max_future", "max_message_bytes", "service_name", "retrieval_scale",
+                "join_max_age", "join_max_entries"}
 
 
 def _env_layer(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
@@ -377,6 +386,8 @@ def _build(doc: Mapping[str, Any], source: str) -> Settings:
     max_future = parse_duration(engine.get("max_future", 86400), "engine.max_future")
     max_bytes = _as_int(engine.get("max_message_bytes", 1_000_000), "engine.max_message_bytes", 1)
     rscale = _scale(engine.get("retrieval_scale", [-1.0, 1.0]), "engine.retrieval_scale")
+    join_age = parse_duration(engine.get("join_max_age", 7 * 86400), "engine.join_max_age")
+    join_entries = _as_int(engine.get("join_max_entries", 200_000), "engine.join_max_entries", 1)
 
     service_doc = _section(doc, "service")
     _unknown("service", service_doc, DEFAULT_SERVICE)
@@ -417,7 +428,8 @@ def _build(doc: Mapping[str, Any], source: str) -> Settings:
                     topics=topics, http_port=port, golden=queries.get("golden"), max_texts_per_batch=max_texts,
                     service_name=str(engine.get("service_name", "drift")),
                     allowed_lateness=lateness, max_future=max_future, max_message_bytes=max_bytes,
-                    retrieval_scale=rscale, service=service, dimensions=dims, rules=rules, otlp=otlp, source=source)
+                    retrieval_scale=rscale, join_max_age=join_age, join_max_entries=join_entries,
+                    service=service, dimensions=dims, rules=rules, otlp=otlp, source=source)
 
 
 def _otlp(sec: dict[str, Any]) -> dict[str, Any]:
@@ -480,6 +492,9 @@ def _check_detector(kind: _rules.RuleKind, params: Mapping[str, Any], field: str
     """Build a throw-away detector so that combinations the detector refuses fail here."""
     if kind.detector is None:
         return
+    accepted = set(getattr(kind.detector, "_params", ()))
+    if accepted:  # the others are the stream's (a join's dimension)
+        params = {k: v for k, v in params.items() if k in accepted}
     try:
         kind.detector(**params, **kind.probe)
     except (ValueError, TypeError) as exc:

@@ -40,6 +40,7 @@ from drift.core import alerts as _alerts
 from drift.core.alerts import CAUSE_WINDOW, Alert
 from drift.core.config import RuleSpec, Settings, load_settings
 from drift.core.events import Decoded, EventDecoder, format_time
+from drift.core.judge import JudgeJoin, pairs_columns
 from drift.core.rules import RULE_KINDS, RuleKind
 from drift.core.streams import STREAMS, SeriesInfo, Stream
 
@@ -47,7 +48,7 @@ __all__ = ["Engine", "EventRejection", "SeriesTable", "RuleRunner", "StreamState
 
 # Version of the engine's state layout inside a checkpoint; a checkpoint of another version is
 # not restored (the partition is rebuilt from its retained input, see drift.runtime.checkpoint).
-STATE_VERSION = 3
+STATE_VERSION = 4
 MAX_EXAMPLES = 5  # example trace ids an alert carries
 
 
@@ -112,7 +113,10 @@ class RuleRunner:
         self.override, self.variant = override, variant
         accepted = set(getattr(kind.detector, "_params", ()))
         extra = {k: v for k, v in (extra or {}).items() if k in accepted}
+        if accepted:  # parameters that are not the detector's are the stream's (a join's dimension)
+            params = {k: v for k, v in params.items() if k in accepted}
         assert kind.detector is not None
+        self.params = params
         self.detector = kind.detector(**{**params, **extra, "lateness": lateness})
         self.local = np.full(0, -1, np.int64)
         self.sids: list[int] = []
@@ -120,6 +124,11 @@ class RuleRunner:
     @property
     def key(self) -> str:
         return f"{self.spec.name}\x1f{self.override}\x1f{self.variant}"
+
+    @property
+    def rule_params(self) -> Mapping[str, Any]:
+        """Every parameter of this runner's rule (override), the stream's ones included."""
+        return self.spec.params if self.override == 0 else self.spec.overrides[self.override - 1].params
 
     def register(self, sid: int, family: int | None = None) -> None:
         if self.local.shape[0] <= sid:
@@ -264,6 +273,16 @@ class Engine:
         self.trackers = {(s, attr): ChangeTracker(**tracker_params)
                          for s, stream in self.streams.items() for attr in stream.changes}
         self.counts: Counter = Counter()
+        # the judge join (labels and feedback with the scores of their trace), when a rule needs it
+        joined = [spec for spec in self.rules.values() if RULE_KINDS[spec.kind].values == "joined"]
+        self.judge: JudgeJoin | None = None
+        if joined and "scores" in self.streams:
+            dims = {p["dimension"] for spec in joined for p in (spec.params, *(o.params for o in spec.overrides))
+                    if "dimension" in p}
+            self.judge = JudgeJoin(settings.join_max_age, settings.join_max_entries, dims)
+        # (app, intent, dimension) -> (kappa, since): judges a judge_agreement_drop holds untrusted
+        self.untrusted: dict[tuple[str, str, str], tuple[float, float]] = {}
+        self.escalations: list[tuple[float, str, str, str]] = []  # (t, app, intent, trace_id), drained by the caller
 
     # -- set-up ---------------------------------------------------------------------------------
     def decoder(self) -> EventDecoder:
@@ -358,6 +377,8 @@ class Engine:
                 a, r = self._process_stream(name, batch)
                 alerts += a
                 rejected += r
+        if self.judge is not None:
+            alerts += self._run_joined()
         for alert in alerts:
             self.counts[f"alerts.{alert.rule}.{alert.status}"] += 1
         return alerts, rejected
@@ -427,6 +448,84 @@ class Engine:
         found.sort(key=lambda p: p[0])
         return [a for _, a in found], rejected
 
+    # -- the judge join --------------------------------------------------------------------------
+    def _watermark(self, stream: str, key: tuple) -> float:
+        st = self.state.get(stream)
+        if st is None:
+            return -np.inf
+        sid = st.series.ids.get(key)
+        if sid is None or sid >= st.clock.max_t.shape[0]:
+            return -np.inf
+        return float(st.clock.max_t[sid]) - self.settings.allowed_lateness
+
+    def _pair_watermark(self, kind: str, app: str, intent: str, dim: str) -> float:
+        right = (app, intent, dim) if kind == "labels" else (app, intent)
+        return min(self._watermark("scores", (app, intent, dim)), self._watermark(kind, right))
+
+    def _run_joined(self) -> list[Alert]:
+        """Release the judge join's pairs that every watermark passed and run the rules on them."""
+        judge = self.judge
+        assert judge is not None
+        newest = [float(st.clock.max_t.max()) for name, st in self.state.items()
+                  if name in ("scores", "labels", "feedback") and st.clock.max_t.size]
+        if "scores" in self.state and self.state["scores"].clock.max_t.size:
+            judge.expire(min(newest) - self.settings.allowed_lateness)
+        rows = judge.release(self._pair_watermark)
+        for key in ("labels.joined", "labels.unjoined", "labels.too_far_apart", "feedback.joined",
+                    "feedback.unjoined", "feedback.too_far_apart"):
+            if judge.counts[key]:
+                self.counts[f"judge.{key}"] = judge.counts[key]
+        if not rows:
+            return []
+        cols = pairs_columns(rows)
+        found: list[tuple[float, Alert]] = []
+        for name in ("labels", "feedback"):
+            st = self.state.get(name)
+            sel = np.flatnonzero(cols["kind"] == name)
+            if st is None or not sel.size:
+                continue
+            fields = [cols[f][sel] for f in st.stream.series_fields]
+            sids, _ = st.series.lookup(*fields)
+            t, judge_v, human = cols["tau"][sel], cols["judge"][sel], cols["human"][sel]
+            dims = cols["dimension"][sel]
+            for runner in self.runners.values():
+                if runner.spec.stream != name or runner.kind.values != "joined":
+                    continue
+                good = float(runner.rule_params.get("good", 0.5))
+                if name == "labels":
+                    m = np.ones(sel.size, bool)
+                    x = np.column_stack([(judge_v >= good), (human >= good)]).astype(np.float64)
+                else:
+                    m = dims == runner.rule_params.get("dimension")
+                    x = (judge_v >= good).astype(np.float64)
+                if not m.any():
+                    continue
+                for f in runner.run(sids[m], t[m], x[m]):
+                    alert = self._alert(st, runner, f)
+                    found.append((f.at, alert))
+                    if runner.kind.name == "kappa_drop":
+                        self._judge_trust(st.series.labels(runner.sids[f.series]), f)
+        found.sort(key=lambda p: p[0])
+        return [a for _, a in found]
+
+    def _judge_trust(self, labels: Mapping[str, str], f) -> None:
+        key = (labels["app"], labels["intent"], labels["dimension"])
+        if f.status == "firing":
+            self.untrusted[key] = (float(f.extra.get("kappa", np.nan)), float(f.episode_start))
+        elif f.status == "resolved":
+            self.untrusted.pop(key, None)
+
+    def escalated(self, app, intent, t, trace_ids) -> None:
+        """Escalated traces (feedback ``escalate``): kept for the caller to report, so a judge
+        sampler can evaluate them at 100 %."""
+        for a, i, tt, tid in zip(app.tolist(), intent.tolist(), t.tolist(), trace_ids):
+            self.escalations.append((tt, a, i, tid))
+        self.counts["feedback.escalations"] += len(trace_ids)
+
+    def take_escalations(self) -> list[tuple[float, str, str, str]]:
+        out, self.escalations = self.escalations, []
+        return out
+
     def _alert(self, st: StreamState, runner: RuleRunner, f, batch=None) -> Alert:
         sid = runner.sids[f.series]
         stream = st.stream
@@ -436,12 +535,19 @@ class Engine:
         examples = None
         if f.status == "firing" and f.window is not None:
             examples = st.examples_in(sid, f.window.start, f.window.end, batch)
-        return _alerts.from_finding(
+        alert = _alerts.from_finding(
             spec.name, labels, f, window_seconds=runner.detector.window if hasattr(runner.detector, "window")
             else spec.params.get("window", 0.0), kind=runner.kind.name, severity=spec.severity,
             to_display=display or (lambda v: v), cause=stream.cause(self, labels, f, spec),
             evidence=stream.evidence(self, f), example_trace_ids=examples or None,
             first_action=spec.first_action, source=self.source, value_kind=st.info[sid].kind)
+        if self.untrusted and stream.name == "scores" and f.status == "firing":
+            distrust = self.untrusted.get((labels.get("app", ""), labels.get("intent", ""), labels.get("dimension", "")))
+            if distrust is not None:  # the id stays a function of rule, series and episode start
+                alert.labels["judge"] = "untrusted"
+                alert.summary += (f" [judge untrusted: its agreement with human labels on {labels.get('dimension')} "
+                                  f"is kappa {distrust[0]:.2f}, below the bar since {format_time(distrust[1])}]")
+        return alert
 
     def changes_near(self, stream: str, attr: str, labels: Mapping[str, str], f, spec: RuleSpec) -> list:
         """Changes of ``attr`` for the series' app/intent shortly before an episode started."""
@@ -515,6 +621,9 @@ class Engine:
                         for r in self.runners.values()],
             "trackers": {f"{s}/{a}": tr.state_dict() for (s, a), tr in self.trackers.items()},
             "counts": dict(self.counts),
+            "judge": None if self.judge is None else self.judge.state_dict(),
+            "untrusted": [[*k, *v] for k, v in self.untrusted.items()],
+            "escalations": [list(e) for e in self.escalations],
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -539,6 +648,8 @@ class Engine:
             runner = RuleRunner.__new__(RuleRunner)
             runner.spec, runner.kind = spec, kind
             runner.override, runner.variant = int(rs["override"]), rs["variant"]
+            accepted = set(getattr(kind.detector, "_params", ()))
+            runner.params = {k: v for k, v in runner.rule_params.items() if k in accepted or not accepted}
             assert kind.detector is not None
             runner.detector = kind.detector.from_state(rs["detector"])
             runner.local = np.array(rs["local"], dtype=np.int64)
@@ -549,4 +660,8 @@ class Engine:
             s, a = key.split("/", 1)
             self.trackers[(s, a)] = ChangeTracker.from_state(st_)
         self.counts = Counter(state.get("counts", {}))
+        if self.judge is not None and state.get("judge") is not None:
+            self.judge.load_state(state["judge"])
+        self.untrusted = {(a, i, d): (float(k), float(t)) for a, i, d, k, t in state.get("untrusted", [])}
+        self.escalations = [(float(t), a, i, tid) for t, a, i, tid in state.get("escalations", [])]
 

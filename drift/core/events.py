@@ -60,6 +60,12 @@ class AnyEvent(msgspec.Struct, omit_defaults=True, gc=False):
     text: str | None = None
     embedding: list[float] | None = None
     embedding_b64: str | None = None
+    # LabelEvent (a human's rating of a scored response: ``label`` is a number on the
+    # dimension's scale, or a word such as ``good``/``bad``)
+    label: float | str | None = None
+    rater: str | None = None
+    # FeedbackEvent (a user's reaction to a response)
+    kind: str | None = None
 
 
 _ARRAY_PATH = re.compile(r"at `\$\[(\d+)\]")
@@ -74,6 +80,10 @@ def stream_of(event: dict) -> str:
 
     if event.get("stream") in KINDS or event.get("stream") in STREAMS:
         return event["stream"]
+    if "label" in event and "labels" in STREAMS:
+        return "labels"
+    if "kind" in event and "feedback" in STREAMS:
+        return "feedback"
     if "dimension" in event:
         return "scores"
     if "scores" in event or "score" in event:

@@ -132,7 +132,14 @@ CHECKS = {
     "bool": lambda v, f, m: as_bool(v, f),
     "choice": _choice,
     "cosine": _cosine,
+    "name": lambda v, f, m: _name(v, f),
 }
+
+
+def _name(v, f) -> str:
+    if not isinstance(v, str) or not v.strip():
+        raise ConfigError(f"{f}: expected a non-empty name, got {v!r}")
+    return v
 
 
 def param(default: Any, check: str, doc: str = "", *, choices: tuple = ()) -> Any:

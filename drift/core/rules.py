@@ -51,6 +51,7 @@ from detectors.centroid import CentroidShift
 from detectors.changes import ChangeTracker
 from detectors.drop import PercentDrop
 from detectors.floor import Floor
+from detectors.kappa import KappaDrop
 from detectors.rate import RateRatio
 from detectors.sequential import MeanCusum, RateCusum
 from detectors.shift import KsShift
@@ -149,7 +150,8 @@ class RuleKind:
         failures as 1); ``"raw"``: the values as sent, on the series' own scale;
         ``"novelty"`` (queries): 1 for a query whose nearest golden neighbour is less similar
         than the golden set's own leave-one-out neighbours (below their
-        :data:`NOVELTY_QUANTILE`), else 0.
+        :data:`NOVELTY_QUANTILE`), else 0; ``"joined"`` (labels, feedback): the pairs of the
+        judge join (:mod:`drift.core.judge`), released in event time.
     probe : dict
         Engine-supplied arguments (scale, golden centroid, ...) to construct a throw-away
         detector when a configuration is checked, so bad combinations fail at start-up.
@@ -526,3 +528,77 @@ register(Rule("prompt_change", "change_tracker", "scores", ("prompt_hash", "mode
 register(Rule("query_novelty_rise", "novelty_rate", "queries", ("queries",), "warning", {
     "ratio": 5.0, "min_rate": NOVELTY_QUANTILE, "false_alarm_rate": 1e-4, "bucket": 3600.0,
     "guard": 2 * 86400.0, "baseline": 14 * 86400.0, "min_ref_n": 200}))
+
+
+# --------------------------------------------------------------------------- the judge: labels and feedback
+@dataclasses.dataclass(frozen=True)
+class KappaParams:
+    bar: float = param(0.6, "number", "the judge is untrusted below this Cohen's kappa")
+    healthy: float = param(0.8, "number", "kappa of a healthy judge: the false-alarm budget holds for it")
+    pairs: int = param(200, "count", "most recent labelled pairs the kappa is computed on")
+    min_pairs: int = param(50, "count", "pairs needed before the rule tests")
+    max_age: float = param(30 * 86400.0, "duration", "oldest labelled pair used")
+    bucket: float = param(86400.0, "duration", _BUCKET)
+    false_alarm_rate: float = param(1e-4, "positive", "false alerts allowed per series-year for a judge at `healthy`")
+    z_min: float = param(1.645, "positive", "the upper bound is never narrower than this many standard errors (95 %, one-sided)")
+    good: float = param(0.5, "unit", "judge verdicts and labels at or above this (on [0, 1], higher is better) count as good")
+    for_buckets: int = param(1, "count", "consecutive hits before firing")
+    resolve_after: int = param(3, "count", "consecutive evaluations with kappa back at the bar before resolving")
+
+
+@dataclasses.dataclass(frozen=True)
+class DisagreementParams(RateCusumParams):
+    ratio: float = param(1.5, "positive", "minimum effect: the share at least this many times the reference")
+    min_ref_n: int = param(50, "count", "thumbs-downs the reference needs")
+    min_rate: float = param(0.05, "positive", "floor on the reference share")
+    min_n: int = param(20, "count", "thumbs-downs in the recovery window before resolving")
+    dimension: str = param("relevance", "name", "the judge's score dimension compared with the users' verdict")
+    good: float = param(0.7, "unit", "a score at or above this (on [0, 1], higher is better) means the judge called the response good")
+
+
+@_summary
+def kappa_summary(c):
+    f = c.finding
+    return (f"judge agreement with human labels on {c.dim} for {c.where} fell to kappa {f.extra.get('kappa', 0):.2f} "
+            f"over the last {f.extra.get('pairs', 0)} labelled pairs (upper bound {f.value:.2f} < {f.threshold:g}): "
+            f"scores on this dimension cannot be trusted")
+
+
+@_summary
+def disagreement_summary(c):
+    f = c.finding
+    return (f"users' thumbs-downs for {c.where} that the judge scored as good rose to {_pct(c.wv)} "
+            f"(baseline {_pct(c.bv)}) since {_when(f.extra.get('change_at'))} "
+            f"({c.window['n'] if c.window else 0:,} thumbs-downs; sequential test, "
+            f"{f.extra.get('cusum', 0):.1f} ≥ {f.extra.get('cusum_threshold', 0):.1f}): the evaluation has a blind spot")
+
+
+@_summary
+def negative_feedback_summary(c):
+    f = c.finding
+    return (f"negative feedback (thumbs-down and regenerate) for {c.where} rose to {f.value:.1f}× {c.ref} "
+            f"({_pct(c.bv)} → {_pct(c.wv)} of feedback events) since {_when(f.extra.get('change_at'))} "
+            f"({c.window['n'] if c.window else 0:,} events; sequential test, "
+            f"{f.extra.get('cusum', 0):.1f} ≥ {f.extra.get('cusum_threshold', 0):.1f})")
+
+
+KAPPA = register(RuleKind(
+    "kappa_drop", KappaDrop, KappaParams, alert_detector="cohen_kappa", summary=kappa_summary,
+    streams=("labels",), values="joined",
+    first_action="Suspend scoring trust; re-rate the gold set and update the rubric"))
+DISAGREEMENT = register(RuleKind(
+    "disagreement_rate", RateCusum, DisagreementParams, alert_detector="cusum_rate", summary=disagreement_summary,
+    streams=("feedback",), values="joined",
+    first_action="Read the thumbs-down responses the judge scored as good; add their failure mode to the rubric"))
+
+register(Rule("judge_agreement_drop", "kappa_drop", "labels", ("labels",), "critical", {
+    "bar": 0.6, "healthy": 0.8, "pairs": 200, "min_pairs": 50, "max_age": 30 * 86400.0, "bucket": 86400.0,
+    "false_alarm_rate": 1e-4}))
+register(Rule("negative_feedback_spike", "cusum_rate", "feedback", ("feedback",), "warning", {
+    "ratio": 2.0, "min_rate": 0.01, "min_ref_n": 200, "false_alarm_rate": 1e-4, "bucket": 3600.0,
+    "guard": 2 * 86400.0, "baseline": 14 * 86400.0},
+    summary=negative_feedback_summary,
+    first_action="Read a sample of the thumbs-down and regenerated responses since the change; check recent releases"))
+register(Rule("judge_user_disagreement", "disagreement_rate", "feedback", ("feedback",), "warning", {
+    "ratio": 1.5, "min_rate": 0.05, "min_ref_n": 50, "false_alarm_rate": 1e-4, "bucket": 3600.0,
+    "guard": 2 * 86400.0, "baseline": 14 * 86400.0, "dimension": "relevance", "good": 0.7}))

@@ -35,8 +35,9 @@ from drift.core.rules import NOVELTY_QUANTILE, RULE_KINDS
 if TYPE_CHECKING:  # pragma: no cover
     from drift.core.engine import Engine, RuleRunner, StreamState
 
-__all__ = ["Stream", "ScalarStream", "ScoresStream", "RetrievalStream", "QueriesStream", "STREAMS",
-           "register_stream", "SeriesInfo", "Columns"]
+__all__ = ["Stream", "ScalarStream", "ScoresStream", "RetrievalStream", "QueriesStream", "LabelsStream",
+           "FeedbackStream", "STREAMS", "register_stream", "SeriesInfo", "Columns", "FEEDBACK_KINDS",
+           "NEGATIVE_FEEDBACK", "label_value"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,6 +242,11 @@ class ScoresStream(Stream):
         x = (score - lo) / (hi - lo)
         x = np.where(hib, x, 1.0 - x)
         x = np.where(kind == "check", 1.0 - score, np.where(kind == "flag", score, x))
+        if engine.judge is not None:
+            # the judge's verdicts wait in the join for the labels and feedback of their trace,
+            # on the scale the labels are read on (quality: higher is better; flags/checks as sent)
+            verdict = np.where((kind == "flag") | (kind == "check"), score, x)
+            engine.judge.offer_scores(b.dimension[idx], t, verdict, b.trace_ids(idx))
         for runner in runners:
             yield runner, sids, t, (score if runner.kind.values == "raw" else x)
 
@@ -425,6 +431,129 @@ class QueriesStream(Stream):
         return {**f.extra, "texts_sampled_out": int(engine.counts["queries.sampled_out"])}
 
 
+# --------------------------------------------------------------------------- labels and feedback
+_GOOD_WORDS = {"good": 1.0, "pass": 1.0, "passed": 1.0, "yes": 1.0, "true": 1.0, "correct": 1.0,
+               "bad": 0.0, "fail": 0.0, "failed": 0.0, "no": 0.0, "false": 0.0, "incorrect": 0.0}
+
+
+def label_value(label, lo: float, hi: float, higher_is_better: bool, binary: bool) -> float | str:
+    """A human label on the scale the judge's verdict is read on ([0, 1], higher is better for
+    quality; 0/1 as sent for flags and checks), or the reason it cannot be read.
+
+    >>> label_value(4, 1, 5, True, False), label_value("pass", 0, 1, True, True), label_value(7, 1, 5, True, False)
+    (0.75, 1.0, 'label 7 is outside the scale [1, 5] of the dimension')
+    """
+    if isinstance(label, str):
+        v = _GOOD_WORDS.get(label.strip().lower())
+        if v is None:
+            return (f"label {label!r} is not a number on the dimension's scale nor one of "
+                    f"{', '.join(sorted(_GOOD_WORDS))}")
+        return v if (binary or higher_is_better) else 1.0 - v
+    v = float(label)
+    if not np.isfinite(v):
+        return f"label is {v!r}"
+    if not lo <= v <= hi:
+        return f"label {v:g} is outside the scale [{lo:g}, {hi:g}] of the dimension"
+    if binary:
+        return v if v in (0.0, 1.0) else f"the dimension is a flag/check and takes 0 or 1, got {v:g}"
+    u = (v - lo) / (hi - lo)
+    return u if higher_is_better else 1.0 - u
+
+
+class LabelsStream(Stream):
+    """``llm.labels``: human labels of scored responses, joined with the judge's score of the same
+    ``trace_id`` and ``dimension`` (the engine's judge join); rules see the joined pairs."""
+
+    name = "labels"
+    series_fields = ("app", "intent", "dimension")
+    kinds = ("labels",)
+    precedence = 4
+
+    def claims(self, events):
+        return np.array([e.label is not None for e in events], bool)
+
+    def schema_error(self, e):
+        for f in ("trace_id", "dimension", "label"):
+            if getattr(e, f) is None:
+                return f"missing required field `{f}`"
+        return None
+
+    def build(self, decoder, evs, msg, idx):
+        msg, idx, ts, app, intent = decoder._common(evs, msg, idx)
+        return Columns(msg, idx, ts, app, intent, evs, {
+            "dimension": _obj([e.dimension for e in evs]), "label": _obj([e.label for e in evs]),
+            "trace_id": _obj([e.trace_id for e in evs])})
+
+    def check(self, decoder, b):
+        out = decoder._check_time(b)
+        why: dict[int, str] = {}
+        for j, (dim, lab) in enumerate(zip(b.cols["dimension"], b.cols["label"])):
+            lo, hi, binary = decoder._scale(dim)
+            v = label_value(lab, lo, hi, True, bool(binary))
+            if isinstance(v, str):
+                why[j] = v
+        bad = np.zeros(len(b), bool)
+        bad[list(why)] = True
+        return out + decoder._first_bad(b, bad, "OutOfScale", why.__getitem__)
+
+    def feed(self, engine, state, b, idx, sids, t, runners):
+        if engine.judge is not None and idx.size:
+            dims = b.cols["dimension"][idx]
+            values = np.empty(idx.size)
+            for j, (dim, lab) in enumerate(zip(dims, b.cols["label"][idx])):
+                spec = engine.settings.dimension(dim)
+                values[j] = label_value(lab, spec.lo, spec.hi, spec.higher_is_better, spec.binary)
+            engine.judge.offer_labels(b.app[idx], b.intent[idx], dims, t, values, b.cols["trace_id"][idx].tolist())
+        return iter(())  # its rules see the joined pairs (Engine._run_joined)
+
+
+FEEDBACK_KINDS = ("thumbs_up", "thumbs_down", "regenerate", "escalate")
+NEGATIVE_FEEDBACK = ("thumbs_down", "regenerate")
+
+
+class FeedbackStream(Stream):
+    """``llm.feedback``: users' reactions to responses per (app, intent). Rules see the negative
+    share (thumbs-down and regenerate among all feedback events), and thumbs-downs joined with
+    the judge's score of their trace (does the judge call them good?)."""
+
+    name = "feedback"
+    kinds = ("feedback",)
+    precedence = 4
+    no_cause = "no template change recorded for this stream: compare with the scores' prompt and model timeline"
+
+    def claims(self, events):
+        return np.array([e.kind is not None and e.dimension is None for e in events], bool)
+
+    def schema_error(self, e):
+        if e.trace_id is None:
+            return "missing required field `trace_id`"
+        if e.kind is None:
+            return "missing required field `kind`"
+        if e.kind not in FEEDBACK_KINDS:
+            return f"kind: expected one of {', '.join(FEEDBACK_KINDS)}, got {e.kind!r}"
+        return None
+
+    def build(self, decoder, evs, msg, idx):
+        msg, idx, ts, app, intent = decoder._common(evs, msg, idx)
+        return Columns(msg, idx, ts, app, intent, evs, {
+            "kind": _obj([e.kind for e in evs]), "trace_id": _obj([e.trace_id for e in evs])})
+
+    def feed(self, engine, state, b, idx, sids, t, runners):
+        kind = b.cols["kind"][idx]
+        if engine.judge is not None and idx.size:
+            down = np.flatnonzero(kind == "thumbs_down")
+            if down.size:
+                engine.judge.offer_feedback(b.app[idx][down], b.intent[idx][down], t[down],
+                                            b.cols["trace_id"][idx][down].tolist())
+            esc = np.flatnonzero(kind == "escalate")
+            if esc.size:
+                engine.escalated(b.app[idx][esc], b.intent[idx][esc], t[esc], b.cols["trace_id"][idx][esc].tolist())
+        negative = np.isin(kind, NEGATIVE_FEEDBACK).astype(np.float64)
+        for runner in runners:
+            if runner.kind.values != "joined":
+                yield runner, sids, t, negative
+
+
 STREAMS: dict[str, Stream] = {}
 
 
@@ -438,5 +567,5 @@ def register_stream(stream: Stream) -> Stream:
     return stream
 
 
-for _s in (ScoresStream(), RetrievalStream(), QueriesStream()):
+for _s in (ScoresStream(), RetrievalStream(), QueriesStream(), LabelsStream(), FeedbackStream()):
     register_stream(_s)

@@ -7,7 +7,9 @@ The commit order (``Service.checkpoint``), each step finished before the next st
 2. **flush and confirm delivery** (``acks=all``): any failed send stops the checkpoint, and nothing
    below happens;
 3. **write the state** of each partition to ``drift.state``, key ``{group}/{topic}/{partition}``,
-   tagged with ``next_offset``, and confirm its delivery;
+   tagged with ``next_offset``, and confirm its delivery (co-partitioned joined topics —
+   scores, labels, feedback — share one engine per partition number: its state is one record,
+   keyed by the scores partition, with every member's offset in ``offsets``);
 4. **commit** ``next_offset`` to the consumer group.
 
 Offsets are never committed ahead of what was delivered. After a crash between any two steps the
@@ -50,6 +52,13 @@ class Checkpoint:
     fingerprint: str
     written_at: float
     engine: dict[str, Any]
+    offsets: dict[str, int] = dataclasses.field(default_factory=dict)  # topic -> next offset, joined partitions
+
+    def offset_of(self, topic: str) -> int | None:
+        """Where ``topic``'s partition resumes (None: this state has not read it)."""
+        if self.offsets:
+            return self.offsets.get(topic)
+        return self.next_offset if topic == self.topic else None
 
 
 def state_key(group: str, topic: str, partition: int) -> bytes:
@@ -108,6 +117,6 @@ def decode_checkpoint(raw: bytes, *, fingerprint: str | None = None) -> Checkpoi
     return cp
 
 
-def new_checkpoint(group, topic, partition, next_offset, engine) -> Checkpoint:
+def new_checkpoint(group, topic, partition, next_offset, engine, offsets=None) -> Checkpoint:
     return Checkpoint(group, topic, int(partition), int(next_offset), engine.fingerprint(),
-                      time.time(), engine.state_dict())
+                      time.time(), engine.state_dict(), {k: int(v) for k, v in (offsets or {}).items()})

@@ -38,6 +38,10 @@ class Metrics:
                                        "Series seen on more than one input partition (bad producer keys)",
                                        registry=r)
         self.assigned = Gauge("drift_assigned_partitions", "Input partitions assigned", registry=r)
+        self.escalations = Counter("drift_escalations_total", "Escalated traces reported to the escalations topic",
+                                   registry=r)
+        self.judge_join = Gauge("drift_judge_join_entries", "Scores, labels and feedback held by the judge join",
+                                ["state"], registry=r)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

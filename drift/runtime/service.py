@@ -1,8 +1,11 @@
 """``drift serve``: the long-lived consumer service.
 
-A consumer group over the three input topics. Each assigned input partition has its own
+A consumer group over the input topics. Each assigned input partition has its own
 :class:`~drift.core.engine.Engine` (the same engine as ``drift replay``), restored from ``drift.state``
 when the partition is assigned and checkpointed in the order written in :mod:`drift.runtime.checkpoint`.
+The co-partitioned topics of the judge join (``llm.scores``, ``llm.labels``, ``llm.feedback``)
+share one engine per partition number: Kafka's range assignor gives one member partition ``p``
+of every topic with the same partition count, so a label meets the scores of its trace.
 The loop, in quixstreams' shape::
 
     while running:
@@ -35,7 +38,7 @@ from kafka import ConsumerRebalanceListener
 from drift.core import alerts as _alerts
 from drift.core.config import Settings
 from drift.core.engine import Engine
-from drift.core.events import EventDecoder
+from drift.core.events import EventDecoder, format_time
 from drift.core.sinks import DeliveryError, Sink
 from drift.core.streams import STREAMS
 from drift.runtime.checkpoint import CheckpointError, decode_checkpoint, encode_checkpoint, new_checkpoint, state_key
@@ -85,6 +88,10 @@ class PartitionState:
     decoder: EventDecoder
     next_offset: int | None = None
     checkpointed: int | None = None
+    anchor: Any = None  # the partition whose state key holds this engine's state (itself unless joined)
+
+
+JOINED = ("scores", "labels", "feedback")  # streams that share an engine per partition number
 
 
 def read_states(consumer_factory, topic: str, keys: set[bytes], timeout: float) -> dict[bytes, list[bytes]]:
@@ -429,7 +436,7 @@ class Service(KafkaLoop):
         admin = KafkaAdminClient(**self._client_config())
         try:
             have = set(admin.list_topics())
-            want = {t["alerts"]: {}, t["dlq"]: {},
+            want = {t["alerts"]: {}, t["dlq"]: {}, t["escalations"]: {},
                     t["state"]: {"cleanup.policy": "compact", "max.message.bytes": str(64 << 20)}}
             missing = [NewTopic(name, 1, -1, topic_configs=cfg) for name, cfg in want.items() if name not in have]
             if missing:
@@ -446,16 +453,43 @@ class Service(KafkaLoop):
         mine = [tp for tp in tps if tp in self.parts]
         self.health.set_ready(False, "rebalancing")
         if mine:
-            self.checkpoint(mine)
+            anchors = {self.parts[tp].anchor for tp in mine}
+            self.checkpoint([tp for tp, p in self.parts.items() if p.anchor in anchors])
             for tp in mine:
                 del self.parts[tp]
         self.metrics.assigned.set(len(self.parts))
         log.info("partitions revoked", extra={"partitions": [f"{tp.topic}/{tp.partition}" for tp in mine]})
 
+    def _groups(self, tps) -> dict[Any, list]:
+        """Assigned partitions by the engine they share: ``{anchor: members}``. Partitions of the
+        joined topics with one number share the engine of the scores partition (the anchor);
+        every other partition is its own group."""
+        from kafka.structs import TopicPartition
+
+        scores = self.settings.topics["scores"]
+        groups: dict[Any, list] = {}
+        joined: dict[int, list] = {}
+        for tp in sorted(tps, key=lambda x: (x.topic, x.partition)):
+            if self.inputs[tp.topic] in JOINED:
+                joined.setdefault(tp.partition, []).append(tp)
+            else:
+                groups[tp] = [tp]
+        for p, members in joined.items():
+            anchor = TopicPartition(scores, p)
+            if anchor not in members:
+                anchor = members[0]
+                if any(self.inputs[m.topic] != "scores" for m in members):
+                    log.warning("labels/feedback partition assigned without its scores partition: they cannot "
+                                "join here (are the topics co-partitioned, with the range assignor?)",
+                                extra={"partition": p, "topics": [m.topic for m in members]})
+            groups[anchor] = members
+        return groups
+
     def on_assigned(self, tps) -> None:
         self.health.set_ready(False, "restoring state")
         group = self.settings.group_id
-        keys = {state_key(group, tp.topic, tp.partition): tp for tp in tps}
+        groups = self._groups(tps)
+        keys = {state_key(group, anchor.topic, anchor.partition): anchor for anchor in groups}
         found = read_states(self._consumer_factory, self.settings.topics["state"], set(keys),
                             self.settings.service["restore_timeout"])
         fingerprint = self._new_engine().fingerprint()
@@ -480,24 +514,30 @@ class Service(KafkaLoop):
                            else "rebuilding from the beginning of the partition")
                 notice = _alerts.state_notice(tp.topic, tp.partition, reason, outcome, raw, source=engine.source)
                 self._emit([notice])
-            part = PartitionState(tp.topic, tp.partition, self.inputs[tp.topic], engine, engine.decoder())
-            if restored is not None:
-                # the restored state covers input up to next_offset, but the crash may have come
-                # before step 4 committed it: the next checkpoint commits it (and writes the
-                # state again), or a partition whose input has all been read would keep its lag
-                part.next_offset = restored.next_offset
-                part.checkpointed = None
-                self.consumer.seek(tp, restored.next_offset)
-                self.metrics.restores.labels("restored").inc()
-                log.info("state restored", extra={"partition": f"{tp.topic}/{tp.partition}",
-                                                  "next_offset": restored.next_offset,
-                                                  "age_s": round(time.time() - restored.written_at, 1)})
-            else:
-                # no usable state: rebuild from the oldest retained input rather than start blind
-                self.consumer.seek_to_beginning(tp)
-                self.metrics.restores.labels("fresh").inc()
-                log.info("no state: reading from the beginning", extra={"partition": f"{tp.topic}/{tp.partition}"})
-            self.parts[tp] = part
+            decoder = engine.decoder()
+            for member in groups[tp]:
+                part = PartitionState(member.topic, member.partition, self.inputs[member.topic], engine, decoder,
+                                      anchor=tp)
+                offset = restored.offset_of(member.topic) if restored is not None else None
+                if offset is not None:
+                    # the restored state covers input up to next_offset, but the crash may have come
+                    # before step 4 committed it: the next checkpoint commits it (and writes the
+                    # state again), or a partition whose input has all been read would keep its lag
+                    part.next_offset = offset
+                    part.checkpointed = None
+                    self.consumer.seek(member, offset)
+                    self.metrics.restores.labels("restored").inc()
+                    assert restored is not None
+                    log.info("state restored", extra={"partition": f"{member.topic}/{member.partition}",
+                                                      "next_offset": offset,
+                                                      "age_s": round(time.time() - restored.written_at, 1)})
+                else:
+                    # no usable state: rebuild from the oldest retained input rather than start blind
+                    self.consumer.seek_to_beginning(member)
+                    self.metrics.restores.labels("fresh").inc()
+                    log.info("no state: reading from the beginning",
+                             extra={"partition": f"{member.topic}/{member.partition}"})
+                self.parts[member] = part
         self.metrics.assigned.set(len(self.parts))
         self.health.set_ready(True, "ok")
 
@@ -530,12 +570,24 @@ class Service(KafkaLoop):
                 self._dlq(recs[lrej.message], lrej.raw, lrej.error_class, lrej.reason, lrej.event)
             if alerts:
                 self._emit(alerts)
+            if part.engine.escalations:
+                self._escalations(part.engine.take_escalations())
             part.next_offset = recs[-1].offset + 1
             self.metrics.messages.labels(tp.topic).inc(len(recs))
             self.metrics.events.labels(tp.topic).inc(decoded.n_events - len(late))
             bad = len({r.message for r in decoded.rejected})
             self.dlq_window.append((now, len(recs), bad))
         self.metrics.batch.observe(time.perf_counter() - started)
+
+    def _escalations(self, rows) -> None:
+        """Escalated traces to ``topics.escalations`` (keyed ``app/intent``), so a judge sampler
+        can evaluate them at 100 %; delivered before the checkpoint like alerts."""
+        topic = self.settings.topics["escalations"]
+        for t, app, intent, trace_id in rows:
+            value = json.dumps({"trace_id": trace_id, "app": app, "intent": intent, "ts": format_time(t),
+                                "reason": "escalate"}).encode()
+            self._send(topic, f"{app}/{intent}".encode(), value)
+        self.metrics.escalations.inc(len(rows))
 
     def _emit(self, alerts) -> None:
         """Hand alerts to every sink (the alert topic first)."""
@@ -569,33 +621,44 @@ class Service(KafkaLoop):
         self._fault("produced")
         self._confirm_sinks()  # 1 + 2: alerts (every sink) and DLQ records delivered
         self._fault("confirmed")
-        todo = [(tp, p) for tp, p in self.parts.items() if (tps is None or tp in tps)
-                and p.next_offset is not None and p.next_offset != p.checkpointed]
+        members: dict[Any, list] = {}
+        for tp, p in self.parts.items():
+            if (tps is None or tp in tps) and p.next_offset is not None:
+                members.setdefault(p.anchor, []).append((tp, p))
+        todo = {a: ms for a, ms in members.items() if any(p.next_offset != p.checkpointed for _, p in ms)}
         if todo:
             group = self.settings.group_id
-            for tp, p in todo:  # 3: state tagged with the offsets it covers
-                cp = new_checkpoint(group, tp.topic, tp.partition, p.next_offset, p.engine)
-                self._send(self.settings.topics["state"], state_key(group, tp.topic, tp.partition),
+            for anchor, ms in todo.items():  # 3: state tagged with the offsets it covers
+                engine = ms[0][1].engine
+                offsets = {tp.topic: p.next_offset for tp, p in ms} if len(ms) > 1 or anchor != ms[0][0] else None
+                first = next((p for tp, p in ms if tp == anchor), ms[0][1])
+                cp = new_checkpoint(group, anchor.topic, anchor.partition, first.next_offset, engine, offsets)
+                self._send(self.settings.topics["state"], state_key(group, anchor.topic, anchor.partition),
                            encode_checkpoint(cp))
             self._fault("produced_state")
             self._confirm()
             self._fault("state_written")
             offsets = {TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(p.next_offset, "", -1)
-                       for tp, p in todo}
+                       for ms in todo.values() for tp, p in ms}
             try:
                 self.consumer.commit(offsets)  # 4
             except Exception as exc:  # the state is written: a later checkpoint commits again
                 log.warning("offset commit failed; the state already covers these offsets",
                             extra={"reason": repr(exc)})
                 return
-            for _, p in todo:
-                p.checkpointed = p.next_offset
+            for ms in todo.values():
+                for _, p in ms:
+                    p.checkpointed = p.next_offset
             self.metrics.checkpoints.inc()
             self._fault("committed")
         self.last_checkpoint = time.monotonic()
         self.metrics.checkpoint_age.set(0)
 
     def _update_lag(self) -> None:
+        engines = {id(p.engine): p.engine for p in self.parts.values()}.values()
+        judges = [e.judge for e in engines if e.judge is not None]
+        self.metrics.judge_join.labels("buffered").set(sum(len(j.buffer) for j in judges))
+        self.metrics.judge_join.labels("pending_release").set(sum(len(j.pending) for j in judges))
         for tp in self.parts:
             hw = self.consumer.highwater(tp)
             if hw is not None:

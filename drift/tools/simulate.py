@@ -3,8 +3,10 @@
 A seeded, vectorised generator of the two event streams the engine watches -- quality scores
 (one ``ScoreEvent`` per request and dimension) and retrieval similarities (one
 ``RetrievalEvent`` per request of a RAG app) -- over several apps and intents, with daily and
-weekly seasonality, Poisson noise and one named failure injected at a known time and place. The
-ground truth (what changed, where, when, and which rules should fire) comes with the data.
+weekly seasonality, Poisson noise and one named failure injected at a known time and place;
+on request (or where the scenario needs them) also human labels of a judge dimension and user
+feedback, joined to the scored requests by ``trace_id``. The ground truth (what changed, where,
+when, and which rules should fire) comes with the data.
 
 Traffic model
 -------------
@@ -27,6 +29,31 @@ Traffic model
   [-1, 1], the others below it by exponential gaps (mean 0.03), rounded to 4 decimals.
 * Random streams are split by purpose, so for one ``(seed, days, volume, start)`` every scenario
   shares the same base traffic: outside the injected effect its arrays equal ``stable``'s.
+* Human labels (``labels=True``; on in ``judge_drift``): every request gets one more judge
+  dimension, the pass/fail ``correctness`` (1 with probability :data:`CORRECTNESS_PASS_RATE`,
+  independent of the other scores), emitted after the others. Each UTC day, 20 requests per
+  app/intent (all of them on a day with fewer), chosen uniformly, are labelled by a human
+  (``LabelEvent`` on stream ``labels``, rater ``r1``) 1-24 h after the request (uniform). The
+  label is the judge's verdict flipped with probability ``e``, where ``e`` solves
+  ``kappa(e) = kappa_target`` in closed form for the judge's pass rate ``p``
+  (:func:`label_flip_probability`): with ``H = J xor Bernoulli(e)``, ``p_o = 1 - e`` and
+  ``p_e = p^2 + (1-p)^2 - e (1-2p)^2`` give ``e = 2p(1-p)(1-kappa) / (1 - (1-2p)^2 (1-kappa))``,
+  so the population Cohen's kappa between judge and human is exactly the target (0.8 when
+  stable; for a block of labels, kappa of the block's mean ``e``). The judge's scores never
+  change: a drifting judge shows only in its disagreement with the humans.
+* User feedback (``feedback=True``; on in ``blind_spot``): per request, one ``FeedbackEvent``
+  (stream ``feedback``) 5 s-10 min after it (uniform) with per-request probabilities
+  ``thumbs_down: d(s) = 0.003 + 0.6 * clip((0.7 - s) / 0.2, 0, 1)`` of the request's
+  ``relevance`` score ``s`` (0.3 % for a good answer, 60 % at ``s <= 0.5``), ``regenerate``
+  0.4 %, ``escalate`` 0.08 % (~1 % of feedback), ``thumbs_up`` ``max(0.08 - d(s) - 0.0048, 0)``,
+  none otherwise: 8 % of requests with ``s >= 0.68`` give feedback (8.4 % overall). At baseline
+  (relevance mean 0.85) ~11 % of feedback events are thumbs-down and ~16 % negative
+  (thumbs-down or regenerate), and only ~30 % of the thumbs-downs fall on responses the judge
+  scored ``>= 0.7``. See :data:`FEEDBACK_MODEL` and ``truth["feedback"]``.
+* Labels and feedback come from random streams of their own, so the score, retrieval and query
+  arrays of a scenario are the same with them or without (apart from the added ``correctness``
+  score events), and their events never pass the end of the simulated period (later ones are
+  dropped: not labelled or clicked yet).
 * ``input_shift`` adds a third stream, user queries (``QueryEvent`` with real ``text`` from
   CLINC150, Larson et al. 2019, CC BY 3.0; see :data:`QUERY_APPS`): per app, Poisson with rate
   ``QUERY_RATE_PER_HOUR * volume`` and the same seasonality, drawn from the held-out
@@ -37,8 +64,8 @@ Examples
 --------
 >>> from drift.tools.simulate import SCENARIOS, simulate
 >>> sorted(SCENARIOS)  # doctest: +NORMALIZE_WHITESPACE
-['input_shift', 'prompt_cleanup', 'provider_update', 'rag_staleness', 'refusal_spike', 'stable',
- 'truncation']
+['blind_spot', 'input_shift', 'judge_drift', 'prompt_cleanup', 'provider_update', 'rag_staleness',
+ 'refusal_spike', 'stable', 'truncation']
 >>> sim = simulate("prompt_cleanup", seed=7, days=14, volume=0.5)
 >>> change = sim.truth["changes"][0]
 >>> change["what"], change["at"], change["app"], change["intents"]
@@ -51,6 +78,19 @@ True
 >>> sorted(next(events))  # doctest: +NORMALIZE_WHITESPACE
 ['app', 'cost_usd', 'dimension', 'intent', 'model', 'prompt_hash', 'prompt_version', 'score',
  'trace_id', 'ts']
+
+Human labels and user feedback ride along with any scenario; they always name their stream:
+
+>>> sim = simulate("stable", seed=7, days=2, volume=0.2, labels=True, feedback=True)
+>>> one = {e["stream"]: e for e in iter_events(sim) if "stream" in e}  # one event of each
+>>> sorted(one["labels"])
+['app', 'dimension', 'intent', 'label', 'rater', 'stream', 'trace_id', 'ts']
+>>> one["labels"]["dimension"], one["labels"]["rater"]
+('correctness', 'r1')
+>>> sorted(one["feedback"])
+['app', 'intent', 'kind', 'stream', 'trace_id', 'ts']
+>>> round(float(label_flip_probability(0.8, 0.75)), 4)  # judge pass rate 0.75, kappa 0.8
+0.0789
 """
 
 from __future__ import annotations
@@ -67,7 +107,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["SCENARIOS", "Simulation", "simulate", "iter_events", "write_jsonl", "golden_texts",
-           "QUERY_APPS"]
+           "QUERY_APPS", "label_flip_probability", "judge_kappa", "feedback_expectation"]
 
 SCENARIOS: dict[str, str] = {
     "stable": "nothing changes: seasonal, noisy traffic only",
@@ -82,13 +122,20 @@ SCENARIOS: dict[str, str] = {
     "refusal_spike": "day 12: docs-qa model update; refusal rate triples (0.02 -> 0.06)",
     "input_shift": "day 14: a share of support-bot's user queries rising to 80% over 3 days comes "
     "from domains its golden set does not cover (small talk, travel, utility, out-of-scope)",
+    "judge_drift": "human labels on: from day 20 the LLM judge's pass/fail correctness verdicts "
+    "agree less and less with the human labels (Cohen's kappa 0.8 falling linearly to 0.3 at day "
+    "80, crossing 0.45 on day 62); judge scores unchanged; 90 days by default",
+    "blind_spot": "user feedback on: day 15: support-bot billing gets a regression users see and "
+    "the judge does not: thumbs-down probability +0.06 on every response whatever its relevance "
+    "score (negative feedback share ~0.16 -> ~0.51); judge scores unchanged",
 }
 # Index of each scenario's effect stream: frozen, so adding a scenario leaves the others' data as is.
 _EFFECT_STREAM = {name: k for k, name in enumerate(
     ("prompt_cleanup", "provider_update", "rag_staleness", "refusal_spike", "stable", "truncation",
-     "input_shift"))}
+     "input_shift", "judge_drift", "blind_spot"))}
 
 DEFAULT_DAYS = 30
+DEFAULT_DAYS_OF = {"judge_drift": 90}  # scenarios that need longer than DEFAULT_DAYS
 DEFAULT_START = "2026-01-05T00:00:00Z"
 
 # --- the traffic model ---------------------------------------------------------------------
@@ -138,6 +185,34 @@ DIMENSION_KIND = {
 }
 _RAG_ONLY = {"faithfulness"}
 
+# --- human labels (``labels=True``) ---------------------------------------------------------
+LABELLED_DIMENSION = "correctness"  # a pass/fail judge dimension, added when labels are on
+CORRECTNESS_PASS_RATE = 0.75  # P(judge verdict = 1)
+DIMENSION_KIND[LABELLED_DIMENSION] = "quality"  # the engine's default kind for a new name; 0/1
+LABELS_PER_DAY = 20  # labelled requests per UTC day and app/intent
+LABEL_DELAY_S = (3600, 86400)  # label time - request time, uniform
+LABEL_RATER = "r1"
+JUDGE_KAPPA = 0.8  # judge-human Cohen's kappa when nothing drifts
+# judge_drift: kappa JUDGE_KAPPA until day 20 (10:00 UTC), then linear to 0.3 at day 80
+JUDGE_DRIFT_DAYS = (20, 80)
+JUDGE_DRIFT_KAPPA_END = 0.3
+JUDGE_DRIFT_CROSSING = 0.45  # ... which it crosses on day 62; expected alert within 14 days
+JUDGE_DRIFT_DETECT_DAYS = 14
+
+# --- user feedback (``feedback=True``) -------------------------------------------------------
+FEEDBACK_RATE = 0.08  # requests with a feedback event (those whose relevance >= ~0.68)
+FEEDBACK_DELAY_S = (5, 600)  # feedback time - request time, uniform
+# per-request probabilities; thumbs-down d(s) = floor + span * clip((hi - s) / (hi - lo), 0, 1)
+# of the request's relevance score s; thumbs_up = max(FEEDBACK_RATE - d(s) - regen - esc, 0)
+FEEDBACK_MODEL: dict[str, float] = {
+    "thumbs_down_floor": 0.003, "thumbs_down_span": 0.6, "ramp_lo": 0.5, "ramp_hi": 0.7,
+    "regenerate": 0.004, "escalate": 0.0008,
+}
+FEEDBACK_KINDS = ("thumbs_down", "regenerate", "escalate", "thumbs_up")
+GOOD_RELEVANCE = 0.7  # "the judge scored it good" (judge_user_disagreement)
+# blind_spot: from day 15, support-bot/billing's thumbs-down probability + 0.06, every response
+BLIND_SPOT_BOOST = 0.06
+
 # Prompt templates: billing and refunds share one "payments" template of support-bot.
 _TEMPLATE_OF = {("support-bot", "billing"): "support-bot/payments",
                 ("support-bot", "refunds"): "support-bot/payments"}
@@ -158,8 +233,13 @@ class Simulation:
     descending). Both are sorted by ``ts``; a request's score events are consecutive, in
     :data:`DIMENSIONS` order. ``queries`` (``input_shift`` only, else empty) columns: ``ts``,
     ``app``, ``trace_id``, ``text`` and, as ground truth not emitted in events, ``domain`` (the
-    CLINC150 domain of the query, ``"oos"`` for out-of-scope); sorted by ``ts``. ``truth`` is
-    JSON-serialisable.
+    CLINC150 domain of the query, ``"oos"`` for out-of-scope); sorted by ``ts``. ``labels``
+    (``labels=True`` or ``judge_drift``, else empty) columns: ``ts``, ``app``, ``intent``,
+    ``trace_id``, ``dimension``, ``label`` (float64, 0 or 1), ``rater`` and, not emitted,
+    ``request_ts`` and ``judge`` (the judge's score of that trace and dimension). ``feedback``
+    (``feedback=True`` or ``blind_spot``, else empty) columns: ``ts``, ``app``, ``intent``,
+    ``trace_id``, ``kind`` and, not emitted, ``request_ts`` and ``relevance`` (the judge's
+    relevance score of that trace). Both sorted by ``ts``. ``truth`` is JSON-serialisable.
     """
 
     scenario: str
@@ -170,11 +250,14 @@ class Simulation:
     retrieval: dict[str, np.ndarray]
     truth: dict
     queries: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    labels: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    feedback: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     @property
     def n_events(self) -> int:
         """Number of events of all streams."""
-        return len(self.scores["ts"]) + len(self.retrieval["ts"]) + len(self.queries.get("ts", ()))
+        return (len(self.scores["ts"]) + len(self.retrieval["ts"]) + len(self.queries.get("ts", ()))
+                + len(self.labels.get("ts", ())) + len(self.feedback.get("ts", ())))
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -233,7 +316,78 @@ def _change_at(t0: float, day: int) -> float:
 
 
 _CHANGE_DAY = {"prompt_cleanup": 11, "provider_update": 15, "rag_staleness": 14,
-               "truncation": 13, "refusal_spike": 12, "input_shift": 14}
+               "truncation": 13, "refusal_spike": 12, "input_shift": 14,
+               "judge_drift": JUDGE_DRIFT_DAYS[0], "blind_spot": 15}
+_LAST_DAY = {"judge_drift": JUDGE_DRIFT_DAYS[1]}  # scenarios whose change lasts beyond its day
+
+
+def label_flip_probability(kappa: float | np.ndarray, prevalence: float) -> np.ndarray:
+    """The probability ``e`` of flipping a binary judge verdict into the human label that gives
+    a population Cohen's kappa of ``kappa`` between judge and human, when the judge says 1 with
+    probability ``prevalence`` (``p``).
+
+    With ``H = J xor F``, ``F ~ Bernoulli(e)``: observed agreement ``p_o = 1 - e``, human rate
+    ``q = p + e (1 - 2p)``, chance agreement ``p_e = p q + (1-p)(1-q) = p^2 + (1-p)^2 -
+    e (1-2p)^2``; solving ``kappa = (p_o - p_e) / (1 - p_e)`` for ``e`` gives
+    ``e = 2p(1-p)(1-kappa) / (1 - (1-2p)^2 (1-kappa))`` (0 at kappa 1, 1/2 at kappa 0).
+
+    >>> float(label_flip_probability(1.0, 0.75)), float(label_flip_probability(0.0, 0.75))
+    (0.0, 0.5)
+    """
+    k = np.asarray(kappa, dtype=np.float64)
+    p = float(prevalence)
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"prevalence must be in (0, 1), got {prevalence!r}")
+    return 2.0 * p * (1.0 - p) * (1.0 - k) / (1.0 - (1.0 - 2.0 * p) ** 2 * (1.0 - k))
+
+
+def judge_kappa(scenario: str, t: float | np.ndarray, start: float = 0.0) -> np.ndarray:
+    """Target judge-human kappa of ``scenario`` at Unix time(s) ``t`` (day 0 at ``start``):
+    :data:`JUDGE_KAPPA`, except in ``judge_drift`` where it falls linearly from day 20 10:00 UTC
+    to :data:`JUDGE_DRIFT_KAPPA_END` at day 80 10:00 and stays there.
+
+    >>> [round(float(judge_kappa("judge_drift", d * 86400.0 + 36000.0)), 3) for d in (0, 20, 62, 80, 89)]
+    [0.8, 0.8, 0.45, 0.3, 0.3]
+    """
+    t = np.asarray(t, dtype=np.float64)
+    if scenario != "judge_drift":
+        return np.full(t.shape, JUDGE_KAPPA)
+    a, b = (_change_at(start, d) for d in JUDGE_DRIFT_DAYS)
+    frac = np.clip((t - a) / (b - a), 0.0, 1.0)
+    return JUDGE_KAPPA + (JUDGE_DRIFT_KAPPA_END - JUDGE_KAPPA) * frac
+
+
+def _thumbs_down_p(s: np.ndarray) -> np.ndarray:
+    m = FEEDBACK_MODEL
+    ramp = np.clip((m["ramp_hi"] - s) / (m["ramp_hi"] - m["ramp_lo"]), 0.0, 1.0)
+    return m["thumbs_down_floor"] + m["thumbs_down_span"] * ramp
+
+
+def feedback_expectation(relevance_mean: float = QUALITY_MEANS["relevance"],
+                         boost: float = 0.0) -> dict[str, float]:
+    """Expected feedback statistics of the model for relevance scores ~ Beta with mean
+    ``relevance_mean`` (concentration 20) and a thumbs-down probability raised by ``boost``:
+    the feedback rate and thumbs-down rate per request, the negative share (thumbs-down +
+    regenerate over all feedback events) and the share of thumbs-downs on responses with
+    relevance ``>= 0.7`` (numerical integration).
+
+    >>> e = feedback_expectation()
+    >>> round(e["negative_share"], 2), round(e["thumbs_down_good_share"], 2)
+    (0.16, 0.3)
+    """
+    x = (np.arange(20_000) + 0.5) / 20_000
+    a, b = relevance_mean * CONCENTRATION, (1.0 - relevance_mean) * CONCENTRATION
+    w = np.exp((a - 1.0) * np.log(x) + (b - 1.0) * np.log1p(-x))
+    w /= w.sum()
+    base = _thumbs_down_p(x)
+    other = FEEDBACK_MODEL["regenerate"] + FEEDBACK_MODEL["escalate"]
+    up = np.maximum(FEEDBACK_RATE - base - other, 0.0)
+    td = base + boost
+    td_rate = float(w @ td)
+    rate = td_rate + other + float(w @ up)
+    return {"feedback_rate": rate, "thumbs_down_rate": td_rate,
+            "negative_share": (td_rate + FEEDBACK_MODEL["regenerate"]) / rate,
+            "thumbs_down_good_share": float(w @ (td * (x >= GOOD_RELEVANCE))) / td_rate}
 
 
 def simulate(
@@ -244,6 +398,8 @@ def simulate(
     start: str = DEFAULT_START,
     volume: float = 1.0,
     stress: bool = False,
+    labels: bool = False,
+    feedback: bool = False,
 ) -> Simulation:
     """Generate ``days`` of traffic for ``scenario`` (see :data:`SCENARIOS`).
 
@@ -254,7 +410,8 @@ def simulate(
     seed : int, default 0
         Seed of all randomness; the same arguments give identical arrays.
     days : int, optional
-        Simulated days (default 30). The scenario's change must fall inside them.
+        Simulated days (default 30; ``judge_drift`` 90). The scenario's change must fall inside
+        them (``judge_drift``: its kappa ramp, which ends on day 80).
     start : str, default ``"2026-01-05T00:00:00Z"``
         RFC 3339 start time (day 0); hours and weekdays of the seasonality are UTC.
     volume : float, default 1.0
@@ -266,6 +423,14 @@ def simulate(
         answers, :data:`STRESS_ZEROS`) and intent-mix changes (every
         :data:`STRESS_MIX_EVERY` days one series' volume is multiplied or divided by 2-3).
         The injected change of ``scenario`` is the same. Described in ``truth["stress"]``.
+    labels : bool, default False
+        Add the pass/fail judge dimension ``correctness`` to every request and human labels of
+        it (stream ``labels``, 20 a day per app/intent; see the module docstring). Always on in
+        ``judge_drift``. Described in ``truth["labels"]``.
+    feedback : bool, default False
+        Add user feedback events (stream ``feedback``: thumbs up/down, regenerate, escalate on
+        ~8 % of requests, thumbs-down concentrated on low-relevance responses). Always on in
+        ``blind_spot``. Described in ``truth["feedback"]``.
 
     Returns
     -------
@@ -273,7 +438,7 @@ def simulate(
     """
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; one of {', '.join(SCENARIOS)}")
-    days = DEFAULT_DAYS if days is None else days
+    days = DEFAULT_DAYS_OF.get(scenario, DEFAULT_DAYS) if days is None else days
     if isinstance(days, bool) or not isinstance(days, (int, np.integer)) or days < 1:
         raise ValueError(f"days must be a positive integer, got {days!r}")
     days = int(days)
@@ -287,9 +452,15 @@ def simulate(
     t0_ms = int(round(t0 * 1000))
     t0 = t0_ms / 1000.0
     if scenario in _CHANGE_DAY:
-        need = _CHANGE_DAY[scenario]
+        need = _LAST_DAY.get(scenario, _CHANGE_DAY[scenario])
         if days <= need:
+            if scenario == "judge_drift":
+                raise ValueError(f"scenario 'judge_drift' lowers the judge-human kappa from day "
+                                 f"{JUDGE_DRIFT_DAYS[0]} to day {need}: needs days > {need} "
+                                 f"(default {DEFAULT_DAYS_OF[scenario]})")
             raise ValueError(f"scenario {scenario!r} changes on day {need}: needs days > {need}")
+    labels = bool(labels) or scenario == "judge_drift"
+    feedback = bool(feedback) or scenario == "blind_spot"
 
     # Independent random streams by purpose: base traffic is the same for every scenario.
     (r_traffic, r_ids, r_cost, r_catalog, r_wiggle, r_quality, r_refusal, r_format,
@@ -396,6 +567,7 @@ def simulate(
 
     # ---- the injected change
     changes: list[dict[str, Any]] = []
+    td_boost = np.zeros(n)  # blind_spot: added thumbs-down probability per request
     if scenario != "stable":
         at = _change_at(t0, _CHANGE_DAY[scenario])
         at_ms = int(round(at * 1000))
@@ -522,6 +694,65 @@ def simulate(
                 "description": "docs-qa switches to a new model version; the refusal rate "
                 "triples; prompt_hash unchanged",
             })
+        elif scenario == "judge_drift":  # the labels below follow judge_kappa(); scores unchanged
+            end = _change_at(t0, JUDGE_DRIFT_DAYS[1])
+            crossing = at + (end - at) * (JUDGE_KAPPA - JUDGE_DRIFT_CROSSING) / (
+                JUDGE_KAPPA - JUDGE_DRIFT_KAPPA_END)
+            flip = label_flip_probability(
+                np.array([JUDGE_KAPPA, JUDGE_DRIFT_KAPPA_END]), CORRECTNESS_PASS_RATE)
+            for app, app_intents, *_ in _APPS:
+                intents = list(app_intents)
+                changes.append({
+                    "what": "judge_drift", **base, "ramp_end": _rfc3339(end),
+                    "app": app, "intents": intents, "stream": "labels",
+                    "dimensions": [LABELLED_DIMENSION],
+                    "series": series_keys(app, intents, [LABELLED_DIMENSION]),
+                    "effect": {"kappa": {
+                        "stat": "cohen_kappa", "before": JUDGE_KAPPA,
+                        "after": JUDGE_DRIFT_KAPPA_END,
+                        "ramp": f"linear from day {JUDGE_DRIFT_DAYS[0]} to day "
+                        f"{JUDGE_DRIFT_DAYS[1]} (10:00 UTC), then constant",
+                        "flip_probability": {"before": round(float(flip[0]), 6),
+                                             "after": round(float(flip[1]), 6)}}},
+                    "crossing": {"kappa": JUDGE_DRIFT_CROSSING, "at": _rfc3339(crossing)},
+                    "expected_by": _rfc3339(crossing + JUDGE_DRIFT_DETECT_DAYS * 86400.0),
+                    "expected_rules": ["judge_agreement_drop"], "expected_cause": "none",
+                    "allowed_rules": [],
+                    "description": f"the LLM judge of {app} drifts: its pass/fail correctness "
+                    f"verdicts agree less and less with the human labels (kappa "
+                    f"{JUDGE_KAPPA} -> {JUDGE_DRIFT_KAPPA_END}); judge_agreement_drop expected "
+                    f"on every intent within {JUDGE_DRIFT_DETECT_DAYS} days of kappa crossing "
+                    f"{JUDGE_DRIFT_CROSSING} (expected_by); the judge's scores do not change",
+                })
+        elif scenario == "blind_spot":
+            app, intents = "support-bot", ["billing"]
+            td_boost[after & where(app, tuple(intents))] = BLIND_SPOT_BOOST
+            m = QUALITY_MEANS["relevance"]
+            before_e, after_e = feedback_expectation(m), feedback_expectation(m, BLIND_SPOT_BOOST)
+
+            def fx(key: str) -> dict[str, float]:
+                b, a = before_e[key], after_e[key]
+                return {"before": round(b, 4), "after": round(a, 4), "ratio": round(a / b, 3)}
+
+            changes.append({
+                "what": "judge_blind_spot", **base, "app": app, "intents": intents,
+                "stream": "feedback", "dimensions": [], "judge_dimension": "relevance",
+                "series": series_keys(app, intents, []),
+                "effect": {"thumbs_down_rate": {"stat": "per request", **fx("thumbs_down_rate"),
+                                                "boost": BLIND_SPOT_BOOST},
+                           "negative_share": {"stat": "(thumbs_down + regenerate) / feedback",
+                                              **fx("negative_share")},
+                           "thumbs_down_good_share": {
+                               "stat": f"share of thumbs-downs with relevance >= {GOOD_RELEVANCE}",
+                               **fx("thumbs_down_good_share")}},
+                "expected_rules": ["judge_user_disagreement", "negative_feedback_spike"],
+                "expected_cause": "none",
+                "allowed_rules": [],
+                "description": "support-bot billing answers get worse in a way the judge does not "
+                "see (e.g. a stale policy stated fluently): users' thumbs-down probability rises "
+                f"by {BLIND_SPOT_BOOST} on every response whatever its relevance score; judge "
+                "scores, retrieval and prompt unchanged, so no quality rule may fire",
+            })
 
     if stress:  # failed answers: a share of zero quality scores, before and after any change
         r_zero = np.random.default_rng(np.random.SeedSequence([seed], spawn_key=(78,)))
@@ -530,14 +761,84 @@ def simulate(
     values[:, 5] = (format_u < format_p).astype(np.float64)
     values[:, :4] = np.round(values[:, :4], 4)
     ret_scores = np.round(ret_scores, 4)
+    dims_out = DIMENSIONS
+    intent_names = _obj(s_intent)
+    end_ms = t0_ms + days * _MS_PER_DAY
+
+    # ---- human labels of the pass/fail judge dimension `correctness` (own random streams)
+    label_cols: dict[str, np.ndarray] = {}
+    if labels:
+        r_corr, r_pick, r_delay, r_flip = (
+            np.random.default_rng(s) for s in np.random.SeedSequence(seed, spawn_key=(80,)).spawn(4))
+        judge = (r_corr.random(n) < CORRECTNESS_PASS_RATE).astype(np.float64)
+        values = np.column_stack([values, judge])
+        dims_out = DIMENSIONS + (LABELLED_DIMENSION,)
+        # LABELS_PER_DAY requests per (series, UTC day), uniformly: rank by a random key
+        group = series.astype(np.int64) * days + day
+        order = np.lexsort((r_pick.random(n), group))
+        g_sorted = group[order]
+        rank = np.arange(n) - np.searchsorted(g_sorted, g_sorted, side="left")
+        chosen = np.sort(order[rank < LABELS_PER_DAY])
+        delay_ms = r_delay.integers(LABEL_DELAY_S[0] * 1000, LABEL_DELAY_S[1] * 1000 + 1, size=n)
+        flip_u = r_flip.random(n)
+        flip_p = label_flip_probability(judge_kappa(scenario, ts[chosen], t0),
+                                        CORRECTNESS_PASS_RATE)
+        human = np.where(flip_u[chosen] < flip_p, 1.0 - judge[chosen], judge[chosen])
+        lab_ms = ts_ms[chosen] + delay_ms[chosen]
+        keep = lab_ms < end_ms  # later ones are not labelled yet when the period ends
+        o = np.argsort(lab_ms[keep], kind="stable")
+        req_l = chosen[keep][o]
+        n_l = len(req_l)
+        label_cols = {
+            "ts": lab_ms[keep][o] / 1000.0,
+            "app": app_names[app_idx[req_l]],
+            "intent": intent_names[series[req_l]],
+            "trace_id": trace_id[req_l],
+            "dimension": _obj([LABELLED_DIMENSION] * n_l),
+            "label": human[keep][o],
+            "rater": _obj([LABEL_RATER] * n_l),
+            "request_ts": ts[req_l],
+            "judge": judge[req_l],
+        }
+
+    # ---- user feedback: one event or none per request (own random streams)
+    feedback_cols: dict[str, np.ndarray] = {}
+    if feedback:
+        r_kind, r_fdelay = (
+            np.random.default_rng(s) for s in np.random.SeedSequence(seed, spawn_key=(81,)).spawn(2))
+        u = r_kind.random(n)
+        fdelay_ms = r_fdelay.integers(FEEDBACK_DELAY_S[0] * 1000, FEEDBACK_DELAY_S[1] * 1000 + 1,
+                                      size=n)
+        relevance = values[:, DIMENSIONS.index("relevance")]
+        td_base = _thumbs_down_p(relevance)
+        regen, esc = FEEDBACK_MODEL["regenerate"], FEEDBACK_MODEL["escalate"]
+        up = np.maximum(FEEDBACK_RATE - td_base - regen - esc, 0.0)
+        cum = np.cumsum(np.column_stack([td_base + td_boost, np.full(n, regen), np.full(n, esc),
+                                         up]), axis=1)
+        kind_idx = (u[:, None] >= cum).sum(axis=1)  # 0..3 a kind, 4 no feedback
+        fb_ms = ts_ms + fdelay_ms
+        sel = np.flatnonzero((kind_idx < len(FEEDBACK_KINDS)) & (fb_ms < end_ms))
+        sel = sel[np.argsort(fb_ms[sel], kind="stable")]
+        feedback_cols = {
+            "ts": fb_ms[sel] / 1000.0,
+            "app": app_names[app_idx[sel]],
+            "intent": intent_names[series[sel]],
+            "trace_id": trace_id[sel],
+            "kind": _obj(list(FEEDBACK_KINDS))[kind_idx[sel]],
+            "request_ts": ts[sel],
+            "relevance": relevance[sel],
+        }
+        for ch in changes:  # a relevance drop makes users unhappier too
+            if "relevance" in ch["dimensions"]:
+                ch["allowed_rules"] = ch["allowed_rules"] + ["negative_feedback_spike"]
 
     # ---- flatten to events
+    n_dims = len(dims_out)
     present = np.ones((n, n_dims), dtype=bool)
     present[:, DIMENSIONS.index("faithfulness")] = rag
     flat = np.flatnonzero(present.ravel())
     req, dim_idx = np.divmod(flat, n_dims)
-    dim_names = _obj(list(DIMENSIONS))
-    intent_names = _obj(s_intent)
+    dim_names = _obj(list(dims_out))
     scores = {
         "ts": ts[req],
         "app": app_names[app_idx[req]],
@@ -574,8 +875,10 @@ def simulate(
                 **({"mean": QUALITY_MEANS[d]} if d in QUALITY_MEANS else {}),
                 **({"rate": REFUSAL_RATE} if d == "refusal" else {}),
                 **({"pass_rate": FORMAT_PASS_RATE} if d == "format_valid" else {}),
-                **({"rag_only": True} if d in _RAG_ONLY else {})}
-            for d in DIMENSIONS},
+                **({"rag_only": True} if d in _RAG_ONLY else {}),
+                **({"pass_rate": CORRECTNESS_PASS_RATE, "scale": "pass/fail (0 or 1)",
+                    "labelled": True} if d == LABELLED_DIMENSION else {})}
+            for d in dims_out},
         "requests_per_hour_per_intent": BASE_RATE_PER_HOUR * volume,
         "retrieval": {"k": TOP_K, "top1_mean": TOP1_MEAN, "top1_sd": TOP1_SD},
     }
@@ -594,8 +897,30 @@ def simulate(
         truth["counts"]["queries"] = len(queries["ts"])
         truth["queries"] = q_truth
         changes.append(q_change)
+    if labels:
+        truth["counts"]["labels"] = len(label_cols["ts"])
+        truth["labels"] = {
+            "dimension": LABELLED_DIMENSION, "judge_pass_rate": CORRECTNESS_PASS_RATE,
+            "per_day_per_series": LABELS_PER_DAY, "rater": LABEL_RATER,
+            "delay_seconds": list(LABEL_DELAY_S), "kappa": JUDGE_KAPPA,
+            "model": "human label = the judge's verdict flipped with probability "
+            "e = 2p(1-p)(1-kappa) / (1 - (1-2p)^2 (1-kappa)), p the judge's pass rate, kappa the "
+            "target at the request's time: population Cohen's kappa = kappa",
+        }
+    if feedback:
+        truth["counts"]["feedback"] = len(feedback_cols["ts"])
+        truth["feedback"] = {
+            "rate": FEEDBACK_RATE, "delay_seconds": list(FEEDBACK_DELAY_S),
+            "model": {**FEEDBACK_MODEL,
+                      "thumbs_down": "floor + span * clip((ramp_hi - relevance) / (ramp_hi - "
+                      "ramp_lo), 0, 1) per request",
+                      "thumbs_up": "max(rate - thumbs_down - regenerate - escalate, 0) per request"},
+            "good_relevance": GOOD_RELEVANCE,
+            "baseline": {k: round(v, 4) for k, v in feedback_expectation().items()},
+        }
     return Simulation(scenario=scenario, seed=seed, start=t0, days=days, scores=scores,
-                      retrieval=retrieval, truth=truth, queries=queries)
+                      retrieval=retrieval, truth=truth, queries=queries, labels=label_cols,
+                      feedback=feedback_cols)
 
 
 # --- the query stream (input_shift) ------------------------------------------------------------
@@ -718,40 +1043,39 @@ _SCORE_FIELDS = ("app", "intent", "dimension", "score", "prompt_hash", "prompt_v
                  "model", "trace_id", "cost_usd")
 _RETRIEVAL_FIELDS = ("app", "intent", "trace_id", "scores", "index_version")
 _QUERY_FIELDS = ("app", "trace_id", "text")
+_LABEL_FIELDS = ("trace_id", "app", "intent", "dimension", "label", "rater")
+_FEEDBACK_FIELDS = ("trace_id", "app", "intent", "kind")
 
 
 def iter_events(sim: Simulation, *, chunk: int = 65536) -> Iterator[dict]:
     """Yield every event of all streams as SPEC-shaped dicts, in event-time order.
 
-    The merge is stable: at equal times retrieval events come before score events, then query
-    events, and each stream keeps its own order. ``ts`` is RFC 3339 with milliseconds and a
-    trailing ``Z``.
+    The merge is stable: at equal times retrieval events come before score events, then query,
+    label and feedback events, and each stream keeps its own order. ``ts`` is RFC 3339 with
+    milliseconds and a trailing ``Z``. Label and feedback events carry ``"stream"`` (a label has
+    a ``dimension`` field too, so only ``stream`` tells it from a score).
     """
-    sc, rt, qs = sim.scores, sim.retrieval, sim.queries
-    n_r, n_s = len(rt["ts"]), len(sc["ts"])
-    q_ts = np.asarray(qs.get("ts", ()), dtype=np.float64)
-    merged_ts = np.concatenate([np.asarray(rt["ts"], dtype=np.float64),
-                                np.asarray(sc["ts"], dtype=np.float64), q_ts])
-    order = np.argsort(merged_ts, kind="stable")
-    r_keys = ("ts",) + _RETRIEVAL_FIELDS
-    s_keys = ("ts",) + _SCORE_FIELDS
-    q_keys = ("ts",) + _QUERY_FIELDS
+    # (columns, emitted fields, constant leading fields) per stream, in tie-break order
+    streams: list[tuple[dict[str, np.ndarray], tuple[str, ...], dict[str, str]]] = [
+        (sim.retrieval, _RETRIEVAL_FIELDS, {}), (sim.scores, _SCORE_FIELDS, {}),
+        (sim.queries, _QUERY_FIELDS, {}), (sim.labels, _LABEL_FIELDS, {"stream": "labels"}),
+        (sim.feedback, _FEEDBACK_FIELDS, {"stream": "feedback"})]
+    streams = [s for s in streams if len(s[0].get("ts", ()))]
+    if not streams:
+        return
+    ts_of = [np.asarray(cols.get("ts", ()), dtype=np.float64) for cols, _, _ in streams]
+    offsets = np.cumsum([0] + [len(t) for t in ts_of])
+    order = np.argsort(np.concatenate(ts_of), kind="stable")
+    keys = [tuple(const) + ("ts",) + fields for _, fields, const in streams]
     for a in range(0, len(order), chunk):
         sel = order[a:a + chunk]
-        kind = (sel >= n_r).astype(np.int8) + (sel >= n_r + n_s)  # 0 retrieval, 1 score, 2 query
-        r_idx = sel[kind == 0]
-        s_idx = sel[kind == 1] - n_r
-        q_idx = sel[kind == 2] - n_r - n_s
-        r_cols = [_ts_strings(rt["ts"][r_idx])] + [
-            np.asarray(rt[f])[r_idx].tolist() for f in _RETRIEVAL_FIELDS]
-        s_cols = [_ts_strings(sc["ts"][s_idx])] + [
-            np.asarray(sc[f])[s_idx].tolist() for f in _SCORE_FIELDS]
-        rows = [zip(*r_cols), zip(*s_cols)]
-        keys = [r_keys, s_keys]
-        if q_idx.size:
-            rows.append(zip(*([_ts_strings(q_ts[q_idx])] + [
-                np.asarray(qs[f])[q_idx].tolist() for f in _QUERY_FIELDS])))
-            keys.append(q_keys)
+        kind = np.searchsorted(offsets, sel, side="right") - 1  # index into streams
+        rows = []
+        for k, (cols, fields, const) in enumerate(streams):
+            idx = sel[kind == k] - offsets[k]
+            m = len(idx)
+            rows.append(zip(*([[v] * m for v in const.values()] + [_ts_strings(ts_of[k][idx])]
+                              + [np.asarray(cols[f])[idx].tolist() for f in fields])))
         for k in kind.tolist():
             yield dict(zip(keys[k], next(rows[k])))
 

@@ -1,0 +1,256 @@
+"""The judge join and its rules: labels and feedback meet the scores of their trace.
+
+Checked here on seeded streams with known change points: Cohen's kappa and its standard error
+against scikit-learn and statsmodels, the join's independence from arrival order and batching
+(the property that gives replay/serve parity), checkpoints mid-stream, bad input with reasons,
+and the quality alerts that say the judge is untrusted.
+"""
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.metrics import cohen_kappa_score
+
+from detectors.kappa import KappaDrop, binary_kappa
+from drift import Engine
+from drift.core.config import load_settings
+
+T0 = 1767225600.0  # 2026-01-01
+DAY = 86400.0
+
+
+def judged_stream(days=90, per_day=20, change_day=45, flip_before=0.05, flip_after=0.35, seed=0,
+                  feedback=False, blind_from=None):
+    """Score events of a pass/fail judge dimension, a label for each an hour later and (optionally)
+    feedback on a `relevance` score. Returns (scores, labels, feedback) lists of events."""
+    rng = np.random.default_rng(seed)
+    scores, labels, fb = [], [], []
+    n = days * per_day
+    for k in range(n):
+        t = T0 + k * DAY / per_day
+        tid = f"{seed:02d}{k:08d}"
+        j = int(rng.random() < 0.5)
+        flip = rng.random() < (flip_before if t < T0 + change_day * DAY else flip_after)
+        rel = float(np.round(rng.beta(17, 3), 4))
+        scores.append({"ts": t, "app": "bot", "intent": "billing", "dimension": "correctness", "score": float(j),
+                       "trace_id": tid})
+        scores.append({"ts": t, "app": "bot", "intent": "billing", "dimension": "relevance", "score": rel,
+                       "trace_id": tid})
+        labels.append({"ts": t + 3600 + 60 * rng.random(), "stream": "labels", "app": "bot", "intent": "billing",
+                       "dimension": "correctness", "label": 1 - j if flip else j, "trace_id": tid, "rater": "r1"})
+        if feedback:
+            blind = blind_from is not None and t >= T0 + blind_from * DAY
+            p_down = (0.9 if rel < 0.7 else 0.01) + (0.1 if blind else 0.0)
+            u = rng.random()
+            kind = "thumbs_down" if u < p_down else ("regenerate" if u < p_down + 0.03 else "thumbs_up")
+            fb.append({"ts": t + 30 + 300 * rng.random(), "stream": "feedback", "app": "bot", "intent": "billing",
+                       "kind": kind, "trace_id": tid})
+    return scores, labels, fb
+
+
+def by_time(*streams):
+    return sorted([e for s in streams for e in s], key=lambda e: e["ts"])
+
+
+def ids(alerts):
+    return sorted(a.alert_id for a in alerts)
+
+
+# --------------------------------------------------------------------------- statistics
+def test_binary_kappa_matches_sklearn_and_statsmodels():
+    sm = pytest.importorskip("statsmodels.stats.inter_rater")
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        n = int(rng.integers(5, 400))
+        a = (rng.random(n) < rng.uniform(0.05, 0.95)).astype(int)
+        b = np.where(rng.random(n) < rng.uniform(0, 0.6), 1 - a, a)
+        c = [((a == 1) & (b == 1)).sum(), ((a == 1) & (b == 0)).sum(), ((a == 0) & (b == 1)).sum(),
+             ((a == 0) & (b == 0)).sum()]
+        k, se = binary_kappa(*c)
+        if len(set(a) | set(b)) < 2:
+            assert np.isnan(k)
+            continue
+        assert abs(k - cohen_kappa_score(a, b)) < 1e-12
+        ref = sm.cohens_kappa(np.array([[c[0], c[1]], [c[2], c[3]]]))
+        # (a rater with one class only: kappa 0 and a variance of 0 up to rounding, which
+        # statsmodels leaves negative and turns into a NaN standard error)
+        assert abs(se - np.sqrt(max(ref.var_kappa, 0.0))) < 1e-10
+    # one class only on both sides: undefined, not an error
+    assert np.isnan(binary_kappa(10, 0, 0, 0)[0])
+
+
+def test_upper_bound_widens_at_low_volume_for_the_false_alarm_budget():
+    det = KappaDrop()
+    # the same observed kappa (0.5) on 60 pairs and on 200: the bound is wider on fewer pairs
+    ucb = []
+    for n in (60, 200):
+        k, se = binary_kappa(0.375 * n, 0.125 * n, 0.125 * n, 0.375 * n)
+        z = max(det.z_min, det.z_alpha - (det.healthy - det.bar) / se)
+        ucb.append(k + z * se)
+        # a judge at `healthy` with this standard error crosses the bound at most at the per-look level
+        from scipy import stats
+        assert stats.norm.cdf(-(det.healthy - det.bar) / se - z) <= 1.0001 * stats.norm.sf(det.z_alpha)
+    assert ucb[0] > ucb[1] > 0.6 - 1e-9 or ucb[0] > ucb[1]
+
+
+def test_kappa_drop_fires_after_the_change_and_not_before():
+    s, lab, _ = judged_stream(days=120, change_day=60)
+    alerts = Engine().feed(by_time(s, lab))
+    fired = [a for a in alerts if a.rule == "judge_agreement_drop" and a.status == "firing"]
+    assert len(fired) == 1
+    start = (np.datetime64(fired[0].starts_at.rstrip("Z")) - np.datetime64("2026-01-01")) / np.timedelta64(1, "D")
+    assert 60 <= start <= 74
+    a = fired[0]
+    assert a.severity == "critical" and a.labels == {"stream": "labels", "app": "bot", "intent": "billing",
+                                                     "dimension": "correctness"}
+    assert "re-rate the gold set" in a.first_action and "kappa" in a.summary
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_healthy_judge_raises_nothing_in_180_days(seed):
+    s, lab, _ = judged_stream(days=180, change_day=10_000, flip_before=0.1, seed=seed)  # kappa 0.8
+    alerts = Engine().feed(by_time(s, lab))
+    assert [a.rule for a in alerts if a.rule == "judge_agreement_drop"] == []
+
+
+# --------------------------------------------------------------------------- the join
+def _run_batches(engine, batches):
+    out = []
+    for b in batches:
+        if b:
+            d = engine.decoder().decode([json.dumps(e).encode() for e in b])
+            assert not d.rejected, d.rejected[:1]
+            alerts, late = engine.run(d)
+            assert not late
+            out += alerts
+    return out
+
+
+def test_join_is_independent_of_arrival_order_and_batching():
+    s, lab, fb = judged_stream(days=100, change_day=50, feedback=True, blind_from=60)
+    reference = Engine().feed(by_time(s, lab, fb))
+    assert {a.rule for a in reference} >= {"judge_agreement_drop"}
+    # labels and feedback read far ahead of the scores (a live service reading topics at its own
+    # pace): every stream in time order within itself, interleaved in chunks of very different sizes
+    order = []
+    i = j = 0
+    side = by_time(lab, fb)
+    while i < len(s) or j < len(side):
+        order.append(side[j:j + 700])
+        j += 700
+        order.append(s[i:i + 173])
+        i += 173
+    e = Engine()
+    shuffled = _run_batches(e, order)
+    assert ids(shuffled) == ids(reference)
+    assert e.counts["judge.labels.joined"] == len(lab)
+
+
+def test_a_checkpoint_mid_stream_loses_no_join():
+    s, lab, fb = judged_stream(days=100, change_day=50, feedback=True, blind_from=60)
+    events = by_time(s, lab, fb)
+    reference = Engine().feed(events)
+    # labels arrive before their scores at the cut: they wait in the join, and the state carries them
+    cut = len(events) // 2
+    first, rest = events[:cut], events[cut:]
+    late_scores = [e for e in first if "score" in e and e["ts"] > first[-1]["ts"] - 7200]
+    moved = {id(e) for e in late_scores}
+    first = [e for e in first if id(e) not in moved]
+    rest = late_scores + rest
+    e1 = Engine()
+    a1 = _run_batches(e1, [first])
+    waiting = e1.judge.buffer.n_right
+    state = json.loads(json.dumps(e1.state_dict(), default=lambda o: o.tolist()))
+    e2 = Engine()
+    e2.load_state(_arrays(state, e1.state_dict()))
+    a2 = _run_batches(e2, [rest])
+    assert waiting > 0
+    assert ids(a1 + a2) == ids(reference)
+    assert e2.counts["judge.labels.joined"] == len(lab)
+
+
+def _arrays(plain, like):
+    """Undo the JSON round trip for numpy arrays (the checkpoint codec keeps them as arrays)."""
+    if isinstance(like, np.ndarray):
+        return np.array(plain, dtype=like.dtype).reshape(like.shape)
+    if isinstance(like, dict):
+        return {k: _arrays(plain[k if k in plain else str(k)], v) for k, v in like.items()}
+    if isinstance(like, list) and like and isinstance(plain, list) and len(plain) == len(like):
+        return [_arrays(p, v) for p, v in zip(plain, like)]
+    return plain
+
+
+def test_labels_without_scores_are_counted_not_lost():
+    s, lab, _ = judged_stream(days=20, change_day=1000)
+    e = Engine()
+    e.feed(by_time(s[:200], lab))  # the scores of most labelled traces never come
+    assert e.counts["judge.labels.joined"] == 100
+    assert e.counts["judge.labels.unjoined"] > 0 or e.judge.buffer.n_right > 0
+
+
+# --------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("event, cls, words", [
+    ({"stream": "labels", "app": "a", "intent": "b", "dimension": "relevance", "label": 1.5, "trace_id": "t"},
+     "OutOfScale", "outside the scale"),
+    ({"stream": "labels", "app": "a", "intent": "b", "dimension": "relevance", "label": "meh", "trace_id": "t"},
+     "OutOfScale", "not a number"),
+    ({"stream": "labels", "app": "a", "intent": "b", "dimension": "refusal", "label": 0.5, "trace_id": "t"},
+     "OutOfScale", "takes 0 or 1"),
+    ({"stream": "labels", "app": "a", "intent": "b", "label": 1, "trace_id": "t"}, "SchemaError", "`dimension`"),
+    ({"stream": "labels", "app": "a", "intent": "b", "dimension": "relevance", "label": 1}, "SchemaError", "`trace_id`"),
+    ({"stream": "feedback", "app": "a", "intent": "b", "kind": "meh", "trace_id": "t"}, "SchemaError", "thumbs_down"),
+    ({"stream": "feedback", "app": "a", "intent": "b", "kind": "thumbs_down"}, "SchemaError", "`trace_id`"),
+])
+def test_bad_labels_and_feedback_are_rejected_with_the_reason(event, cls, words):
+    d = Engine().decoder().decode([json.dumps({"ts": "2026-01-05T00:00:00Z", **event}).encode()])
+    assert len(d.rejected) == 1
+    assert d.rejected[0].error_class == cls and words in d.rejected[0].reason
+
+
+def test_labels_and_feedback_are_told_apart_by_their_fields():
+    d = Engine().decoder().decode([
+        b'{"ts": 1767225600, "app": "a", "intent": "b", "dimension": "relevance", "label": "good", "trace_id": "t"}',
+        b'{"ts": 1767225600, "app": "a", "intent": "b", "kind": "escalate", "trace_id": "t"}'])
+    assert not d.rejected and len(d.batches["labels"]) == 1 and len(d.batches["feedback"]) == 1
+
+
+# --------------------------------------------------------------------------- feedback rules and trust
+def test_blind_spot_fires_judge_user_disagreement_and_escalations_are_kept():
+    s, _, fb = judged_stream(days=60, per_day=200, change_day=10_000, feedback=True, blind_from=35)
+    fb[5]["kind"] = "escalate"
+    e = Engine()
+    alerts = e.feed(by_time(s, fb))
+    rules = {a.rule for a in alerts if a.status == "firing"}
+    assert "judge_user_disagreement" in rules and "negative_feedback_spike" in rules
+    dis = next(a for a in alerts if a.rule == "judge_user_disagreement")
+    start = (np.datetime64(dis.starts_at.rstrip("Z")) - np.datetime64("2026-01-01")) / np.timedelta64(1, "D")
+    assert 35 <= start <= 40
+    assert "blind spot" in dis.summary
+    assert [x[3] for x in e.take_escalations()] == [fb[5]["trace_id"]]
+
+
+def test_no_feedback_alerts_on_stable_feedback():
+    s, _, fb = judged_stream(days=90, per_day=200, change_day=10_000, feedback=True)
+    alerts = Engine().feed(by_time(s, fb))
+    assert [a.rule for a in alerts if a.rule in ("judge_user_disagreement", "negative_feedback_spike")] == []
+
+
+def test_quality_alerts_say_the_judge_is_untrusted_while_agreement_is_low():
+    settings = load_settings()
+    s, lab, _ = judged_stream(days=100, per_day=100, change_day=40)
+    # the correctness scores collapse on day 80, after the judge became untrusted on correctness
+    for e in s:
+        if e["dimension"] == "correctness" and e["ts"] >= T0 + 80 * DAY:
+            e["score"] = 0.0
+    events = by_time(s, lab)
+    day = np.array([int((e["ts"] - T0) // DAY) for e in events])
+    # a day at a time, as a service reads them (the mark says what the engine knows when it alerts)
+    alerts = _run_batches(Engine(settings), [[events[i] for i in np.flatnonzero(day == d)] for d in range(101)])
+    drop = [a for a in alerts if a.rule == "quality_drop" and a.status == "firing"
+            and a.labels["dimension"] == "correctness"]
+    assert drop and drop[0].labels.get("judge") == "untrusted" and "judge untrusted" in drop[0].summary
+    plain = Engine(settings)
+    ref = plain.feed(by_time(s))  # without labels: same id, no mark
+    same = [a for a in ref if a.alert_id == drop[0].alert_id]
+    assert same and "judge" not in same[0].labels
