@@ -280,6 +280,8 @@ class Engine:
             dims = {p["dimension"] for spec in joined for p in (spec.params, *(o.params for o in spec.overrides))
                     if "dimension" in p}
             self.judge = JudgeJoin(settings.join_max_age, settings.join_max_entries, dims)
+        # the streams whose clocks bound the join's expiry: the scores and the joined rules' streams
+        self.join_streams = ["scores"] + sorted({spec.stream for spec in joined if spec.stream in self.streams})
         # (app, intent, dimension) -> (kappa, since): judges a judge_agreement_drop holds untrusted
         self.untrusted: dict[tuple[str, str, str], tuple[float, float]] = {}
         self.escalations: list[tuple[float, str, str, str]] = []  # (t, app, intent, trace_id), drained by the caller
@@ -466,10 +468,12 @@ class Engine:
         """Release the judge join's pairs that every watermark passed and run the rules on them."""
         judge = self.judge
         assert judge is not None
-        newest = [float(st.clock.max_t.max()) for name, st in self.state.items()
-                  if name in ("scores", "labels", "feedback") and st.clock.max_t.size]
-        if "scores" in self.state and self.state["scores"].clock.max_t.size:
-            judge.expire(min(newest) - self.settings.allowed_lateness)
+        # entries expire by the slowest joined stream's clock; while one has delivered nothing yet
+        # (on a live service, its partition may simply not have been fetched), nothing expires by
+        # time and the size bound alone holds the buffer
+        newest = [float(self.state[name].clock.max_t.max()) if self.state[name].clock.max_t.size else -np.inf
+                  for name in self.join_streams]
+        judge.expire(min(newest) - self.settings.allowed_lateness)
         rows = judge.release(self._pair_watermark)
         for key in ("labels.joined", "labels.unjoined", "labels.too_far_apart", "feedback.joined",
                     "feedback.unjoined", "feedback.too_far_apart"):

@@ -25,8 +25,12 @@ second event was not late), so every series receives its pairs in time order, wh
 batching, partition reading order or restarts: ``drift replay`` and ``drift serve`` feed the
 rules the same pairs in the same order.
 
-Entries expire (event time) when every active stream's watermark is more than ``max_age`` past
-them; rights that expire without their left are counted (``labels.unjoined``,
+Entries expire (event time) when the watermark of every joined stream (the scores and the
+streams of the enabled judge rules) is more than ``max_age`` past them. While one of those
+streams has delivered nothing yet (a live service may not have fetched its partition yet, or
+nobody produces labels), nothing expires by time and the size bound (``join_max_entries``) alone
+holds the buffer: expiring by the other streams' clocks would drop scores the first labels still
+need. Rights that expire without their left are counted (``labels.unjoined``,
 ``feedback.unjoined``), like those the size bound evicts, never silently dropped.
 """
 
