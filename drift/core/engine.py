@@ -476,7 +476,7 @@ class Engine:
         judge.expire(min(newest) - self.settings.allowed_lateness)
         rows = judge.release(self._pair_watermark)
         for key in ("labels.joined", "labels.unjoined", "labels.too_far_apart", "feedback.joined",
-                    "feedback.unjoined", "feedback.too_far_apart"):
+                    "feedback.unjoined", "feedback.too_far_apart", "evicted_lefts"):
             if judge.counts[key]:
                 self.counts[f"judge.{key}"] = judge.counts[key]
         if not rows:

@@ -1,8 +1,9 @@
 """The judge join: human labels and user feedback meet the judge's score of the same trace.
 
 ``llm.labels`` and ``llm.feedback`` are co-partitioned with ``llm.scores`` (same key,
-``{app}/{intent}``, same partition count), so each partition's engine holds one
-:class:`~drift.ingest.join.JoinBuffer` in which
+``{app}/{intent}``, same partition count), so each partition's engine holds one join (the
+two-sided buffer of :class:`~drift.ingest.join.JoinBuffer`, specialised: every score event is a
+left, so lefts are stored a batch at a time with C-level dict updates) in which
 
 * every score event with a ``trace_id`` is a *left* record keyed ``(trace_id, dimension)``,
   holding the judge's verdict on the scale labels are read on (quality scores on [0, 1], higher
@@ -36,13 +37,13 @@ need. Rights that expire without their left are counted (``labels.unjoined``,
 
 from __future__ import annotations
 
+import collections
 import math
+import operator
 from collections import Counter
 from collections.abc import Iterable
 
 import numpy as np
-
-from drift.ingest.join import JoinBuffer
 
 __all__ = ["JudgeJoin"]
 
@@ -62,39 +63,64 @@ class JudgeJoin:
 
     def __init__(self, max_age: float, max_entries: int, feedback_dims: Iterable[str] = ()):
         self.max_age = float(max_age)
-        self.buffer = JoinBuffer(int(max_entries), self.max_age)
+        self.max_entries = int(max_entries)
         self.feedback_dims = tuple(sorted(set(feedback_dims)))
+        # left records: "trace_id\x1fdimension" -> (t, verdict), stored a batch at a time (dict
+        # updates in C: every score event passes here, so no per-event Python work); ``chunks``
+        # remembers each batch's keys and newest time, oldest first, for expiry and the bound
+        self.lefts: dict[str, tuple[float, float]] = {}
+        self.chunks: collections.deque = collections.deque()  # [newest t, keys]
+        # right records waiting for their left: key -> [[kind, t, app, intent, dim, human], ...]
+        self.rights: dict[str, list[list]] = {}
+        self.n_rights = 0
         # completed pairs waiting for release: [tau, seq, kind, app, intent, dim, judge, human]
         self.pending: list[list] = []
         self.seq = 0
         self.counts: Counter = Counter()
 
+    def __len__(self) -> int:
+        return len(self.lefts) + self.n_rights
+
     # -- the two sides -------------------------------------------------------------------------
     def offer_scores(self, dim, t, verdict, trace_ids) -> None:
         """Score events (accepted, with their judge verdicts) as left records."""
-        put = self.buffer.put_left
-        for d, tt, v, tid in zip(dim.tolist(), t.tolist(), verdict.tolist(), trace_ids):
-            if tid is None:
-                continue
-            for right in put(tid, d, tt, [tt, v]):
-                self._pair(right, tt, v)
+        keep = [i for i, tid in enumerate(trace_ids) if tid is not None] if None in trace_ids else None
+        if keep is not None:
+            trace_ids = [trace_ids[i] for i in keep]
+            dim, t, verdict = dim[keep], t[keep], verdict[keep]
+        if not trace_ids:
+            return
+        keys = list(map(operator.add, trace_ids, [f"\x1f{d}" for d in dim.tolist()]))
+        tl, vl = t.tolist(), verdict.tolist()
+        self.lefts.update(zip(keys, zip(tl, vl)))
+        self.chunks.append([max(tl), keys])
+        if self.rights:
+            for j in [j for j, k in enumerate(keys) if k in self.rights]:
+                for right in self.rights.pop(keys[j]):
+                    self.n_rights -= 1
+                    self._pair(right, tl[j], vl[j])
+        self._bound()
 
     def offer_labels(self, app, intent, dim, t, value, trace_ids) -> None:
         """Label events (accepted; ``value`` on the verdict scale) as right records."""
         for a, i, d, tt, v, tid in zip(app.tolist(), intent.tolist(), dim.tolist(), t.tolist(),
                                        value.tolist(), trace_ids):
-            self._right(tid, d, ["labels", tt, a, i, d, v])
+            self._right(f"{tid}\x1f{d}", ["labels", tt, a, i, d, v])
 
     def offer_feedback(self, app, intent, t, trace_ids) -> None:
         """Thumbs-down events as right records, one per compared judge dimension."""
         for a, i, tt, tid in zip(app.tolist(), intent.tolist(), t.tolist(), trace_ids):
             for d in self.feedback_dims:
-                self._right(tid, d, ["feedback", tt, a, i, d, math.nan])
+                self._right(f"{tid}\x1f{d}", ["feedback", tt, a, i, d, math.nan])
 
-    def _right(self, tid, d, value) -> None:
-        left = self.buffer.put_right(tid, d, value[1], value)
+    def _right(self, key: str, value: list) -> None:
+        left = self.lefts.get(key)
         if left is not None:
             self._pair(value, left[0], left[1])
+            return
+        self.rights.setdefault(key, []).append(value)
+        self.n_rights += 1
+        self._bound()
 
     def _pair(self, right: list, t_left: float, verdict: float) -> None:
         kind, t_right, app, intent, dim, human = right
@@ -128,21 +154,73 @@ class JudgeJoin:
         return out
 
     def expire(self, watermark: float) -> None:
-        """Drop entries older than ``watermark - max_age``; count the rights that never joined."""
+        """Drop entries older than ``watermark - max_age``; count the rights that never joined.
+
+        A batch of lefts goes once its newest entry is past the cutoff (a key stored again by a
+        later batch stays). Waiting rights go one by one."""
         if not math.isfinite(watermark):
-            lefts, rights = self.buffer.take_evicted()
-        else:
-            lefts, rights = self.buffer.expire(watermark)
-        for r in rights:
+            return
+        cutoff = watermark - self.max_age
+        while self.chunks and self.chunks[0][0] < cutoff:
+            self._drop_chunk(self.chunks.popleft()[1], cutoff)
+        if self.rights:
+            for key in [k for k, rs in self.rights.items() if any(r[1] < cutoff for r in rs)]:
+                rs = self.rights[key]
+                gone = [r for r in rs if r[1] < cutoff]
+                for r in gone:
+                    self.counts[f"{r[0]}.unjoined"] += 1
+                rest = [r for r in rs if r[1] >= cutoff]
+                self.n_rights -= len(gone)
+                if rest:
+                    self.rights[key] = rest
+                else:
+                    del self.rights[key]
+
+    def _drop_chunk(self, keys: list, cutoff: float) -> int:
+        lefts = self.lefts
+        n = 0
+        for k in keys:
+            v = lefts.get(k)
+            if v is not None and v[0] <= cutoff:
+                del lefts[k]
+                n += 1
+        return n
+
+    def _bound(self) -> None:
+        """Beyond ``max_entries``, the oldest batches of lefts go first, then the oldest rights."""
+        while len(self) > self.max_entries and self.chunks:
+            self.counts["evicted_lefts"] += self._drop_chunk(self.chunks.popleft()[1], math.inf)
+        while len(self) > self.max_entries and self.rights:
+            key = min(self.rights, key=lambda k: self.rights[k][0][1])
+            r = self.rights[key].pop(0)
+            if not self.rights[key]:
+                del self.rights[key]
+            self.n_rights -= 1
             self.counts[f"{r[0]}.unjoined"] += 1
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"buffer": self.buffer.state_dict(), "pending": [list(r) for r in self.pending], "seq": self.seq,
-                "counts": dict(self.counts), "feedback_dims": list(self.feedback_dims)}
+        keys = list(self.lefts)
+        tv = np.array(list(self.lefts.values()), np.float64).reshape(-1, 2)
+        return {"version": 2, "left_keys": keys, "left_t": tv[:, 0].copy(), "left_v": tv[:, 1].copy(),
+                "chunks": [[c[0], len(c[1])] for c in self.chunks], "chunk_keys": [k for c in self.chunks for k in c[1]],
+                "rights": {k: [list(r) for r in rs] for k, rs in self.rights.items()},
+                "pending": [list(r) for r in self.pending], "seq": self.seq, "counts": dict(self.counts),
+                "feedback_dims": list(self.feedback_dims)}
 
     def load_state(self, state: dict) -> None:
-        self.buffer = JoinBuffer.from_state(state["buffer"])
+        if state.get("version") != 2:
+            raise ValueError(f"judge join state version {state.get('version')!r}, this engine reads 2")
+        self.lefts = dict(zip(state["left_keys"], zip(np.asarray(state["left_t"]).tolist(),
+                                                      np.asarray(state["left_v"]).tolist())))
+        keys = state["chunk_keys"]
+        self.chunks = collections.deque()
+        i = 0
+        for newest, n in state["chunks"]:
+            self.chunks.append([float(newest), keys[i:i + int(n)]])
+            i += int(n)
+        self.rights = {k: [list(r) for r in rs] for k, rs in state["rights"].items()}
+        self.n_rights = sum(len(rs) for rs in self.rights.values())
         self.pending = [list(r) for r in state["pending"]]
         self.seq = int(state["seq"])
         self.counts = Counter(state.get("counts", {}))

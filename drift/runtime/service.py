@@ -657,7 +657,7 @@ class Service(KafkaLoop):
     def _update_lag(self) -> None:
         engines = {id(p.engine): p.engine for p in self.parts.values()}.values()
         judges = [e.judge for e in engines if e.judge is not None]
-        self.metrics.judge_join.labels("buffered").set(sum(len(j.buffer) for j in judges))
+        self.metrics.judge_join.labels("buffered").set(sum(len(j) for j in judges))
         self.metrics.judge_join.labels("pending_release").set(sum(len(j.pending) for j in judges))
         for tp in self.parts:
             hw = self.consumer.highwater(tp)
