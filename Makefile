@@ -18,7 +18,7 @@ demo: $(STAMP)
 
 # everything: lint, then every test (the broker, the encoder, the notebook, many seeds)
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=40
 
 # the fast tier: lint, unit tests, doctests, config and plug-in tests; no broker, nothing slow
 check: lint
