@@ -70,6 +70,13 @@ def _cmd_replay(args) -> int:
             out.close()
     if tty:
         print("\r" + " " * 78 + "\r", end="", file=sys.stderr)
+    if args.escalations:
+        from drift.core.events import format_time
+
+        with open(args.escalations, "w", encoding="utf-8") as fh:
+            for t, app, intent, trace_id in report.escalations:
+                fh.write(json.dumps({"trace_id": trace_id, "app": app, "intent": intent, "ts": format_time(t),
+                                    "reason": "escalate"}) + "\n")
     print(report.summary(), file=sys.stderr if args.json else sys.stdout)
     return 0
 
@@ -326,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--golden", metavar="DIR", help="golden set(s) for the query rule (see `drift golden build`)")
     p.add_argument("--out", metavar="FILE", help="also write one alert CloudEvent JSON per line here")
     p.add_argument("--json", action="store_true", help="print alert CloudEvents as JSON lines instead")
+    p.add_argument("--escalations", metavar="FILE",
+                   help="write the escalated traces (feedback kind `escalate`) here, one JSON object per line, "
+                        "for a judge sampler to evaluate at 100%% (drift serve sends them to topics.escalations)")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     p.add_argument("--max-errors", type=int, default=20, metavar="N",
                    help="print at most N rejected lines (all are counted; default 20)")

@@ -281,3 +281,19 @@ def test_the_join_store_expires_bounds_and_round_trips():
     k.offer_labels(np.array(["a"], dtype=object), np.array(["b"], dtype=object), dims[:1], np.array([3200.0]),
                    np.ones(1), ["v"])
     assert k.counts["labels.too_far_apart"] == 1
+
+
+def test_replay_reports_the_join_and_writes_escalated_traces(tmp_path, capsys):
+    from drift.cli import main
+
+    s, lab, fb = judged_stream(days=20, per_day=30, change_day=1000, feedback=True, seed=4)
+    fb[3]["kind"] = fb[9]["kind"] = "escalate"
+    path = tmp_path / "events.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in by_time(s, lab, fb)))
+    esc = tmp_path / "esc.jsonl"
+    assert main(["replay", str(path), "--quiet", "--escalations", str(esc)]) == 0
+    out = capsys.readouterr().out
+    assert f"labels {len(lab):,}" in out and f"feedback {len(fb):,}" in out
+    assert "judge join        labels joined" in out and "escalated traces 2" in out
+    rows = [json.loads(x) for x in esc.read_text().splitlines()]
+    assert [r["trace_id"] for r in rows] == [fb[3]["trace_id"], fb[9]["trace_id"]]

@@ -43,6 +43,8 @@ class ReplayReport:
     seconds: float = 0.0
     first_t: float | None = None
     last_t: float | None = None
+    judge: dict = dataclasses.field(default_factory=dict)  # the judge join's counts (engine counts "judge.*")
+    escalations: list = dataclasses.field(default_factory=list)  # (t, app, intent, trace_id)
 
     @property
     def n_events(self) -> int:
@@ -63,6 +65,11 @@ class ReplayReport:
                 "  (" + ", ".join(f"{r} {s} {n}" for (r, s), n in sorted(status.items())) + ")" if status else ""),
             f"wall time         {self.seconds:.2f} s  ({rate:,.0f} events/s)",
         ]
+        if self.judge or self.escalations:
+            j = self.judge
+            lines.insert(-1, f"judge join        labels joined {j.get('labels.joined', 0):,} (never joined "
+                             f"{j.get('labels.unjoined', 0):,}, waiting {j.get('waiting', 0):,}), thumbs-downs joined "
+                             f"{j.get('feedback.joined', 0):,}; escalated traces {len(self.escalations):,}")
         return "\n".join(lines)
 
 
@@ -114,8 +121,7 @@ def replay(paths: Iterable[str], settings: Settings, *, chunk: int = 20_000, chu
             report.rejected.append(rl)
             if on_reject:
                 on_reject(rl)
-        for name in ("scores", "retrieval", "queries"):
-            batch = getattr(decoded, name)
+        for name, batch in decoded.batches.items():
             if len(batch):
                 report.events[name] += len(batch)
                 lo, hi = float(batch.ts.min()), float(batch.ts.max())
@@ -128,6 +134,11 @@ def replay(paths: Iterable[str], settings: Settings, *, chunk: int = 20_000, chu
             report.alerts.append(a)
             if on_alert:
                 on_alert(a)
+        if engine.escalations:
+            report.escalations += engine.take_escalations()
+        if engine.judge is not None:
+            report.judge = {k[6:]: v for k, v in engine.counts.items() if k.startswith("judge.")}
+            report.judge["waiting"] = engine.judge.n_rights + len(engine.judge.pending)
         buf.clear()
         where.clear()
         report.seconds = time.perf_counter() - started
