@@ -49,6 +49,8 @@ def test_benchmarks_quick_runs_end_to_end(tmp_path):
         assert "skipped input_shift" in text
     else:  # the real CLINC150 input shift: a row per detector, and ours catches it at quick sizes
         assert "\ninput_shift " in text and "skipped input_shift" not in text
+    # the judge rules against their information limit (test_judge_benchmark_quick checks more)
+    assert "judge rules against the information limit" in text
     # the operating characteristic: oracle, ours and the windowed rules per volume and effect
     assert "ours/oracle" in text and "false alerts / series-year" in text
     # both kinds of results are written
@@ -69,7 +71,7 @@ def test_benchmarks_quick_runs_end_to_end(tmp_path):
             assert c["ours_tuned"]["false_alarm_rate"] >= oc["peer_budget"], c
     assert set(oc["summary"]) >= {"ours_within_2x_oracle", "ours_within_2x_oracle_hourly", "ours_tuned_no_slower_than_adwin"}
     assert all(0 <= z <= m <= n for m, n, z in oc["summary"].values()), oc["summary"]
-    assert doc["quick"] is True
+    assert doc["quick"] is True and doc["judge"]["quick"] is True
     # the OTLP ingest stage end to end on the broker, against a bare consumer that only decodes
     assert doc["ingest"]["spans_per_s"] > 0 and doc["ingest"]["bare_spans_per_s"] > 0
     assert {r["name"] for r in doc["results"]} >= {"ks_shift", "decode", "replay", "kafka_e2e_1"}
@@ -82,3 +84,36 @@ def test_benchmarks_quick_runs_end_to_end(tmp_path):
         assert sum(d.startswith(("ADWIN", "PageHinkley", "KSWIN")) for d in shift) == 6, sorted(shift)
         assert (shift["ours"]["detected"], shift["ours"]["changes"]) == (1, 1)
         assert shift["ours"]["query_false_alerts_per_30d"] == 0
+
+
+@pytest.mark.slow
+def test_judge_benchmark_quick(tmp_path):
+    """``python -m benchmarks --quick --only judge`` (about 10 s): the judge and feedback rules built from
+    their default settings, each cell against the oracle CUSUM, and the stable runs, in the table and the JSON."""
+    out = tmp_path / "results.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--only", "judge", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    text = proc.stdout
+    assert "judge rules against the information limit" in text
+    for col in ("rule/oracle", "rule/oracle/c", "rule/oracle~", "kappa 0.7 (grey zone)", "false alerts/yr"):
+        assert col in text, col
+    for rule in ("judge_agreement_drop", "negative_feedback_spike", "judge_user_disagreement"):
+        assert rule in text, rule
+    res = json.loads(out.read_text())["judge"]
+    assert res["budget"] == 1e-4 and res["quick"] is True
+    # the rules as the engine builds them: their default parameters
+    assert res["kappa_params"]["pairs"] == 200 and res["kappa_params"]["bar"] == 0.6
+    assert res["feedback_params"]["negative_feedback_spike"]["ratio"] == 2.0
+    assert res["feedback_params"]["judge_user_disagreement"]["ratio"] == 1.5
+    cells = res["kappa_cells"] + res["feedback_cells"]
+    assert {c["per_day"] for c in res["kappa_cells"]} == {20, 500}
+    assert {c["rule"] for c in res["feedback_cells"]} == {"negative_feedback_spike", "judge_user_disagreement"}
+    for c in cells:
+        # the large steps of the quick plan are caught by every series, by the rule and the oracle
+        assert c["ours"]["detected"] == 1.0 and c["oracle"]["detected"] == 1.0, c
+        # the oracle moved to its bucket's close is never earlier than the oracle itself
+        assert c["oracle_c"]["median_h"] >= c["oracle"]["median_h"], c
+        # Siegmund's threshold is below Lorden's, so the oracle~ is the faster of the two
+        assert c["oracle_s_h"] < c["oracle_h"], c
+    assert all(f["series_years"] > 0 for f in res["kappa_false_alarms"] + res["feedback_false_alarms"])

@@ -489,7 +489,9 @@ class Engine:
             if st is None or not sel.size:
                 continue
             fields = [cols[f][sel] for f in st.stream.series_fields]
-            sids, _ = st.series.lookup(*fields)
+            sids, new = st.series.lookup(*fields)
+            if new:  # (a pair's series exists: its label or feedback event made it)
+                self._register(name, st, new)
             t, judge_v, human = cols["tau"][sel], cols["judge"][sel], cols["human"][sel]
             dims = cols["dimension"][sel]
             for runner in self.runners.values():

@@ -202,8 +202,10 @@ class JudgeJoin:
     def state_dict(self) -> dict:
         keys = list(self.lefts)
         tv = np.array(list(self.lefts.values()), np.float64).reshape(-1, 2)
-        return {"version": 2, "left_keys": keys, "left_t": tv[:, 0].copy(), "left_v": tv[:, 1].copy(),
-                "chunks": [[c[0], len(c[1])] for c in self.chunks], "chunk_keys": [k for c in self.chunks for k in c[1]],
+        chunk_keys = [k for c in self.chunks for k in c[1]]
+        return {"version": 2, "left_keys": _pack(keys), "left_t": tv[:, 0].copy(), "left_v": tv[:, 1].copy(),
+                "chunks": np.array([[c[0], len(c[1])] for c in self.chunks], np.float64).reshape(-1, 2),
+                "chunk_keys": _pack(chunk_keys),
                 "rights": {k: [list(r) for r in rs] for k, rs in self.rights.items()},
                 "pending": [list(r) for r in self.pending], "seq": self.seq, "counts": dict(self.counts),
                 "feedback_dims": list(self.feedback_dims)}
@@ -211,12 +213,12 @@ class JudgeJoin:
     def load_state(self, state: dict) -> None:
         if state.get("version") != 2:
             raise ValueError(f"judge join state version {state.get('version')!r}, this engine reads 2")
-        self.lefts = dict(zip(state["left_keys"], zip(np.asarray(state["left_t"]).tolist(),
-                                                      np.asarray(state["left_v"]).tolist())))
-        keys = state["chunk_keys"]
+        self.lefts = dict(zip(_unpack(state["left_keys"]), zip(np.asarray(state["left_t"]).tolist(),
+                                                               np.asarray(state["left_v"]).tolist())))
+        keys = _unpack(state["chunk_keys"])
         self.chunks = collections.deque()
         i = 0
-        for newest, n in state["chunks"]:
+        for newest, n in np.asarray(state["chunks"]).reshape(-1, 2).tolist():
             self.chunks.append([float(newest), keys[i:i + int(n)]])
             i += int(n)
         self.rights = {k: [list(r) for r in rs] for k, rs in state["rights"].items()}
@@ -224,6 +226,22 @@ class JudgeJoin:
         self.pending = [list(r) for r in state["pending"]]
         self.seq = int(state["seq"])
         self.counts = Counter(state.get("counts", {}))
+
+
+_SEP = "\x1e"
+
+
+def _pack(keys: list[str]) -> str | list[str]:
+    """Many keys as one string (a checkpoint encodes one string far faster than 200,000), or the
+    list itself when a key holds the separator."""
+    joined = _SEP.join(keys)
+    return joined if joined.count(_SEP) == max(len(keys) - 1, 0) else keys
+
+
+def _unpack(packed) -> list[str]:
+    if isinstance(packed, list):
+        return packed
+    return packed.split(_SEP) if packed else []
 
 
 def pairs_columns(rows: list[list]) -> dict[str, np.ndarray]:
