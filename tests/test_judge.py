@@ -297,3 +297,17 @@ def test_replay_reports_the_join_and_writes_escalated_traces(tmp_path, capsys):
     assert "judge join        labels joined" in out and "escalated traces 2" in out
     rows = [json.loads(x) for x in esc.read_text().splitlines()]
     assert [r["trace_id"] for r in rows] == [fb[3]["trace_id"], fb[9]["trace_id"]]
+
+
+def test_the_compared_judge_dimension_is_configurable(tmp_path):
+    cfg = tmp_path / "drift.toml"
+    cfg.write_text('[rules.judge_user_disagreement]\njudge_dimension = "helpfulness"\ngood = 0.6\n'
+                   '[rules.judge_agreement_drop]\npairs = 100\nmin_pairs = 30\n')
+    s = load_settings(str(cfg))
+    e = Engine(s)
+    assert e.judge.feedback_dims == ("helpfulness",) and s.rules["judge_user_disagreement"].match == {}
+    assert s.rules["judge_agreement_drop"].params["pairs"] == 100
+    from drift.core.params import ConfigError
+    cfg.write_text('[rules.judge_agreement_drop]\nhealthy = 0.5\n')
+    with pytest.raises(ConfigError, match="rules.judge_agreement_drop: healthy must be in"):
+        load_settings(str(cfg))

@@ -277,8 +277,8 @@ class Engine:
         joined = [spec for spec in self.rules.values() if RULE_KINDS[spec.kind].values == "joined"]
         self.judge: JudgeJoin | None = None
         if joined and "scores" in self.streams:
-            dims = {p["dimension"] for spec in joined for p in (spec.params, *(o.params for o in spec.overrides))
-                    if "dimension" in p}
+            dims = {p["judge_dimension"] for spec in joined for p in (spec.params, *(o.params for o in spec.overrides))
+                    if "judge_dimension" in p}
             self.judge = JudgeJoin(settings.join_max_age, settings.join_max_entries, dims)
         # the streams whose clocks bound the join's expiry: the scores and the joined rules' streams
         self.join_streams = ["scores"] + sorted({spec.stream for spec in joined if spec.stream in self.streams})
@@ -502,7 +502,7 @@ class Engine:
                     m = np.ones(sel.size, bool)
                     x = np.column_stack([(judge_v >= good), (human >= good)]).astype(np.float64)
                 else:
-                    m = dims == runner.rule_params.get("dimension")
+                    m = dims == runner.rule_params.get("judge_dimension")
                     x = (judge_v >= good).astype(np.float64)
                 if not m.any():
                     continue

@@ -552,7 +552,7 @@ class DisagreementParams(RateCusumParams):
     min_ref_n: int = param(50, "count", "thumbs-downs the reference needs")
     min_rate: float = param(0.05, "positive", "floor on the reference share")
     min_n: int = param(20, "count", "thumbs-downs in the recovery window before resolving")
-    dimension: str = param("relevance", "name", "the judge's score dimension compared with the users' verdict")
+    judge_dimension: str = param("relevance", "name", "the judge's score dimension compared with the users' verdict")
     good: float = param(0.7, "unit", "a score at or above this (on [0, 1], higher is better) means the judge called the response good")
 
 
@@ -601,4 +601,4 @@ register(Rule("negative_feedback_spike", "cusum_rate", "feedback", ("feedback",)
     first_action="Read a sample of the thumbs-down and regenerated responses since the change; check recent releases"))
 register(Rule("judge_user_disagreement", "disagreement_rate", "feedback", ("feedback",), "warning", {
     "ratio": 1.5, "min_rate": 0.05, "min_ref_n": 50, "false_alarm_rate": 1e-4, "bucket": 3600.0,
-    "guard": 2 * 86400.0, "baseline": 14 * 86400.0, "dimension": "relevance", "good": 0.7}))
+    "guard": 2 * 86400.0, "baseline": 14 * 86400.0, "judge_dimension": "relevance", "good": 0.7}))
