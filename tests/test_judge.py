@@ -107,7 +107,7 @@ def test_kappa_drop_fires_after_the_change_and_not_before():
     assert "re-rate the gold set" in a.first_action and "kappa" in a.summary
 
 
-@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("seed", range(1))  # 9 series x 180 days more: test_judge_scenarios.py
 def test_a_healthy_judge_raises_nothing_in_180_days(seed):
     s, lab, _ = judged_stream(days=180, change_day=10_000, flip_before=0.1, seed=seed)  # kappa 0.8
     alerts = Engine().feed(by_time(s, lab))
@@ -231,7 +231,7 @@ def test_blind_spot_fires_judge_user_disagreement_and_escalations_are_kept():
 
 
 def test_no_feedback_alerts_on_stable_feedback():
-    s, _, fb = judged_stream(days=90, per_day=200, change_day=10_000, feedback=True)
+    s, _, fb = judged_stream(days=60, per_day=200, change_day=10_000, feedback=True)
     alerts = Engine().feed(by_time(s, fb))
     assert [a.rule for a in alerts if a.rule in ("judge_user_disagreement", "negative_feedback_spike")] == []
 
