@@ -282,10 +282,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("serve", help="the long-lived consumer service (Kafka in, alerts out)",
-                       description="Consume llm.scores, llm.retrieval and llm.queries as a consumer group, "
-                                   "run the engine per input partition, produce alerts to llm.alerts (CloudEvents, "
-                                   "key alert_id), reject bad input to llm.dlq with reasons, checkpoint state to "
-                                   "drift.state, and serve /metrics, /livez and /readyz. SIGTERM/SIGINT: finish the "
+                       description="Consume llm.scores, llm.retrieval, llm.queries, llm.labels and llm.feedback "
+                                   "as a consumer group, run the engine per input partition (partition p of the "
+                                   "co-partitioned llm.scores, llm.labels and llm.feedback share one, so human labels "
+                                   "and user feedback join the judge's scores of their trace), produce alerts to "
+                                   "llm.alerts (CloudEvents, "
+                                   "key alert_id), reject bad input to llm.dlq with reasons, send escalated traces to "
+                                   "drift.escalations, checkpoint state to drift.state, and serve /metrics, /livez and /readyz. SIGTERM/SIGINT: finish the "
                                    "batch, checkpoint, leave the group, exit 0. Never starts a broker: for local work "
                                    "run `drift broker` first.", epilog=_EPILOG)
     _common_config(p)
