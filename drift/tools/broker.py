@@ -140,9 +140,12 @@ DEFAULT_TOPICS: dict[str, int] = {
     "llm.scores": 3,
     "llm.retrieval": 3,
     "llm.queries": 3,
+    "llm.labels": 3,  # co-partitioned with llm.scores: as many partitions
+    "llm.feedback": 3,
     "llm.alerts": 1,
     "llm.dlq": 1,
     "drift.state": 1,
+    "drift.escalations": 1,
 }
 
 DEFAULT_PORT = 9092
