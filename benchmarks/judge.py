@@ -34,9 +34,12 @@ series-year) and one CUSUM (``k = 1``):
 * **oracle~**: the threshold our sequential rules actually use, Siegmund's ``h = log(N D / r)``
   with ``D = KL(before || after)`` per event (:func:`detectors.sequential.cusum_threshold`, as
   ``benchmarks/operating.py``'s oracle): lower, so faster;
-* **oracle/c**: the oracle's alarm moved to the close of the bucket its crossing event fell in
-  (the bucket's end plus the 10-min lateness: daily for kappa, hourly for the feedback rules): the
-  limit for a detector that evaluates at bucket boundaries, as every rule here does.
+* **oracle/c**: the oracle's alarm moved to the first close (a bucket's end plus the 10-min
+  lateness: daily for kappa, hourly for the feedback rules) at which a bucketed detector could
+  raise it: the limit for a detector that evaluates at bucket boundaries, as every rule here does.
+  ``KappaDrop`` evaluates a bucket on the pairs before its end, so for it that is the close of the
+  bucket the crossing pair fell in; the CUSUMs read every event that has arrived by a close, so for
+  them it is the next close at or after the crossing (:func:`benchmarks.operating._at_closes`).
 
 The rule's delay runs to the event after which its alarm exists (:func:`benchmarks.operating._raised`:
 the first event of the series past the close). Medians and 90th percentiles over the series of a
@@ -53,7 +56,7 @@ import time
 
 import numpy as np
 
-from benchmarks.operating import DAY, HOUR, _arrivals, _h, _oracle_run, _raised, _ratio, _stats
+from benchmarks.operating import DAY, HOUR, _arrivals, _at_closes, _h, _oracle_run, _raised, _ratio, _stats
 from detectors.sequential import YEAR, cusum_threshold
 from drift.tools.simulate import label_flip_probability
 
@@ -108,9 +111,12 @@ def _thresholds(per_day: float, drift: float) -> list[float]:
     return [float(cusum_threshold(n, BUDGET)), float(cusum_threshold(n, BUDGET, drift=drift))]
 
 
-def _at_close(hours, start: float, bucket: float, lateness: float) -> np.ndarray:
+def _at_own_close(hours, start: float, bucket: float, lateness: float) -> np.ndarray:
     """Delays (hours from ``start``) moved to the close of the bucket their event fell in: its end
-    plus ``lateness`` (the first moment a bucketed detector can act on that event)."""
+    plus ``lateness``. ``KappaDrop`` evaluates a bucket on the pairs before its end only, so this is
+    the first moment it can act on that event. (The CUSUMs read every event that has arrived at a
+    close, those of the next bucket's first ``lateness`` included: for them the limit is the next
+    close at or after the crossing, :func:`benchmarks.operating._at_closes`.)"""
     at = start + np.asarray(hours, dtype=float) * HOUR
     with np.errstate(invalid="ignore"):
         close = (np.floor(at / bucket) + 1) * bucket + lateness
@@ -125,7 +131,7 @@ def cell_probs(kappa: float, prevalence: float) -> np.ndarray:
 
     >>> p = cell_probs(0.8, 0.5)
     >>> [round(float(v), 3) for v in p], round(float(p.sum()), 12)
-    [0.45, 0.05, 0.05, 0.45], 1.0
+    ([0.45, 0.05, 0.05, 0.45], 1.0)
     """
     e = float(label_flip_probability(kappa, prevalence))
     p = prevalence
@@ -165,7 +171,7 @@ def kappa_cell(per_day: float, prevalence: float, after: float, seeds: int, rng)
         first["oracle_s"] = np.minimum(first["oracle_s"], o[:, 1])
         if day >= K_HISTORY and all(np.isfinite(v).all() for v in first.values()):
             break
-    first["oracle_c"] = _at_close(first["oracle"], start, det.bucket, det.lateness)
+    first["oracle_c"] = _at_own_close(first["oracle"], start, det.bucket, det.lateness)
     out = {"per_day": per_day, "prevalence": prevalence, "before": HEALTHY, "after": after, "seeds": seeds,
            "pairs": pairs, "days_simulated": day + 1, "false_alerts_before_change": int(early),
            "oracle_drift": drift, "oracle_h": hs[0], "oracle_s_h": hs[1], "seconds": round(time.perf_counter() - t0, 2)}
@@ -220,7 +226,8 @@ def feedback_cell(rule: str, per_day: float, p0: float, p1: float, seeds: int, r
         first["oracle_s"] = np.minimum(first["oracle_s"], o[:, 1])
         if day >= F_HISTORY and all(np.isfinite(v).all() for v in first.values()):
             break
-    first["oracle_c"] = _at_close(first["oracle"], start, det.bucket, det.lateness)
+    assert det.bucket == HOUR  # _at_closes: hourly closes
+    first["oracle_c"] = _at_closes(first["oracle"], start, det.lateness)
     out = {"rule": rule, "per_day": per_day, "before": p0, "after": p1, "seeds": seeds, "events": events,
            "days_simulated": day + 1, "false_alerts_before_change": int(early), "oracle_drift": drift,
            "oracle_h": hs[0], "oracle_s_h": hs[1], "seconds": round(time.perf_counter() - t0, 2)}
@@ -393,10 +400,17 @@ def table(result: dict) -> str:
     lines += ["", "notes:",
               "- oracle: a CUSUM on the true per-event log-likelihood ratio (2x2 cell of a pair; Bernoulli share), "
               "h = log(N / r), N events a year; oracle~: h = log(N D / r), D = KL(before || after) per event (the "
-              "threshold rule of our CUSUMs); oracle/c: the oracle's alarm at the close of the bucket its event fell in "
-              "(daily for kappa, hourly for feedback, + 10 min lateness).",
+              "threshold rule of our CUSUMs); oracle/c: the oracle's alarm at the first close (a bucket's end + 10 min "
+              "lateness) that could raise it: for kappa (daily, pairs before the bucket's end only) the close of the "
+              "bucket the crossing pair fell in, for the CUSUMs (hourly, every event arrived) the next close.",
               "- delays: to the event after which the alarm exists; p90 'never' when over a tenth of the series were not "
               "detected in the horizon."]
+    for rule, params in result["feedback_params"].items():
+        short = sorted(c["per_day"] for c in result["feedback_cells"]
+                       if c["rule"] == rule and c["per_day"] * params["baseline"] / DAY < params["min_ref_n"])
+        if short:
+            lines.append(f"- {rule} at {', '.join(f'{v:,}' for v in short)} events/day: its {params['baseline'] / DAY:.0f}-day "
+                         f"reference holds fewer than min_ref_n = {params['min_ref_n']} events, so its CUSUM never runs.")
     return "\n".join(lines)
 
 
