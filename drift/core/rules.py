@@ -595,7 +595,7 @@ register(Rule("judge_agreement_drop", "kappa_drop", "labels", ("labels",), "crit
     "bar": 0.6, "healthy": 0.8, "pairs": 200, "min_pairs": 50, "max_age": 30 * 86400.0, "bucket": 86400.0,
     "false_alarm_rate": 1e-4}))
 register(Rule("negative_feedback_spike", "cusum_rate", "feedback", ("feedback",), "warning", {
-    "ratio": 2.0, "min_rate": 0.01, "min_ref_n": 200, "false_alarm_rate": 1e-4, "bucket": 3600.0,
+    "ratio": 2.0, "min_rate": 0.01, "min_ref_n": 100, "false_alarm_rate": 1e-4, "bucket": 3600.0,
     "guard": 2 * 86400.0, "baseline": 14 * 86400.0},
     summary=negative_feedback_summary,
     first_action="Read a sample of the thumbs-down and regenerated responses since the change; check recent releases"))
