@@ -30,7 +30,8 @@ def cleanup_events():
 @pytest.fixture
 def topics(topic_factory):
     names = {"scores": topic_factory(3, "scores"), "retrieval": topic_factory(3, "retrieval"),
-             "queries": topic_factory(3, "queries"), "alerts": topic_factory(1, "alerts"),
+             "queries": topic_factory(3, "queries"), "labels": topic_factory(3, "labels"),
+             "feedback": topic_factory(3, "feedback"), "alerts": topic_factory(1, "alerts"),
              "dlq": topic_factory(1, "dlq"), "state": topic_factory(1, "state")}
     return names
 
@@ -98,7 +99,7 @@ def test_two_instances_split_partitions_and_take_over(broker, topics, cleanup_ev
     b = ServeProcess(broker.bootstrap, group, topics)
     try:
         b.wait_for(lambda: b.metric("drift_assigned_partitions") > 0 and a.metric("drift_assigned_partitions") > 0
-                   and a.metric("drift_assigned_partitions") + b.metric("drift_assigned_partitions") == 9,
+                   and a.metric("drift_assigned_partitions") + b.metric("drift_assigned_partitions") == 15,
                    90, "partitions split between a and b")
         assert 0 < b.metric("drift_assigned_partitions") < 9
         b.wait_for(lambda: a.metric("drift_messages_consumed_total") + b.metric("drift_messages_consumed_total") >= half,
@@ -106,7 +107,7 @@ def test_two_instances_split_partitions_and_take_over(broker, topics, cleanup_ev
         a.wait_for(lambda: a.metric("drift_checkpoints_total") >= 1 and b.metric("drift_checkpoints_total") >= 1,
                    30, "both checkpointed")
         assert b.stop() == 0  # b leaves: a takes over b's partitions from b's checkpoints
-        a.wait_for(lambda: a.metric("drift_assigned_partitions") == 9, 90, "a owns every partition")
+        a.wait_for(lambda: a.metric("drift_assigned_partitions") == 15, 90, "a owns every partition")
         assert a.metric('drift_state_restores_total{result="restored"}') >= 1
         produce(broker.bootstrap, topics, msgs[half:])
         a.wait_for(lambda: _all_consumed(broker, topics, group), 180, "all input committed")
