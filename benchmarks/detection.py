@@ -475,7 +475,8 @@ def run(quick: bool = False, plan: Plan | None = None) -> dict:
     plan = plan or (QUICK if quick else FULL)
     t_start = time.perf_counter()
     # input_shift: step 4; the judge scenarios (labels, feedback; 90 days): benchmarks/judge.py
-    scenarios = [s for s in SCENARIOS if s not in ("stable", SHIFT, "judge_drift", "blind_spot")]
+    scenarios = [s for s in SCENARIOS if s not in ("stable", SHIFT, "judge_drift", "blind_spot", "context_bloat",
+                                                   "model_swap")]
     records: list[dict] = []
     default_peers = _peers(True, None)
 

@@ -23,8 +23,9 @@ HERE = Path(__file__).resolve().parent
 FIXTURE = HERE / "fixtures" / "alert_ids.json"
 SEEDS = (0, 1, 2)
 DAYS = 30
-# labels/feedback scenarios (90 days for judge_drift) are checked by tests/test_judge_scenarios.py
-JUDGE_SCENARIOS = ("judge_drift", "blind_spot")
+# scenarios with tests of their own: labels/feedback (90 days for judge_drift) in
+# tests/test_judge_scenarios.py, cost in tests/test_cost.py
+JUDGE_SCENARIOS = ("judge_drift", "blind_spot", "context_bloat", "model_swap")
 
 
 def ids_of(alerts) -> list[str]:

@@ -25,7 +25,8 @@ def test_defaults_implement_the_spec_rules():
     assert {name: spec.params["false_alarm_rate"] for name, spec in r.items() if "false_alarm_rate" in spec.params} == {
         name: 1e-4 for name in ("quality_drop", "quality_shift", "retrieval_drop", "flag_rate_spike",
                                 "format_failure_spike", "query_novelty_rise", "judge_agreement_drop",
-                                "negative_feedback_spike", "judge_user_disagreement")}
+                                "negative_feedback_spike", "judge_user_disagreement", "cost_per_quality_rise")}
+    assert r["cost_per_quality_rise"].params["threshold"] == 0.30 and r["cost_per_quality_rise"].kind == "cost_ratio"
     assert r["judge_agreement_drop"].severity == "critical" and r["judge_agreement_drop"].params["bar"] == 0.6
     assert r["negative_feedback_spike"].params["ratio"] == 2.0
     assert s.topics["labels"] == "llm.labels" and s.topics["feedback"] == "llm.feedback"

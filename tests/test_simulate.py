@@ -53,7 +53,8 @@ def mean_of(s: Simulation, *, app, dimension, intents=None, t0=-math.inf, t1=mat
 
 def test_scenario_names():
     assert set(SCENARIOS) == {"input_shift", "stable", "prompt_cleanup", "provider_update", "rag_staleness",
-                              "truncation", "refusal_spike", "judge_drift", "blind_spot"}
+                              "truncation", "refusal_spike", "judge_drift", "blind_spot", "context_bloat",
+                              "model_swap"}
     assert all(isinstance(v, str) and v for v in SCENARIOS.values())
 
 

@@ -39,16 +39,17 @@ from detectors.windows import EventClock
 from drift.core import alerts as _alerts
 from drift.core.alerts import CAUSE_WINDOW, Alert
 from drift.core.config import RuleSpec, Settings, load_settings
+from drift.core.cost import TraceCost
 from drift.core.events import Decoded, EventDecoder, format_time
 from drift.core.judge import JudgeJoin, pairs_columns
 from drift.core.rules import RULE_KINDS, RuleKind
-from drift.core.streams import STREAMS, SeriesInfo, Stream
+from drift.core.streams import STREAMS, CostStream, SeriesInfo, Stream
 
 __all__ = ["Engine", "EventRejection", "SeriesTable", "RuleRunner", "StreamState", "STATE_VERSION"]
 
 # Version of the engine's state layout inside a checkpoint; a checkpoint of another version is
 # not restored (the partition is rebuilt from its retained input, see drift.runtime.checkpoint).
-STATE_VERSION = 4
+STATE_VERSION = 5
 MAX_EXAMPLES = 5  # example trace ids an alert carries
 
 
@@ -285,6 +286,15 @@ class Engine:
         # (app, intent, dimension) -> (kappa, since): judges a judge_agreement_drop holds untrusted
         self.untrusted: dict[tuple[str, str, str], tuple[float, float]] = {}
         self.escalations: list[tuple[float, str, str, str]] = []  # (t, app, intent, trace_id), drained by the caller
+        # the cost rules: one record per request (trace) out of the score events, per app/intent
+        cost_rules = [spec for spec in self.rules.values() if RULE_KINDS[spec.kind].values == "cost"]
+        self.cost: TraceCost | None = None
+        self.cost_state: StreamState | None = None
+        self.cost_quality_dimension = ""
+        if cost_rules and "scores" in self.streams:
+            self.cost = TraceCost(lat)
+            self.cost_state = StreamState(CostStream(), lat)
+            self.cost_quality_dimension = str(cost_rules[0].params.get("quality_dimension", "") or "")
 
     # -- set-up ---------------------------------------------------------------------------------
     def decoder(self) -> EventDecoder:
@@ -381,6 +391,8 @@ class Engine:
                 rejected += r
         if self.judge is not None:
             alerts += self._run_joined()
+        if self.cost is not None:
+            alerts += self._run_cost()
         for alert in alerts:
             self.counts[f"alerts.{alert.rule}.{alert.status}"] += 1
         return alerts, rejected
@@ -438,7 +450,7 @@ class Engine:
                         out.append((f.at, _alerts.change_notice(
                             spec.name, self.families.labels(f.series), f, attr, severity=spec.severity,
                             first_action=spec.first_action, source=self.source)))
-        runners = [r for r in self.runners.values() if r.spec.stream == name]
+        runners = [r for r in self.runners.values() if r.spec.stream == name and r.kind.values != "cost"]
         found = []
         ctx = (b, idx, sids, t)
         for runner, rs, rt, x in stream.feed(self, st, b, idx, sids, t, runners):
@@ -511,6 +523,39 @@ class Engine:
                     found.append((f.at, alert))
                     if runner.kind.name == "kappa_drop":
                         self._judge_trust(st.series.labels(runner.sids[f.series]), f)
+        found.sort(key=lambda p: p[0])
+        return [a for _, a in found]
+
+    # -- the cost rules ---------------------------------------------------------------------------
+    def _run_cost(self) -> list[Alert]:
+        """Run the cost rules on the request records that every event of their trace has reached."""
+        cost, st = self.cost, self.cost_state
+        assert cost is not None and st is not None
+        fams, t, x = cost.release()
+        for key, v in cost.counts.items():
+            if v:
+                self.counts[key] = v
+        if not fams.size:
+            return []
+        keys = [self.families.keys[f] for f in fams.tolist()]
+        sids, new = st.series.lookup([k[0] for k in keys], [k[1] for k in keys])
+        for sid in new:
+            labels = st.series.labels(sid)
+            st.info.append(SeriesInfo("cost"))
+            for spec in self.rules.values():
+                if RULE_KINDS[spec.kind].values == "cost" and spec.matches(labels):
+                    runner = self._runner(spec, labels, st.stream)
+                    if runner is not None:
+                        runner.register(sid)
+        found: list[tuple[float, Alert]] = []
+        for runner in self.runners.values():
+            if runner.kind.values != "cost":
+                continue
+            for f in runner.run(sids, t, x):
+                for side in ("model_window", "model_reference"):  # model codes to names
+                    if side in f.extra:
+                        f.extra[side] = cost.model_name(f.extra[side])
+                found.append((f.at, self._alert(st, runner, f)))
         found.sort(key=lambda p: p[0])
         return [a for _, a in found]
 
@@ -630,6 +675,8 @@ class Engine:
             "judge": None if self.judge is None else self.judge.state_dict(),
             "untrusted": [[*k, *v] for k, v in self.untrusted.items()],
             "escalations": [list(e) for e in self.escalations],
+            "cost": None if self.cost is None or self.cost_state is None else {
+                "records": self.cost.state_dict(), "series": self.cost_state.series.state_dict()},
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -670,4 +717,9 @@ class Engine:
             self.judge.load_state(state["judge"])
         self.untrusted = {(a, i, d): (float(k), float(t)) for a, i, d, k, t in state.get("untrusted", [])}
         self.escalations = [(float(t), a, i, tid) for t, a, i, tid in state.get("escalations", [])]
+        if self.cost is not None and self.cost_state is not None and state.get("cost") is not None:
+            self.cost.load_state(state["cost"]["records"])
+            st = self.cost_state
+            st.series.load_state(state["cost"]["series"])
+            st.info = [SeriesInfo("cost") for _ in range(len(st.series))]
 

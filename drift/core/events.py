@@ -150,6 +150,12 @@ class _Columns:
         objs = self.objs
         return [getattr(objs[i], "trace_id", None) for i in idx.tolist()]
 
+    def costs(self, idx: np.ndarray) -> np.ndarray:
+        """The ``cost_usd`` of the events at ``idx`` (NaN where an event has none)."""
+        objs = self.objs
+        out = [getattr(objs[i], "cost_usd", None) for i in idx.tolist()]
+        return np.array([np.nan if c is None else c for c in out], dtype=np.float64)
+
 
 @dataclasses.dataclass
 class ScoreBatch(_Columns):

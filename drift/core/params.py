@@ -133,6 +133,7 @@ CHECKS = {
     "choice": _choice,
     "cosine": _cosine,
     "name": lambda v, f, m: _name(v, f),
+    "optional_name": lambda v, f, m: "" if v == "" else _name(v, f),
 }
 
 

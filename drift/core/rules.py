@@ -49,6 +49,7 @@ from typing import Any
 from detectors.base import Finding
 from detectors.centroid import CentroidShift
 from detectors.changes import ChangeTracker
+from detectors.cost import CostRatio
 from detectors.drop import PercentDrop
 from detectors.floor import Floor
 from detectors.kappa import KappaDrop
@@ -151,7 +152,9 @@ class RuleKind:
         ``"novelty"`` (queries): 1 for a query whose nearest golden neighbour is less similar
         than the golden set's own leave-one-out neighbours (below their
         :data:`NOVELTY_QUANTILE`), else 0; ``"joined"`` (labels, feedback): the pairs of the
-        judge join (:mod:`drift.core.judge`), released in event time.
+        judge join (:mod:`drift.core.judge`), released in event time; ``"cost"`` (scores):
+        one row per request (cost, quality, model code) from :mod:`drift.core.cost`, per
+        (app, intent).
     probe : dict
         Engine-supplied arguments (scale, golden centroid, ...) to construct a throw-away
         detector when a configuration is checked, so bad combinations fail at start-up.
@@ -602,3 +605,58 @@ register(Rule("negative_feedback_spike", "cusum_rate", "feedback", ("feedback",)
 register(Rule("judge_user_disagreement", "disagreement_rate", "feedback", ("feedback",), "warning", {
     "ratio": 1.5, "min_rate": 0.05, "min_ref_n": 50, "false_alarm_rate": 1e-4, "bucket": 3600.0,
     "guard": 2 * 86400.0, "baseline": 14 * 86400.0, "judge_dimension": "relevance", "good": 0.7}))
+
+
+# --------------------------------------------------------------------------- cost per quality point
+@dataclasses.dataclass(frozen=True)
+class CostRatioParams:
+    threshold: float = param(0.30, "positive", "minimum effect: spend per quality point at least this much (relative) above the baseline week")
+    bucket: float = param(86400.0, "duration", _BUCKET)
+    window: float = param(7 * 86400.0, "duration", "current window (this week)")
+    baseline: float = param(7 * 86400.0, "duration", "baseline (the week before it, frozen while an episode is open)")
+    alpha: float | None = param(None, "unit", "per-look level; unset: derived from false_alarm_rate")
+    false_alarm_rate: float = param(1e-4, "positive", "false alerts allowed per series-year")
+    min_n: int = param(50, "count", "requests each week needs")
+    models: int = param(4, "count", "models told apart per app/intent in the summary (the rest pooled)")
+    quality_dimension: str = param("", "optional_name", "a pass/fail dimension whose score is a request's quality "
+                                   "(spend per good answer); empty: the mean of its quality dimensions")
+    for_buckets: int = param(1, "count", "consecutive hits before firing")
+    resolve_after: int = param(2, "count", "consecutive clear evaluations before resolving")
+    resolve_ratio: float = param(0.5, "positive", "clear below this share of the minimum effect")
+
+
+def _moved(e: Mapping[str, Any]) -> str:
+    """What moved between the two weeks, from :meth:`detectors.cost.CostRatio.breakdown`."""
+    def pct(r):
+        return f"{100 * (r - 1):+.0f}%" if r is not None and math.isfinite(r) else "n/a"
+
+    cpr, qr = e.get("cost_per_request_ratio"), e.get("quality_ratio")
+    same = e.get("same_model_cost_per_request_ratio")
+    mw, mr = e.get("model_window"), e.get("model_reference")
+    causes = []
+    changed_model = mw != mr or (e.get("model_mix_shift") or 0) >= 0.2
+    if changed_model:
+        causes.append(f"price (model {mr or '?'} → {mw or '?'})")
+    if same is not None and math.isfinite(same) and same >= 1.1:
+        causes.append(f"tokens per request ({pct(same)} cost per request on {mr if not changed_model else 'the shared model'})")
+    if qr is not None and math.isfinite(qr) and qr <= 0.95:
+        causes.append(f"quality ({pct(qr)})")
+    moved = ", ".join(causes) or "no single driver"
+    return f"cost per request {pct(cpr)}, quality {pct(qr)}; moved: {moved}"
+
+
+@_summary
+def cost_summary(c):
+    f = c.finding
+    return (f"spend per quality point for {c.where} rose {100 * (f.value - 1):.0f}% week over week "
+            f"(${c.bv:.4g} → ${c.wv:.4g} per point over {c.window['n'] if c.window else 0:,} requests): "
+            f"{_moved(f.extra)}")
+
+
+COST_RATIO = register(RuleKind(
+    "cost_ratio", CostRatio, CostRatioParams, alert_detector="spend_per_point", summary=cost_summary,
+    streams=("scores",), values="cost",
+    first_action="Compare prompt and context length and the model of recent requests with the week before"))
+register(Rule("cost_per_quality_rise", "cost_ratio", "scores", ("cost",), "warning", {
+    "threshold": 0.30, "bucket": 86400.0, "window": 7 * 86400.0, "baseline": 7 * 86400.0,
+    "false_alarm_rate": 1e-4, "min_n": 50, "quality_dimension": ""}))

@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from drift.core.engine import Engine, RuleRunner, StreamState
 
 __all__ = ["Stream", "ScalarStream", "ScoresStream", "RetrievalStream", "QueriesStream", "LabelsStream",
-           "FeedbackStream", "STREAMS", "register_stream", "SeriesInfo", "Columns", "FEEDBACK_KINDS",
+           "FeedbackStream", "CostStream", "STREAMS", "register_stream", "SeriesInfo", "Columns", "FEEDBACK_KINDS",
            "NEGATIVE_FEEDBACK", "label_value"]
 
 
@@ -247,6 +247,13 @@ class ScoresStream(Stream):
             # on the scale the labels are read on (quality: higher is better; flags/checks as sent)
             verdict = np.where((kind == "flag") | (kind == "check"), score, x)
             engine.judge.offer_scores(b.dimension[idx], t, verdict, b.trace_ids(idx))
+        if engine.cost is not None and idx.size:
+            # one record per request for the cost rules: its cost, its quality and its model
+            qd = engine.cost_quality_dimension
+            is_q = (b.dimension[idx] == qd) if qd else (kind == "quality")
+            fams, _ = engine.families.lookup(b.app[idx], b.intent[idx])
+            good = np.where(kind == "check", score, np.where(kind == "flag", 1.0 - score, x))  # 1 = good
+            engine.cost.offer(fams, t, b.trace_ids(idx), b.costs(idx), np.where(is_q, good, np.nan), b.model[idx])
         for runner in runners:
             yield runner, sids, t, (score if runner.kind.values == "raw" else x)
 
@@ -256,6 +263,20 @@ class ScoresStream(Stream):
             return None  # raw values, or rates
         lo, hi = info.lo, info.hi
         return (lambda v: lo + v * (hi - lo)) if info.higher_is_better else (lambda v: hi - v * (hi - lo))
+
+
+class CostStream(Stream):
+    """The requests of ``llm.scores`` (one per trace: its cost, quality and model), per
+    (app, intent): the series of the cost rules. Not an input of its own (no topic): the engine
+    derives it from the score events (:mod:`drift.core.cost`), and its alerts say ``stream:
+    scores``. Their suspected cause is a prompt or model change of the app/intent."""
+
+    name = "scores"
+    series_fields = ("app", "intent")
+    kinds = ("cost",)
+    changes = {}
+    cause_kinds = {"model": "model_change", "prompt_hash": "prompt_hash_change"}
+    no_cause = "no prompt or model change recorded: longer inputs or contexts"
 
 
 class RetrievalStream(Stream):

@@ -64,8 +64,8 @@ Examples
 --------
 >>> from drift.tools.simulate import SCENARIOS, simulate
 >>> sorted(SCENARIOS)  # doctest: +NORMALIZE_WHITESPACE
-['blind_spot', 'input_shift', 'judge_drift', 'prompt_cleanup', 'provider_update', 'rag_staleness',
- 'refusal_spike', 'stable', 'truncation']
+['blind_spot', 'context_bloat', 'input_shift', 'judge_drift', 'model_swap', 'prompt_cleanup',
+ 'provider_update', 'rag_staleness', 'refusal_spike', 'stable', 'truncation']
 >>> sim = simulate("prompt_cleanup", seed=7, days=14, volume=0.5)
 >>> change = sim.truth["changes"][0]
 >>> change["what"], change["at"], change["app"], change["intents"]
@@ -128,11 +128,17 @@ SCENARIOS: dict[str, str] = {
     "blind_spot": "user feedback on: day 15: support-bot billing gets a regression users see and "
     "the judge does not: thumbs-down probability +0.06 on every response whatever its relevance "
     "score (negative feedback share ~0.16 -> ~0.51); judge scores unchanged",
+    "context_bloat": "day 14: docs-qa's retriever stuffs 40% more context into every prompt: "
+    "tokens and cost per request +40% at the same model, prompt and quality (spend per quality "
+    "point +40%)",
+    "model_swap": "day 14: docs-qa moves to another model: cost per request +3.5%, every quality "
+    "dimension 10% lower (spend per quality point +15%, below the 30% bar): a quality problem, "
+    "not a cost one",
 }
 # Index of each scenario's effect stream: frozen, so adding a scenario leaves the others' data as is.
 _EFFECT_STREAM = {name: k for k, name in enumerate(
     ("prompt_cleanup", "provider_update", "rag_staleness", "refusal_spike", "stable", "truncation",
-     "input_shift", "judge_drift", "blind_spot"))}
+     "input_shift", "judge_drift", "blind_spot", "context_bloat", "model_swap"))}
 
 DEFAULT_DAYS = 30
 DEFAULT_DAYS_OF = {"judge_drift": 90}  # scenarios that need longer than DEFAULT_DAYS
@@ -169,6 +175,8 @@ _APPS: tuple[tuple[str, tuple[str, ...], bool, str, float], ...] = (
 )
 COST_SIGMA = 0.6
 NEW_MODEL = {"docs-qa": "claude-3-7-sonnet-20250219"}
+CONTEXT_BLOAT = 1.40  # context_bloat: tokens (and so cost) per request x 1.4
+SWAP_COST, SWAP_QUALITY = 1.035, 0.90  # model_swap: cost per request x 1.035, quality x 0.9
 
 # Score dimensions in the order each request's events are emitted.
 DIMENSIONS: tuple[str, ...] = (
@@ -317,7 +325,7 @@ def _change_at(t0: float, day: int) -> float:
 
 _CHANGE_DAY = {"prompt_cleanup": 11, "provider_update": 15, "rag_staleness": 14,
                "truncation": 13, "refusal_spike": 12, "input_shift": 14,
-               "judge_drift": JUDGE_DRIFT_DAYS[0], "blind_spot": 15}
+               "judge_drift": JUDGE_DRIFT_DAYS[0], "blind_spot": 15, "context_bloat": 14, "model_swap": 14}
 _LAST_DAY = {"judge_drift": JUDGE_DRIFT_DAYS[1]}  # scenarios whose change lasts beyond its day
 
 
@@ -753,6 +761,45 @@ def simulate(
                 f"by {BLIND_SPOT_BOOST} on every response whatever its relevance score; judge "
                 "scores, retrieval and prompt unchanged, so no quality rule may fire",
             })
+
+        elif scenario in ("context_bloat", "model_swap"):
+            app = "docs-qa"
+            intents = [s_intent[k] for k in range(n_series) if s_app[k] == app]
+            mask = after & where(app)
+            if scenario == "context_bloat":
+                cost[mask] = np.round(cost[mask] * CONTEXT_BLOAT, 6)
+                changes.append({
+                    "what": "context_bloat", **base, "app": app, "intents": intents,
+                    "stream": "scores", "dimensions": [], "series": series_keys(app, intents, []),
+                    "effect": {"cost_per_request": {"stat": "mean", "ratio": CONTEXT_BLOAT},
+                               "spend_per_quality_point": {"stat": "ratio of sums", "ratio": CONTEXT_BLOAT}},
+                    "expected_rules": ["cost_per_quality_rise"], "expected_cause": "none",
+                    "allowed_rules": [],
+                    "description": "docs-qa's retriever adds 40% more context to every prompt: tokens "
+                    "and cost per request +40%; model, prompt template and quality unchanged",
+                })
+            else:
+                old_model, new_model = _APPS[1][3], NEW_MODEL[app]
+                req_model[mask] = new_model
+                cost[mask] = np.round(cost[mask] * SWAP_COST, 6)
+                for dim in DIMENSIONS[:4]:
+                    redraw(dim, mask, QUALITY_MEANS[dim] * SWAP_QUALITY)
+                changes.append({
+                    "what": "model_change", **base, "app": app, "intents": intents,
+                    "stream": "scores", "dimensions": list(DIMENSIONS[:4]),
+                    "series": series_keys(app, intents, list(DIMENSIONS[:4])),
+                    "from": old_model, "to": new_model,
+                    "effect": {"cost_per_request": {"stat": "mean", "ratio": SWAP_COST},
+                               "quality": {"stat": "mean", "ratio": SWAP_QUALITY},
+                               "spend_per_quality_point": {"stat": "ratio of sums",
+                                                           "ratio": round(SWAP_COST / SWAP_QUALITY, 4)}},
+                    "expected_rules": ["quality_drop"], "expected_cause": "model_change",
+                    "allowed_rules": ["quality_shift", "prompt_change"],
+                    "forbidden_rules": ["cost_per_quality_rise"],
+                    "description": "docs-qa moves to another model: cost per request +3.5% and every "
+                    "quality dimension 10% lower, so spend per quality point rises 15%, below the 30% "
+                    "bar: quality_drop must fire, cost_per_quality_rise must not",
+                })
 
     if stress:  # failed answers: a share of zero quality scores, before and after any change
         r_zero = np.random.default_rng(np.random.SeedSequence([seed], spawn_key=(78,)))
