@@ -634,7 +634,11 @@ def _moved(e: Mapping[str, Any]) -> str:
     same = e.get("same_model_cost_per_request_ratio")
     mw, mr = e.get("model_window"), e.get("model_reference")
     causes = []
-    changed_model = mw != mr or (e.get("model_mix_shift") or 0) >= 0.2
+    # cost per request = (within each model) x (the mix of models): what is left of its rise once
+    # the shared model's own rise is taken out is the mix, i.e. the price of other models
+    mix = cpr / same if cpr is not None and same is not None and math.isfinite(cpr) and math.isfinite(same) \
+        and same > 0 else float("nan")
+    changed_model = mw != mr or (math.isfinite(mix) and mix >= 1.1)
     if changed_model:
         causes.append(f"price (model {mr or '?'} → {mw or '?'})")
     if same is not None and math.isfinite(same) and same >= 1.1:
