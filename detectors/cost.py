@@ -107,19 +107,24 @@ class CostRatio(BucketedDetector):
         Requests each side needs.
     models : int
         Model slots kept per series (the last one pools the rest).
+    short_windows : tuple of float
+        Recent parts of the window (e.g. ``(86400.0,)``: the last day) also held to the baseline
+        week on their own, with the same minimum effect; the budget is split over the tests.
+        Faster on a step change at high volume; a single day also carries its weekday's mix.
     for_buckets, resolve_after, resolve_ratio
         Hysteresis; an episode clears when the ratio is below ``1 + resolve_ratio * threshold``.
     """
 
     _params: ClassVar[tuple[str, ...]] = ("threshold", "bucket", "window", "baseline", "alpha",
-                                          "false_alarm_rate", "min_n", "models", "for_buckets",
+                                          "false_alarm_rate", "min_n", "models", "short_windows", "for_buckets",
                                           "resolve_after", "resolve_ratio", "lateness")
     _state: ClassVar[tuple[str, ...]] = BucketedDetector._state + ("agg", "slot_code")
     statistic = "spend_per_point_ratio"
 
     def __init__(self, threshold: float = 0.30, bucket: float = 86400.0, window: float = 7 * 86400.0,
                  baseline: float = 7 * 86400.0, alpha: float | None = None, false_alarm_rate: float = 1e-4,
-                 min_n: int = 50, models: int = 4, for_buckets: int = 1, resolve_after: int = 2,
+                 min_n: int = 50, models: int = 4, short_windows: tuple = (), for_buckets: int = 1,
+                 resolve_after: int = 2,
                  resolve_ratio: float = 0.5, lateness: float = 600.0):
         check_positive("threshold", threshold)
         check_level(alpha, false_alarm_rate)
@@ -135,9 +140,12 @@ class CostRatio(BucketedDetector):
         self._init_bucketed(bucket, lateness, for_buckets, resolve_after, resolve_ratio)
         self._w = _buckets("window", window, bucket)
         nb = _buckets("baseline", baseline, bucket)
-        self.level = float(alpha) if alpha is not None else budget_alpha(false_alarm_rate, bucket)
+        short = self._init_short_windows(short_windows, window, bucket)
+        tests = 1 + len(short)
+        self.level = float(alpha) / tests if alpha is not None else budget_alpha(false_alarm_rate, bucket, tests)
         self.z = float(-special.ndtri(self.level))
-        self.agg = WindowedAggregate(self._w, nb, self.clock.ahead, (_BASE + 3 * self.models,))
+        self.agg = WindowedAggregate(self._w, nb, self.clock.ahead, (_BASE + 3 * self.models,), recent=short)
+        self._chosen: dict[int, int] = {}
         self.slot_code = np.full((0, self.models), -2, np.int64)  # model code held by each slot (-2: free)
 
     def _ensure(self, n: int) -> None:
@@ -188,33 +196,49 @@ class CostRatio(BucketedDetector):
     def _close(self, series, b, frozen) -> None:
         self.agg.close(series, b, frozen)
 
-    def _sides(self, series):
-        return self.agg.win[series], self.agg.base_sum[series]
+    def _sides(self, series, k: int = 0):
+        """Rows of window ``k`` (0: the whole window, j > 0: short window j - 1) and of the baseline."""
+        win = self.agg.win[series] if k == 0 else self.agg.recent(series, k - 1)
+        return win, self.agg.base_sum[series]
 
     def _evaluate(self, series, b) -> Evaluation:
-        win, ref = self._sides(series)
+        ref = self.agg.base_sum[series]
         full = self.agg.base_full(series)
+        end = float(self.clock.bucket_end(b))
         with np.errstate(divide="ignore", invalid="ignore"):
-            r1 = win[:, _C] / win[:, _Q]
             r0 = ref[:, _C] / ref[:, _Q]
-            ratio = r1 / r0
-            se = np.sqrt(log_ratio_var(*(win[:, k] for k in range(6))) + log_ratio_var(*(ref[:, k] for k in range(6))))
-            zstat = np.log(ratio) / se
-        p = np.where(np.isfinite(zstat), special.ndtr(-np.nan_to_num(zstat, nan=0.0)), np.nan)
-        enough = full & (win[:, _N] >= self.min_n) & (ref[:, _N] >= self.min_n) & np.isfinite(ratio) & np.isfinite(se)
-        hit = enough & (ratio >= 1 + self.threshold) & (zstat > self.z)
-        clear = enough & (ratio < 1 + self.resolve_ratio * self.threshold)
-        start, end = self._window_span(b, self._w, series.size)
-        return Evaluation(hit=hit, clear=clear, value=ratio, p_value=p, win_start=start, win_end=end,
-                          win_n=win[:, _N], win_value=r1, ref_n=ref[:, _N], ref_value=r0,
+        v0 = log_ratio_var(*(ref[:, k] for k in range(6)))
+        sides, window_clear, window_quiet = [], [], []
+        for j, (nb, win) in enumerate(self._windows(series)):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                r1 = win[:, _C] / win[:, _Q]
+                ratio = r1 / r0
+                zstat = np.log(ratio) / np.sqrt(log_ratio_var(*(win[:, k] for k in range(6))) + v0)
+            p = np.where(np.isfinite(zstat), special.ndtr(-np.nan_to_num(zstat, nan=0.0)), np.nan)
+            enough = full & (win[:, _N] >= self.min_n) & (ref[:, _N] >= self.min_n) & np.isfinite(ratio) \
+                & np.isfinite(zstat)
+            sides.append({"hit": enough & (ratio >= 1 + self.threshold) & (zstat > self.z), "value": ratio, "p": p,
+                          "win_n": win[:, _N], "win_value": r1, "win_start": end - nb * self.clock.bucket, "j": j})
+            window_clear.append(enough & (ratio < 1 + self.resolve_ratio * self.threshold))
+            window_quiet.append(~enough)
+        hit = np.logical_or.reduce([sd["hit"] for sd in sides])
+        chosen = np.argmax(np.stack([sd["hit"] for sd in sides]), axis=0)
+        clear = self._windows_clear(series, hit, chosen, window_clear, window_quiet)
+        pick = self._picker(sides, chosen)
+        self._chosen = dict(zip(series.tolist(), chosen.tolist()))
+        return Evaluation(hit=hit, clear=clear, value=pick("value"), p_value=pick("p"),
+                          win_start=pick("win_start"), win_end=np.full(series.size, end), win_n=pick("win_n"),
+                          win_value=pick("win_value"), ref_n=ref[:, _N], ref_value=r0,
                           ref_kind=np.zeros(series.size, np.int64), threshold=1 + self.threshold,
                           statistic=self.statistic)
 
     def _finding(self, s, status, at, ep, ev: Evaluation, j) -> Finding:
         f = super()._finding(s, status, at, ep, ev, j)
-        win, ref = (a[0] for a in self._sides(np.array([s])))
+        j = self._chosen.get(s, 0)
+        win, ref = (a[0] for a in self._sides(np.array([s]), j))
         extra = self.breakdown(win, ref, self.slot_code[s])
         extra["z"] = self.z
+        extra["window_days"] = round((f.window.end - f.window.start) / 86400.0, 3) if f.window else None
         return Finding(series=f.series, status=f.status, at=f.at, episode_start=f.episode_start,
                        statistic=f.statistic, value=f.value, threshold=f.threshold, p_value=f.p_value,
                        window=f.window, reference=f.reference, reference_kind=f.reference_kind, extra=extra)

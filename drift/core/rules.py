@@ -618,6 +618,7 @@ class CostRatioParams:
     false_alarm_rate: float = param(1e-4, "positive", "false alerts allowed per series-year")
     min_n: int = param(50, "count", "requests each week needs")
     models: int = param(4, "count", "models told apart per app/intent in the summary (the rest pooled)")
+    short_windows: tuple = param((86400.0,), "durations", "recent parts of the window also held to the baseline week on their own")
     quality_dimension: str = param("", "optional_name", "a pass/fail dimension whose score is a request's quality "
                                    "(spend per good answer); empty: the mean of its quality dimensions")
     for_buckets: int = param(1, "count", "consecutive hits before firing")
@@ -628,7 +629,7 @@ class CostRatioParams:
 def _moved(e: Mapping[str, Any]) -> str:
     """What moved between the two weeks, from :meth:`detectors.cost.CostRatio.breakdown`."""
     def pct(r):
-        return f"{100 * (r - 1):+.0f}%" if r is not None and math.isfinite(r) else "n/a"
+        return f"{round(100 * (r - 1)):+d}%" if r is not None and math.isfinite(r) else "n/a"
 
     cpr, qr = e.get("cost_per_request_ratio"), e.get("quality_ratio")
     same = e.get("same_model_cost_per_request_ratio")
@@ -652,9 +653,9 @@ def _moved(e: Mapping[str, Any]) -> str:
 @_summary
 def cost_summary(c):
     f = c.finding
-    return (f"spend per quality point for {c.where} rose {100 * (f.value - 1):.0f}% week over week "
-            f"(${c.bv:.4g} → ${c.wv:.4g} per point over {c.window['n'] if c.window else 0:,} requests): "
-            f"{_moved(f.extra)}")
+    return (f"spend per quality point for {c.where} rose {100 * (f.value - 1):.0f}% over the last {c.span} "
+            f"against its baseline week (${c.bv:.4g} → ${c.wv:.4g} per point, {c.window['n'] if c.window else 0:,} "
+            f"requests): {_moved(f.extra)}")
 
 
 COST_RATIO = register(RuleKind(
@@ -663,4 +664,4 @@ COST_RATIO = register(RuleKind(
     first_action="Compare prompt and context length and the model of recent requests with the week before"))
 register(Rule("cost_per_quality_rise", "cost_ratio", "scores", ("cost",), "warning", {
     "threshold": 0.30, "bucket": 86400.0, "window": 7 * 86400.0, "baseline": 7 * 86400.0,
-    "false_alarm_rate": 1e-4, "min_n": 50, "quality_dimension": ""}))
+    "false_alarm_rate": 1e-4, "min_n": 50, "short_windows": (86400.0,), "quality_dimension": ""}))
