@@ -230,6 +230,37 @@ def _cmd_rules(args) -> int:
     return 0
 
 
+_SAMPLE_PLAN = """Which share of requests the LLM judge should evaluate per app/intent so that the engine's
+quality_drop rule detects a quality drop (default 5%) in each intent within a target delay, at
+what monthly judge cost, within a budget.
+
+REQUESTS is a day (or more) of traffic: the engine's events as JSONL (as `drift simulate --out`
+writes them: one request per distinct trace_id per app/intent, cost_usd per request, quality
+scores give each intent's score distribution), or a CSV/JSONL summary with rows
+app,intent,requests[,cost_usd][,forced][,day] per day (forced: errored/escalated/flagged
+requests, always evaluated). The predicted delay models the rule's own CUSUM (tilt, threshold
+from the false-alarm budget, its reference's 300-score minimum and upper bound) at the judge's
+evaluations per day; the plan gives every intent its cheapest rate reaching --target-days
+(cheapest intents first while the budget lasts), then spends what is left lowering the worst
+delay (see README, "Sampling for the judge"). Intents the budget cannot cover are listed."""
+
+_SAMPLE_PLAN_EPILOG = """Exit codes: 0 a plan (even one that covers no intent); 2 bad input (a one-line message names
+the file, line and field; a missing file).
+
+Example:
+  drift simulate stable --days 7 --out week.jsonl
+  drift sample-plan week.jsonl --judge-cost 0.002 --budget 50 --target-days 7
+  drift sample-plan week.jsonl --judge-cost 0.002 --budget 50 --json > plan.json
+  python -c "from drift.sampling import Sampler; print(Sampler.from_plan('plan.json'))"
+"""
+
+
+def _cmd_sample_plan(args) -> int:
+    from drift.tools.sample_plan import run
+
+    return run(args)
+
+
 _CALIBRATE = """Agreement of the LLM judge with human labels: Cohen's kappa per dimension (and per intent
 with --by intent), with a 95% confidence interval and a verdict:
 untrusted < 0.6 <= workable < 0.8 <= high_stakes (undefined, with the reason, when kappa is).
@@ -270,6 +301,50 @@ def _cmd_calibrate(args) -> int:
                    strict=args.strict, gates=args.gate, as_json=args.json)
     except CalibrateError as exc:
         print(f"drift calibrate: {exc}", file=sys.stderr)
+        return 2
+
+
+_GATE = """Gate a release on a golden set: compare a candidate evaluation run with absolute floors
+(--min METRIC=VALUE) and, with --baseline, with a baseline run of the same items paired by id.
+
+RUN and --baseline are CSV or JSONL (by extension; '-' reads stdin; otherwise the first character
+decides): a column `id` (unique), one numeric column per metric, optionally `slice` (e.g. the
+category: every metric is also reported per slice). An empty cell or null means "not scored".
+Items missing on either side, or not scored, are reported (counts and a few ids), never dropped.
+
+Statistics per metric and slice: n and the candidate's mean with a Student-t 95% interval; with a
+baseline, on the items both runs scored: the effect (mean paired difference candidate - baseline,
+also in % of the paired baseline mean) with its Student-t interval, and a one-sided paired test of
+"candidate lower": the Wilcoxon signed-rank test (scipy.stats.wilcoxon, zeros dropped) or, with
+--test sign, the sign test (both p-values are in --json).
+
+Fail rules: a floor fails when the point mean is below it (the interval is shown beside it). A
+regression fails when the mean drops by more than --max-drop percent AND the paired test is
+significant at --alpha, so noise on a small golden set does not fail a build. A metric the
+candidate scored on no item fails; --require-all makes any missing item fail. Slices are reported,
+and fail their metric only with --gate-slices."""
+
+_GATE_EPILOG = """Exit codes: 0 every metric passes; 1 a metric fails (floor, regression, no scored items,
+--require-all, --gate-slices); 2 bad input (a one-line message names the file, line and
+column/field: missing file or id column, duplicate id, non-numeric value, an unknown metric in
+--min or a malformed --min).
+
+Example (a CI step; the Markdown summary goes to the GitHub job page):
+  drift gate data/mtbench/mistral-orpo-capybara.csv --baseline data/mtbench/mistral-orpo-trl.csv \\
+      --max-drop 5 --min turn1=6 --min turn2=6 --junit gate.xml --markdown "$GITHUB_STEP_SUMMARY\""""
+
+
+def _cmd_gate(args) -> int:
+    from drift.tools.gate import GateError, run
+
+    try:
+        return run(args.run, baseline=args.baseline, floors=args.min or (), max_drop=args.max_drop, alpha=args.alpha,
+                   test=args.test, confidence=args.confidence,
+                   metrics=[m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None,
+                   require_all=args.require_all, gate_slices=args.gate_slices, as_json=args.json, junit=args.junit,
+                   markdown=args.markdown)
+    except GateError as exc:
+        print(f"drift gate: {exc}", file=sys.stderr)
         return 2
 
 
@@ -397,6 +472,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="everything as JSON")
     p.set_defaults(func=_cmd_rules)
 
+    p = sub.add_parser("sample-plan", help="judge sample rates per intent: detection delay of a 5%% drop and cost",
+                       description=_SAMPLE_PLAN, epilog=_SAMPLE_PLAN_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("requests", metavar="REQUESTS", help="events (JSONL) or a per-day summary (CSV/JSONL); '-' for stdin")
+    _common_config(p)
+    p.add_argument("--judge-cost", type=float, required=True, metavar="USD", help="judge cost per evaluated request")
+    p.add_argument("--budget", type=float, metavar="USD", help="monthly judge budget (default: none, the target at least cost)")
+    p.add_argument("--target-days", type=float, default=7.0, metavar="D", help="detection delay to reach (default 7)")
+    p.add_argument("--drop", type=float, default=0.05, help="relative quality drop to detect (default 0.05)")
+    p.add_argument("--min-rate", type=float, default=0.01, help="floor of every intent's rate (default 0.01)")
+    p.add_argument("--max-rate", type=float, default=1.0, help="cap of every intent's rate (default 1)")
+    p.add_argument("--no-spread", action="store_true", help="keep the budget left after the target is reached")
+    p.add_argument("--dimension", metavar="DIM", help="plan for this quality dimension (default: each intent's slowest)")
+    p.add_argument("--days", type=float, help="days the input covers (default: the span of its timestamps, or 1)")
+    p.add_argument("--score-mean", type=float, default=0.85, help="score mean without scores in the input (default 0.85)")
+    p.add_argument("--score-concentration", type=float, default=20.0,
+                   help="Beta concentration of the scores without scores in the input (default 20: sd 0.078)")
+    p.add_argument("--default-rate", type=float, default=0.02, help="the plan's rate for intents not in the input (0.02)")
+    p.add_argument("--salt", default="", help="the sampler's hash salt written into the plan (default none)")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON (what drift.sampling.Sampler.from_plan reads)")
+    p.set_defaults(func=_cmd_sample_plan)
+
     p = sub.add_parser("calibrate", help="agreement of the LLM judge with human labels (Cohen's kappa)",
                        description=_CALIBRATE, epilog=_CALIBRATE_EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -424,6 +521,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-boot", type=int, default=2000, metavar="N", help="bootstrap resamples (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.set_defaults(func=_cmd_calibrate)
+
+    p = sub.add_parser("gate", help="gate a release on a golden set: floors and a paired regression test vs a baseline",
+                       description=_GATE, epilog=_GATE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", metavar="RUN", help="the candidate's per-item scores, CSV or JSONL ('-' for stdin)")
+    p.add_argument("--baseline", metavar="RUN", help="the baseline's per-item scores on the same items (paired by id)")
+    p.add_argument("--min", action="append", metavar="METRIC=VALUE",
+                   help="floor: fail when METRIC's mean is below VALUE (repeatable)")
+    p.add_argument("--max-drop", type=float, metavar="PCT",
+                   help="regression: fail when the mean drops by more than PCT percent of the baseline's and the "
+                        "paired test is significant (needs --baseline; default 0: any significant drop)")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level of the paired test (default 0.05)")
+    p.add_argument("--test", choices=["wilcoxon", "sign"], default="wilcoxon",
+                   help="the one-sided paired test that decides (default wilcoxon: signed-rank)")
+    p.add_argument("--confidence", type=float, default=0.95, help="level of the Student-t intervals (default 0.95)")
+    p.add_argument("--metrics", metavar="M1,M2,…", help="only these columns are metrics (others are ignored)")
+    p.add_argument("--require-all", action="store_true",
+                   help="fail a metric when any item is missing or not scored on either side")
+    p.add_argument("--gate-slices", action="store_true", help="a failing slice fails its metric")
+    p.add_argument("--json", action="store_true",
+                   help="print the report as JSON: an object keyed by metric (verdict, mean, baseline_mean, effect, "
+                        "p_value, n, ci_low, ci_high, floor, reasons, missing, slices …)")
+    p.add_argument("--junit", metavar="FILE", help="write JUnit XML (testsuite 'drift gate', a testcase per metric "
+                                                   "and metric/slice); '-' for stdout")
+    p.add_argument("--markdown", metavar="FILE", help="append a Markdown summary with ✅/❌ (e.g. \"$GITHUB_STEP_SUMMARY\"); "
+                                                      "'-' for stdout")
+    p.set_defaults(func=_cmd_gate)
 
     sub.add_parser("golden", help="golden sets of queries: `drift golden build QUERIES… --out DIR`",
                    add_help=False)
