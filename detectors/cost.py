@@ -38,9 +38,12 @@ moved for the model the two weeks share (at an unchanged price, that is tokens p
 >>> cost = 0.004 * bloat * np.exp(0.6 * rng.standard_normal(t.size))
 >>> quality = rng.beta(17, 3, t.size)
 >>> x = np.column_stack([cost, quality, np.zeros(t.size)])
->>> f = CostRatio().update_many(np.zeros(t.size, np.int64), t, x)
+>>> f = CostRatio(short_windows=()).update_many(np.zeros(t.size, np.int64), t, x)   # whole weeks only
 >>> [(a.status, int(a.at // day), round(a.value, 2)) for a in f]
 [('firing', 26, 1.35)]
+>>> f = CostRatio().update_many(np.zeros(t.size, np.int64), t, x)       # and the last day
+>>> [(a.status, int(a.at // day), round(a.value, 2), a.extra["window_days"]) for a in f]
+[('firing', 22, 1.42, 1.0)]
 """
 
 from __future__ import annotations
@@ -108,7 +111,7 @@ class CostRatio(BucketedDetector):
     models : int
         Model slots kept per series (the last one pools the rest).
     short_windows : tuple of float
-        Recent parts of the window (e.g. ``(86400.0,)``: the last day) also held to the baseline
+        Recent parts of the window (default ``(86400.0,)``: the last day) also held to the baseline
         week on their own, with the same minimum effect; the budget is split over the tests.
         Faster on a step change at high volume; a single day also carries its weekday's mix.
     for_buckets, resolve_after, resolve_ratio
@@ -123,7 +126,7 @@ class CostRatio(BucketedDetector):
 
     def __init__(self, threshold: float = 0.30, bucket: float = 86400.0, window: float = 7 * 86400.0,
                  baseline: float = 7 * 86400.0, alpha: float | None = None, false_alarm_rate: float = 1e-4,
-                 min_n: int = 50, models: int = 4, short_windows: tuple = (), for_buckets: int = 1,
+                 min_n: int = 50, models: int = 4, short_windows: tuple = (86400.0,), for_buckets: int = 1,
                  resolve_after: int = 2,
                  resolve_ratio: float = 0.5, lateness: float = 600.0):
         check_positive("threshold", threshold)

@@ -65,7 +65,7 @@ def test_log_ratio_var_matches_numpy_covariance():
 
 def test_a_context_bloat_fires_with_the_reference_ratio_and_p_value():
     s, t, x = _stream(seed=3)
-    det = CostRatio()
+    det = CostRatio(short_windows=())  # whole weeks only; the last day is checked below
     f = det.update_many(s, t, x)
     assert [a.status for a in f] == ["firing"]
     a = f[0]
@@ -81,6 +81,18 @@ def test_a_context_bloat_fires_with_the_reference_ratio_and_p_value():
     assert e["cost_per_request_ratio"] == pytest.approx(a.value, rel=0.05)
     assert abs(e["quality_ratio"] - 1) < 0.02 and e["model_window"] == e["model_reference"] == 0
     assert e["same_model_cost_per_request_ratio"] > 1.2
+    # with the default short window, the last day against the baseline week fires first
+    det = CostRatio()
+    g = det.update_many(s, t, x)
+    assert [a.status for a in g] == ["firing"] and 21 * DAY < g[0].at < a.at and g[0].extra["window_days"] == 1
+    day = (t >= g[0].at - DAY) & (t < g[0].at)
+    ref = (t >= g[0].at - 14 * DAY) & (t < g[0].at - 7 * DAY)
+    r1, r0 = x[day, 0].sum() / x[day, 1].sum(), x[ref, 0].sum() / x[ref, 1].sum()
+    assert g[0].value == pytest.approx(r1 / r0, rel=1e-12)
+    v = [(np.cov(x[m, 0], x[m, 1]), x[m, 0].mean(), x[m, 1].mean(), m.sum()) for m in (day, ref)]
+    se = np.sqrt(sum((S[0, 0] / c ** 2 + S[1, 1] / q ** 2 - 2 * S[0, 1] / (c * q)) / n for S, c, q, n in v))
+    assert g[0].p_value == pytest.approx(stats.norm.sf(np.log(r1 / r0) / se), rel=1e-6)
+    assert det.z == pytest.approx(stats.norm.isf(1e-4 / 365.25 / 2), rel=1e-9)
 
 
 def test_a_rise_below_the_minimum_effect_is_not_reported():
@@ -88,7 +100,7 @@ def test_a_rise_below_the_minimum_effect_is_not_reported():
     s, t, x = _stream(seed=4, per_day=2000, cost_factor=1.035, quality_factor=0.9)
     assert CostRatio().update_many(s, t, x) == []
     # the same rise with a lower bar is seen: the silence above is the minimum effect, not blindness
-    f = CostRatio(threshold=0.10).update_many(s, t, x)
+    f = CostRatio(threshold=0.10, short_windows=()).update_many(s, t, x)
     assert [a.status for a in f] == ["firing"] and 1.1 <= f[0].value < 1.3
 
 
