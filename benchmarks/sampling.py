@@ -17,7 +17,9 @@
   ``starts_at`` of the first ``quality_drop`` alert of that series at or after it (the end of the
   hour whose evaluation fired), ``HORIZON`` days to detect (never, beyond). Firing alerts before
   the change are counted as false.
-* Median over the seeds against the prediction: ``|measured / predicted - 1| <= 25 %``.
+* Median over the seeds (a seed not detected within ``HORIZON`` days counts as never, +inf, so a
+  median exists only where more than half were detected) against the prediction (the median of the
+  model's delay distribution, never included): ``|measured / predicted - 1| <= 25 %``.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ APP, INTENT, DIM = "support-bot", "billing", "relevance"
 DROP = 0.05
 CHANGE_DAYS = (16.0, 23.0)  # the change: uniform in this range of days from the start
 HORIZON = 30  # days after the change to detect
-RATES = (0.08, 0.12, 0.25, 0.5)
+RATES = (0.05, 0.1, 0.2, 0.5)
 SEEDS = 40
 TOLERANCE = 0.25
 
@@ -161,7 +163,7 @@ def compare(rates=RATES, n_seeds: int = SEEDS, horizon: int = HORIZON) -> dict:
 
 
 def run(quick: bool = False) -> dict:
-    res = compare((0.25,), 20, 10) if quick else compare()
+    res = compare((0.2,), 20, 10) if quick else compare()
     lines = [f"Sampling (drift sample-plan): predicted vs measured median delay of a {100 * DROP:g}% relevance drop, "
              f"{APP}/{INTENT}, volume 1, real engine",
              f"{'rate':>6} {'evals/d':>8} {'predicted':>10} {'measured':>10} {'q25-q75':>14} {'ratio':>6} "

@@ -641,8 +641,18 @@ class MeanCusum(_Cusum):
             ess = nn[:, None] * m[:, :-1] ** 2 / m[:, 1:]  # (G, J - 1)
         good = ess >= MIN_ESS
         grid = np.arange(len(LAMBDAS) - 1)
-        usable = good[:, None, :] & (grid[None, None, :] <= j_want[:, :, None])  # (G, K, J - 1)
-        j = np.where(usable.any(axis=2), (len(grid) - 1) - np.argmax(usable[:, :, ::-1], axis=2), 0)
+        # of the tilts whose moment is well estimated, the one with the largest expected increment
+        # under the design drop delta (a location shift): lambda delta - (lambda mu + log m(lambda)),
+        # m at its upper bound. For Gaussian scores that is the grid value nearest delta / sigma^2
+        # (``want``); for skewed ones (a mean near 1 with a long low tail) the reference's low tail
+        # makes steep tilts costly, and the Gaussian choice can even drift the wrong way
+        with np.errstate(divide="ignore", invalid="ignore"):
+            d0 = lam[None, :-1] * mu[:, None] + np.log(np.maximum(mu_ucb, 1e-300))  # (G, J - 1)
+        delta = np.asarray(self.alternatives)[None, :] * self.threshold * mu[:, None]  # (G, K)
+        gain = lam[None, None, :-1] * delta[:, :, None] - d0[:, None, :]  # (G, K, J - 1)
+        usable = good[:, None, :] & (grid[None, None, :] <= j_want[:, :, None] + 1)  # at most one step steeper
+        score = np.where(usable, gain, -np.inf)
+        j = np.argmax(score, axis=2)
         on = ok[:, None] & usable.any(axis=2)
         self.lam[series] = np.where(on, lam[j], 0.0)
         with np.errstate(divide="ignore"):

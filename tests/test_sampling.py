@@ -233,18 +233,21 @@ def test_sample_plan_help_has_an_example():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the model underestimates the engine's median on the simulator's traffic: "
-                   "rate 0.12 measured 5.9 d vs 3.8 d predicted over seeds 0-19 (rate 0.5: 0.93 vs 0.77); on pure "
-                   "Beta streams it is within 5 %; suspected: the simulator's per-day mean wiggle, not modelled")
 def test_predicted_delay_matches_the_engines_median_over_20_seeds():
-    """The plan's prediction for support-bot/billing at a forced rate against the median delay of
-    the real engine over 20 seeds of simulated traffic sampled at that rate (benchmarks/sampling.py)."""
+    """The plan's prediction for support-bot/billing at each forced rate of the benchmark (predicted
+    delays of about 0.6 to 7 days) against the median delay of the real engine over 20 seeds of
+    simulated traffic sampled at that rate by the real Sampler (benchmarks/sampling.py); a seed
+    not detected within the horizon counts as never in the median."""
     if str(ROOT) not in sys.path:  # benchmarks/ is not installed
         sys.path.insert(0, str(ROOT))
-    from benchmarks.sampling import TOLERANCE, compare
+    from benchmarks.sampling import RATES, TOLERANCE, compare
 
-    res = compare((0.12, 0.5), n_seeds=20, horizon=15)
+    res = compare(RATES, n_seeds=20, horizon=20)
+    assert len(res["rows"]) >= 3
     for row in res["rows"]:
+        assert row["seeds"] >= 20, row
         assert row["predicted_days"] is not None and row["measured_median_days"] is not None, row
         assert abs(row["measured_median_days"] / row["predicted_days"] - 1) <= TOLERANCE, row
         assert row["false_alerts"] == 0, row
+    pred = [row["predicted_days"] for row in res["rows"]]
+    assert min(pred) < 1.0 and max(pred) > 5.0  # the rates span fast and slow detection

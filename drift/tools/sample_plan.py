@@ -28,22 +28,36 @@ judge scores ``E`` requests a day (sampled + forced) the model follows its desig
 with the rule's configured parameters:
 
 * reference: ``n = E * baseline`` events (14 days); the rule cannot run below ``min_ref_n`` (300),
-  nor when no tilt has an effective sample size of 100;
-* tilt ``lambda`` on the factor-2 grid nearest ``threshold * mu / sigma^2`` (and twice that for
-  the 2x alternative), the moment ``m = E[e^(-lambda X)]`` of the score distribution (from the
-  data, hour-of-day cycle taken out as the rule does, or the Beta) at its upper bound
-  ``m + z sd / sqrt(n)``;
+  nor when no tilt has an effective sample size of 100; the reference's count is Poisson around
+  ``n``, and where it falls below ``min_ref_n`` the rule is off (counted as never: the share
+  ``P(Poisson(n) < min_ref_n)``, which matters just above ``min_ref_n / 14`` a day);
+* tilt ``lambda`` as ``MeanCusum._design`` picks it (:func:`_tilt`): of the grid tilts whose
+  moment has an effective sample size of at least 100 and which are at most one grid step
+  steeper than the Gaussian ``alt * threshold * mu / sigma^2``, the one with the largest
+  expected increment under the design drop ``delta = alt * threshold * mu``:
+  ``lambda delta - (lambda mu + log m_ucb)``, for each alternative (1x and 2x); the moment
+  ``m = E[e^(-lambda X)]`` of the score distribution (from the data, hour-of-day cycle taken
+  out as the rule does, or the Beta) at its upper bound ``m + z sd / sqrt(n)``;
 * increments ``g = -lambda x - log m_ucb``: drift ``D = lambda mu + log m_ucb`` under the
   reference, ``lambda * drop * mu - D`` per event after a drop by ``drop``; threshold
   ``h_k = log(E * 365.25 / r) - log w_k + log D`` (:func:`detectors.sequential.cusum_threshold`);
 * events to the alarm: Siegmund's mean for a CUSUM (``b = h - S0 + 0.583 sd(g)``, ``S0`` the
   pre-change statistic's stationary mean) with an inverse-Gaussian spread, the reference's own
-  estimation noise on ``m`` (``sd / (m sqrt(n))`` on the drift per event), and a change at any
-  time of day; events become time through the hour-of-day traffic profile (from the input's
-  timestamps, else flat) and the alarm is stamped at the end of the hour that fired.
+  estimation noise on ``m`` (``sd / (m sqrt(n))`` on the drift per event) and the day-to-day
+  variation of the mean (sd ``tau``, the between-day variance of the input's daily means beyond
+  their sampling noise when it spans 2 days or more, else :data:`DEFAULT_DAY_SD`): ``lambda tau``
+  on the drift per event, averaged over the reference's 14 days and over the days to the alarm
+  (at least one: a day's shift is common to its events), both a per-series shift of the drift
+  (quadrature), and a change at any time of day; events become time through the hour-of-day
+  (a week of input: hour-of-week) traffic profile (from the input's timestamps, else flat) and
+  the alarm is stamped at the end of the hour that fired (the rule evaluates hourly).
 
-The plan reports the median of that distribution. ``benchmarks/sampling.py`` checks it against the
-real engine on simulated traffic.
+The plan reports the median of that distribution, the chance of never detecting included (a
+median only where the alarm comes with probability above one half). ``benchmarks/sampling.py``
+checks it against the real engine on simulated traffic. Not modelled: the reference taking in
+changed scores after ``guard`` (2 days) while the statistic is below the rule's freeze level,
+which slows detection further only just above the rule's minimum volume (about 22 scores a day,
+delays past ~10 days).
 
 Allocation
 ----------
@@ -85,6 +99,9 @@ RATE_STEP = 1e-4  # rates are multiples of this
 _QUANT = 21  # quadrature points of the reference's estimation noise
 _CHANGE_TIMES = 24  # change times over the day
 _MAX_DAYS = 400.0  # a delay beyond this counts as never
+# day-to-day sd of a score's daily mean (absolute, scores on [0, 1]) when the input cannot tell
+# (a summary, or scores from less than 2 days): 0.003, the simulator's +-0.005 uniform per-day shift
+DEFAULT_DAY_SD = 0.003
 
 
 class PlanError(Exception):
@@ -136,6 +153,7 @@ class ScoreModel:
     m: tuple[float, ...]
     n: int = 0  # scores it was estimated from (0: a model)
     source: str = "beta"
+    day_sd: float = 0.0  # sd of the daily mean around the reference mean beyond sampling noise
 
     @classmethod
     def beta(cls, mean: float = 0.85, concentration: float = 20.0) -> ScoreModel:
@@ -151,7 +169,7 @@ class ScoreModel:
         mu = float(w @ x)
         var = float(w @ (x - mu) ** 2)
         m = tuple(float(w @ np.exp(-lam * x)) for lam in LAMBDAS)
-        return cls(mu, var, m, 0, f"Beta(mean {mean:g}, concentration {concentration:g})")
+        return cls(mu, var, m, 0, f"Beta(mean {mean:g}, concentration {concentration:g})", DEFAULT_DAY_SD)
 
     @classmethod
     def from_scores(cls, x: np.ndarray, t: np.ndarray | None = None) -> ScoreModel:
@@ -163,7 +181,29 @@ class ScoreModel:
         mu = float(x.mean())
         var = float(x.var(ddof=1)) if x.size > 1 else 0.0
         m = tuple(float(np.exp(-lam * x).mean()) for lam in LAMBDAS)
-        return cls(mu, max(var, 1e-6), m, int(x.size), f"{x.size:,} scores")
+        day_sd = _day_sd(x, None if t is None else np.asarray(t, dtype=np.float64))
+        return cls(mu, max(var, 1e-6), m, int(x.size), f"{x.size:,} scores", DEFAULT_DAY_SD if day_sd is None else day_sd)
+
+
+def _day_sd(x: np.ndarray, t: np.ndarray | None) -> float | None:
+    """The sd of the UTC-daily means of ``x`` beyond their sampling noise (the between-day
+    variance of the means less the mean of ``s^2 / n_d``, at least 0), from the days with at
+    least 2 scores; None with fewer than 2 such days (or no times)."""
+    if t is None or x.size < 4:
+        return None
+    day = np.floor(t / DAY).astype(np.int64)
+    _, k = np.unique(day, return_inverse=True)
+    n_d = np.bincount(k).astype(np.float64)
+    s_d = np.bincount(k, weights=x)
+    q_d = np.bincount(k, weights=x * x)
+    ok = n_d >= 2
+    if ok.sum() < 2:
+        return None
+    n_d, s_d, q_d = n_d[ok], s_d[ok], q_d[ok]
+    m_d = s_d / n_d
+    within = float((q_d - s_d * m_d).sum()) / float((n_d - 1).sum())  # pooled within-day variance
+    between = float(m_d.var(ddof=1))
+    return math.sqrt(max(between - within * float(np.mean(1.0 / n_d)), 0.0))
 
 
 def _hour_offsets(x: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -231,6 +271,29 @@ def _ig_cdf(k: np.ndarray, mean: np.ndarray, shape: np.ndarray) -> np.ndarray:
     return np.clip(a + b, 0.0, 1.0)
 
 
+def _tilt(m: np.ndarray, mu: float, var: float, n: float, alt: float, rule: RuleModel) -> int | None:
+    """The grid index of the tilt ``MeanCusum._design`` takes for design drop ``alt * threshold``
+    from a reference of ``n`` scores with mean ``mu``, variance ``var`` and moments ``m``: of the
+    tilts whose moment is well estimated (effective sample size ``n m_j^2 / m_(j+1)`` at least
+    ``MIN_ESS``) and at most one grid step steeper than the Gaussian ``delta / sigma^2``, the one
+    with the largest expected increment under the drop, ``lambda delta - (lambda mu + log m_ucb)``;
+    None when no tilt qualifies (the CUSUM is off)."""
+    lam = np.asarray(LAMBDAS)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ess = n * m[:-1] ** 2 / m[1:]
+    good = ess >= MIN_ESS
+    want = alt * rule.threshold * mu / var
+    j_want = int(np.clip(np.rint(np.log2(max(want, 1e-12)) + 1), 0, len(LAMBDAS) - 2))
+    usable = good & (np.arange(len(LAMBDAS) - 1) <= j_want + 1)
+    if not usable.any():
+        return None
+    sd = np.sqrt(np.maximum(m[1:] - m[:-1] ** 2, 0.0))
+    m_ucb = m[:-1] + rule.z * sd / math.sqrt(max(n, 2.0))
+    with np.errstate(divide="ignore"):
+        gain = lam[:-1] * alt * rule.threshold * mu - (lam[:-1] * mu + np.log(np.maximum(m_ucb, 1e-300)))
+    return int(np.argmax(np.where(usable, gain, -np.inf)))
+
+
 def predict_delay(events_per_day: float, scores: ScoreModel | None = None, rule: RuleModel | None = None,
                   drop: float = 0.05, profile: np.ndarray | None = None) -> Prediction:
     """Median delay (days) from a drop of the mean by ``drop`` (relative) to the ``quality_drop``
@@ -238,7 +301,7 @@ def predict_delay(events_per_day: float, scores: ScoreModel | None = None, rule:
 
     >>> p = predict_delay(100, ScoreModel.beta(0.85, 20))
     >>> p.can_run, round(p.delay_days, 1), p.lam
-    (True, 2.3, 8.0)
+    (True, 1.6, 4.0)
     >>> predict_delay(20, ScoreModel.beta(0.85, 20)).reason
     'the rule cannot run: 280 scores in its 14-day reference, it needs 300'
     """
@@ -254,18 +317,13 @@ def predict_delay(events_per_day: float, scores: ScoreModel | None = None, rule:
                                               f"reference, it needs {rule.min_ref_n}")
     m = np.asarray(scores.m)
     mu, var = scores.mean, scores.var
-    ess = n * m[:-1] ** 2 / np.maximum(m[1:], 1e-300)
-    good = ess >= MIN_ESS
     z_q = stats.norm.ppf((np.arange(_QUANT) + 0.5) / _QUANT)  # the reference's noise, in its sd
     alts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (drift > 0, mean, shape) per noise point
     info: tuple[float, float, float] | None = None
     for alt, w in zip(rule.alternatives, rule.weights):
-        want = alt * rule.threshold * mu / var  # the tilt MeanCusum._design aims at
-        j_want = int(np.clip(np.rint(np.log2(max(want, 1e-12)) + 1), 0, len(LAMBDAS) - 2))
-        usable = [j for j in range(j_want + 1) if good[j]]
-        if not usable:
+        j = _tilt(m, mu, var, n, alt, rule)
+        if j is None:
             continue
-        j = usable[-1]
         lam = LAMBDAS[j]
         sd_m = math.sqrt(max(m[j + 1] - m[j] ** 2, 0.0))
         m_ucb = m[j] + rule.z * sd_m / math.sqrt(n)
@@ -275,6 +333,13 @@ def predict_delay(events_per_day: float, scores: ScoreModel | None = None, rule:
         mu1 = lam * drop * mu - d0  # drift per event after the drop
         v = lam * lam * var * (1 - drop) ** 2
         s_ref = sd_m / (m[j] * math.sqrt(n))  # sd of log m-hat: shifts the drift per event
+        # day-to-day variation of the mean by tau: the reference averages days_ref days of it (a
+        # fixed shift of the series), the post-change stretch the days until the alarm (the
+        # nominal delay, at least one day: a day's shift is common to all its events); each moves
+        # the drift per event by lambda times the shift
+        nominal = (h / mu1 / e) if mu1 > 0 else days_ref
+        tau = lam * scores.day_sd
+        s_ref = math.sqrt(s_ref ** 2 + tau ** 2 * (1.0 / days_ref + 1.0 / max(nominal, 1.0)))
         s0 = v / (2 * max(d0, 1e-9))  # the pre-change statistic's stationary mean
         b = max(h + 0.583 * math.sqrt(v) - s0, 1.0)
         drifts = mu1 + z_q * s_ref
@@ -292,6 +357,9 @@ def predict_delay(events_per_day: float, scores: ScoreModel | None = None, rule:
     if not alts:
         return Prediction(e, math.inf, True, "never: the reference's upper bound takes up the drop's drift per event",
                           lam, mu1, h)
+    # the reference's count is Poisson around n: where it is below min_ref_n at the change the
+    # rule is off (and the reference takes in the changed scores), counted as never
+    p_ok = float(stats.poisson.sf(rule.min_ref_n - 1, n))
     hours, cum = _cum_profile(profile)
     bucket_h = rule.bucket / 3600.0
     period = 24.0 if profile is None else float(len(profile))
@@ -306,7 +374,7 @@ def predict_delay(events_per_day: float, scores: ScoreModel | None = None, rule:
         for pos, mean, shape in alts:  # the alternatives' CUSUMs: comonotone, the first one alarms
             f = _ig_cdf(k[None, :], mean[:, None], shape[:, None])
             best = np.maximum(best, np.where(pos[:, None], f, 0.0))
-        return float(best.mean())
+        return p_ok * float(best.mean())
 
     if p_by(_MAX_DAYS) < 0.5:
         why = ("never: the reference's upper bound takes up the drop's drift per event" if mu1 <= 0
