@@ -194,6 +194,19 @@ def test_six_percent_quality_drop_at_100_a_day():
     assert np.median(delays) <= 3 * 24, delays
 
 
+def test_a_drop_on_a_skewed_high_mean_score_is_caught_fast():
+    # a score near the top of its scale (mean 0.92, Beta with concentration 20) has a long low
+    # tail: the Gaussian-optimal tilt (delta / sigma^2, here 16) pays so much for that tail that its
+    # increments barely rise after a 5 % drop (median 2.7 days and misses at 200 a day); the tilt
+    # with the largest expected increment (8) catches it within a day
+    m1 = 0.92 * 0.95
+    det = MeanCusum(threshold=0.05)
+    delays, _ = _delays(det, 200, 26, lambda r, a: np.where(a, r.beta(m1 * 20, (1 - m1) * 20, a.size),
+                                                            r.beta(0.92 * 20, 0.08 * 20, a.size)))
+    assert np.median(delays) <= 24, delays
+    assert (det.lam[:, 0] < 16).all()
+
+
 def test_a_change_below_the_minimum_effect_is_not_reported_as_one():
     # an alert needs evidence *and* effect: a CUSUM accumulates evidence for any change beyond
     # about half its design alternative, so at high volume a lasting 1.3x rise (ratio 2) or a
