@@ -45,6 +45,7 @@ class ReplayReport:
     last_t: float | None = None
     judge: dict = dataclasses.field(default_factory=dict)  # the judge join's counts (engine counts "judge.*")
     escalations: list = dataclasses.field(default_factory=list)  # (t, app, intent, trace_id)
+    cost: dict = dataclasses.field(default_factory=dict)  # the cost rules' request records (engine counts "cost.*")
 
     @property
     def n_events(self) -> int:
@@ -70,6 +71,15 @@ class ReplayReport:
             lines.insert(-1, f"judge join        labels joined {j.get('labels.joined', 0):,} (never joined "
                              f"{j.get('labels.unjoined', 0):,}, waiting {j.get('waiting', 0):,}), thumbs-downs joined "
                              f"{j.get('feedback.joined', 0):,}; escalated traces {len(self.escalations):,}")
+        if self.cost:
+            c = self.cost
+            skipped = [f"{what} {c[key]:,}" for key, what in (("no_trace_id", "without trace_id"),
+                                                             ("no_cost", "without cost_usd"),
+                                                             ("no_quality", "without a quality score"),
+                                                             ("late", "late events"), ("evicted", "evicted"))
+                       if c.get(key)]
+            lines.insert(-1, f"cost requests     {c.get('requests', 0):,} (waiting {c.get('waiting', 0):,}"
+                             + ("; not counted: " + ", ".join(skipped) if skipped else "") + ")")
         return "\n".join(lines)
 
 
@@ -139,6 +149,9 @@ def replay(paths: Iterable[str], settings: Settings, *, chunk: int = 20_000, chu
         if engine.judge is not None:
             report.judge = {k[6:]: v for k, v in engine.counts.items() if k.startswith("judge.")}
             report.judge["waiting"] = engine.judge.n_rights + len(engine.judge.pending)
+        if engine.cost is not None:
+            report.cost = {k[5:]: v for k, v in engine.counts.items() if k.startswith("cost.")}
+            report.cost["waiting"] = len(engine.cost.open)
         buf.clear()
         where.clear()
         report.seconds = time.perf_counter() - started
