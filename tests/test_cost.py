@@ -260,3 +260,24 @@ def test_cost_rule_in_the_engine_uses_one_cost_per_trace():
     assert per_point["a"] == pytest.approx(per_point["b"], rel=0.05)
     assert eng.cost is not None
     assert eng.counts["cost.requests"] + len(eng.cost.open) == 2 * 21 * 80
+
+
+def test_trace_cost_folds_runs_exactly_as_event_by_event():
+    rng = np.random.default_rng(11)
+    k = 3000
+    dims = rng.integers(1, 10, k)  # runs of 1 to 9 events (8 and 9 go event by event)
+    tid = np.repeat(np.array([f"t{i % 2500}" for i in range(k)], object), dims)  # some ids recur
+    n = tid.size
+    t = np.repeat(np.sort(rng.uniform(0, 3 * DAY, k)), dims) + rng.uniform(0, 900, n)  # some spans > lateness
+    fam = np.repeat(rng.integers(0, 2, k), dims).astype(np.int64)
+    cost = np.where(rng.random(n) < 0.1, np.nan, rng.lognormal(-5, 0.6, n))
+    q = np.where(rng.random(n) < 0.3, np.nan, rng.random(n))
+    model = np.where(rng.random(n) < 0.1, None, np.array(["a", "b"], object)[rng.integers(0, 2, n)])
+    folded, one_by_one = TraceCost(600.0), TraceCost(600.0)
+    folded.offer(fam, t, tid, cost, q, model)
+    late = one_by_one.clock.observe(fam, t)
+    keep = ~late
+    one_by_one._fold_events(tid[keep], fam[keep], t[keep], cost[keep], q[keep], model[keep])
+    assert list(folded.open) == list(one_by_one.open) and len(folded._ready) == len(one_by_one._ready) > 0
+    for a, b in zip(list(folded.open.values()) + folded._ready, list(one_by_one.open.values()) + one_by_one._ready):
+        np.testing.assert_array_equal(np.array(a, float), np.array(b, float))  # bit for bit, NaN where NaN

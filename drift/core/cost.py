@@ -91,12 +91,61 @@ class TraceCost:
         keep = np.flatnonzero(has & ~late)
         if keep.size == 0:
             return
+        tids, fam, t, cost, quality = tids[keep], fam[keep], t[keep], cost[keep], quality[keep]
+        models = np.asarray(model, dtype=object)[keep]
+        # runs of consecutive events of one trace (a request's dimensions usually arrive together)
+        # are folded at once: the same record as event by event (see _fold_events) when the run
+        # opens its record, spans at most the lateness and has at most 7 events; other runs go
+        # event by event
+        n = tids.size
+        brk = np.ones(n, bool)
+        if n > 1:
+            brk[1:] = (tids[1:] != tids[:-1]) | (fam[1:] != fam[:-1])
+        starts = np.flatnonzero(brk)
+        ends = np.r_[starts[1:], n]
+        t_max = np.maximum.reduceat(t, starts)
+        t_min = np.minimum.reduceat(t, starts)
+        isq = quality == quality
+        # the sum of each run left to right, as the loop adds (np.add.reduceat may pair terms):
+        # column j holds each run's j-th value (0.0 past its end: adding 0.0 changes nothing)
+        length = ends - starts
+        q_sum = np.zeros(starts.size)
+        qv = np.where(isq, quality, 0.0)
+        for j in range(min(int(length.max()), 7)):
+            on = length > j
+            q_sum[on] = q_sum[on] + qv[starts[on] + j]
+        q_n = np.add.reduceat(isq.astype(np.int64), starts)
+        big = np.iinfo(np.int64).max
+        pos = np.arange(n)
+        c_at = np.minimum.reduceat(np.where(cost == cost, pos, big), starts)
+        m_at = np.minimum.reduceat(np.where(np.not_equal(models, None), pos, big), starts)  # type: ignore[call-overload]
         lat = self.lateness
         opened = self.open
         code_of = self.model_code
-        models = np.asarray(model, dtype=object)
-        for tid, f, tt, c, q, m in zip(tids[keep].tolist(), fam[keep].tolist(), t[keep].tolist(),
-                                          cost[keep].tolist(), quality[keep].tolist(), models[keep].tolist()):
+        simple = (length <= 7) & (t_max - t_min <= lat)
+        for r, (a, b, tid, f) in enumerate(zip(starts.tolist(), ends.tolist(), tids[starts].tolist(),
+                                               fam[starts].tolist())):
+            rec = opened.get(tid)
+            if not simple[r] or (rec is not None and t[a] <= rec[_T] + lat and rec[_F] == f):
+                self._fold_events(tids[a:b], fam[a:b], t[a:b], cost[a:b], quality[a:b], models[a:b])
+                continue
+            if rec is not None:  # its record is closed: a new request record starts
+                self._ready.append(opened.pop(tid))
+            ca, ma = int(c_at[r]), int(m_at[r])
+            opened[tid] = [f, float(t_max[r]), float(cost[ca]) if ca != big else np.nan, float(q_sum[r]),
+                           int(q_n[r]), code_of(models[ma]) if ma != big else -1]
+        if len(opened) > self.max_open:  # a bound on memory: the oldest records go out first
+            for tid in sorted(opened, key=lambda k: opened[k][_T])[: len(opened) - self.max_open]:
+                self._ready.append(opened.pop(tid))
+                self.counts["cost.evicted"] += 1
+
+    def _fold_events(self, tids, fam, t, cost, quality, models) -> None:
+        """Fold events into the open records one at a time (the definition)."""
+        lat = self.lateness
+        opened = self.open
+        code_of = self.model_code
+        for tid, f, tt, c, q, m in zip(tids.tolist(), fam.tolist(), t.tolist(), cost.tolist(), quality.tolist(),
+                                       models.tolist()):
             rec = opened.get(tid)
             if rec is not None and (tt > rec[_T] + lat or rec[_F] != f):
                 self._ready.append(opened.pop(tid))
@@ -112,10 +161,6 @@ class TraceCost:
                 rec[_QN] += 1
             if rec[_M] < 0 and m is not None:
                 rec[_M] = code_of(m)
-        if len(opened) > self.max_open:  # a bound on memory: the oldest records go out first
-            for tid in sorted(opened, key=lambda k: opened[k][_T])[: len(opened) - self.max_open]:
-                self._ready.append(opened.pop(tid))
-                self.counts["cost.evicted"] += 1
 
     def release(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Records whose family clock passed them: ``(families, times, x)`` in time order, ``x``
