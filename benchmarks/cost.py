@@ -122,15 +122,17 @@ def run(quick: bool = False) -> dict:
     seeds = 4 if quick else 20
     rows = [_cell(v, f, seeds) for v in volumes for f in (1.4, 2.0)]
     stable = [_stable(10, 40 if quick else 400), _stable(1000, 2 if quick else 20)]
+    lines = ["cost_per_quality_rise against the information limit (median days from the change; "
+             f"{seeds} series a cell)"]
     for r in rows:
-        print(f"  {r['per_day']:>6}/day x{r['factor']}: ours {r['ours_median_days']} d "
-              f"(missed {r['ours_missed']}/{r['seeds']}), whole weeks only {r['week_only_median_days']} d "
-              f"(missed {r['week_only_missed']}), oracle {r['oracle_median_days']} d, "
-              f"oracle at the daily close {r['oracle_daily_median_days']} d, ratio {r['ratio_to_oracle_daily']}")
+        lines.append(f"  {r['per_day']:>6}/day x{r['factor']}: ours {r['ours_median_days']} d "
+                     f"(missed {r['ours_missed']}/{r['seeds']}), whole weeks only {r['week_only_median_days']} d "
+                     f"(missed {r['week_only_missed']}), oracle {r['oracle_median_days']} d, "
+                     f"oracle at the daily close {r['oracle_daily_median_days']} d, ratio {r['ratio_to_oracle_daily']}")
     for r in stable:
-        print(f"  stable {r['per_day']}/day: {r['false_alerts']} false alerts in {r['series_years']} series-years "
-              f"({r['false_alerts_week_only']} with whole weeks only)")
-    return {"name": "cost", "quick": quick, "rows": rows, "stable": stable,
+        lines.append(f"  stable {r['per_day']}/day: {r['false_alerts']} false alerts in {r['series_years']} "
+                     f"series-years ({r['false_alerts_week_only']} with whole weeks only)")
+    return {"name": "cost", "quick": quick, "rows": rows, "stable": stable, "table": "\n".join(lines),
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
@@ -138,4 +140,6 @@ if __name__ == "__main__":
     import json
     import sys
 
-    print(json.dumps(run("--quick" in sys.argv), indent=1))
+    res = run("--quick" in sys.argv)
+    print(res.pop("table"))
+    print(json.dumps(res, indent=1))

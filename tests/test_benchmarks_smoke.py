@@ -49,6 +49,8 @@ def test_benchmarks_quick_runs_end_to_end(tmp_path):
         assert "skipped input_shift" in text
     else:  # the real CLINC150 input shift: a row per detector, and ours catches it at quick sizes
         assert "\ninput_shift " in text and "skipped input_shift" not in text
+    # the cost rule against its information limit, and the sampling plan against the engine
+    assert "cost_per_quality_rise against the information limit" in text and "oracle at the daily close" in text
     # the judge rules against their information limit (test_judge_benchmark_quick checks more)
     assert "judge rules against the information limit" in text
     # the operating characteristic: oracle, ours and the windowed rules per volume and effect
