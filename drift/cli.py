@@ -97,13 +97,42 @@ def _kafka_overrides(args) -> dict:
 def _cmd_serve(args) -> int:
     from drift.runtime.service import Service, setup_logging
 
-    settings = _settings(args, _kafka_overrides(args))
+    settings = _settings(args, {**_kafka_overrides(args), "alertmanager": {"urls": args.alertmanager}})
     setup_logging(args.log_level)
     golden, encoder = _golden(settings)
     # DRIFT_FAULT_INJECT is a test hook (see Service): it makes the process exit abruptly at a
     # step of the commit order, to prove the restart loses nothing
     return Service(settings, fault=os.environ.get("DRIFT_FAULT_INJECT"), golden=golden,
                    encoder_factory=encoder).run()
+
+
+def _cmd_forward(args) -> int:
+    from drift.runtime.alertmanager import forward
+    from drift.runtime.service import setup_logging
+
+    overrides = _kafka_overrides(args)
+    overrides["kafka"]["group_id"] = None  # --group-id names the forwarder's own group
+    settings = _settings(args, {**overrides, "alertmanager": {"urls": args.alertmanager}})
+    if not settings.alertmanager["urls"]:
+        raise ConfigError("alertmanager.urls: drift forward needs --alertmanager URL "
+                          "(or [alertmanager] urls, DRIFT_ALERTMANAGER_URLS)")
+    setup_logging(args.log_level)
+    return forward(settings, group_id=args.group_id, from_beginning=args.from_beginning)
+
+
+_FORWARD = """Follow the alert topic (llm.alerts) as a consumer group and deliver every firing and resolved
+alert to Alertmanager (POST /api/v2/alerts to every URL given: an HA set), for teams that keep
+delivery apart from `drift serve`. Same mapping, resend and retry as `drift serve` with
+[alertmanager] urls (see README, "Alerts to Alertmanager"). Offsets are committed only once
+some Alertmanager accepted every alert read so far, so an outage delays the commit and loses
+nothing. --from-beginning applies to a group without committed offsets; a new group otherwise
+starts at the topic's end. SIGINT/SIGTERM (Ctrl-C): confirm, commit what was accepted, exit 0."""
+
+_FORWARD_EPILOG = """Exit codes: 0 stopped; 1 Kafka unreachable; 2 configuration error.
+
+Example:
+  drift forward --alertmanager http://am-0:9093 --alertmanager http://am-1:9093 --from-beginning
+  DRIFT_ALERTMANAGER_BEARER_TOKEN=... drift forward --alertmanager https://am.example --config drift.toml"""
 
 
 def _cmd_ingest_otlp(args) -> int:
@@ -371,6 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group-id", help="consumer group (default drift)")
     p.add_argument("--http-port", type=int, help="port for /metrics, /livez, /readyz (default 9308; 0 = any free)")
     p.add_argument("--golden", metavar="DIR", help="golden set for the query rules (off without one)")
+    p.add_argument("--alertmanager", action="append", metavar="URL",
+                   help="also send alerts to this Alertmanager (repeatable: an HA set; see [alertmanager])")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=_cmd_serve)
 
@@ -547,6 +578,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", metavar="FILE", help="append a Markdown summary with ✅/❌ (e.g. \"$GITHUB_STEP_SUMMARY\"); "
                                                       "'-' for stdout")
     p.set_defaults(func=_cmd_gate)
+
+    p = sub.add_parser("forward", help="follow llm.alerts and deliver the alerts to Alertmanager",
+                       description=_FORWARD, epilog=_FORWARD_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common_config(p)
+    p.add_argument("--alertmanager", action="append", metavar="URL",
+                   help="Alertmanager base URL (repeatable: an HA set, every one is sent to)")
+    p.add_argument("--bootstrap-servers", metavar="HOST:PORT[,…]", help="Kafka bootstrap servers (default localhost:9092)")
+    p.add_argument("--group-id", metavar="GROUP", help="consumer group (default <kafka.group_id>-alertmanager)")
+    p.add_argument("--from-beginning", action="store_true",
+                   help="a group without committed offsets starts at the oldest alert kept (default: the end)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=_cmd_forward)
 
     sub.add_parser("golden", help="golden sets of queries: `drift golden build QUERIES… --out DIR`",
                    add_help=False)

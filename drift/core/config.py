@@ -29,6 +29,11 @@ Sections
                    ``join_max_entries`` (the mapping: :class:`drift.ingest.otlp.OtlpMapping`),
                    ``repartition_topic``, ``repartition_partitions`` (0: as many as ``topics.scores``),
                    ``max_ahead_s`` and ``group_id`` (default ``<kafka.group_id>-ingest``).
+``[alertmanager]`` the Alertmanager sink (:mod:`drift.runtime.alertmanager`): ``urls`` (a list or a
+                   comma-separated string; none: no sink), ``resend_interval`` (30 s–3 min, 60 s),
+                   ``runbook_url`` and ``generator_url`` (templates with ``{rule}``, ``{app}``, …),
+                   ``timeout``, ``confirm_timeout``, ``grace_period``, ``username``/``password``,
+                   ``bearer_token``, ``ca_file``, ``cert_file``, ``key_file``, ``insecure_skip_verify``.
 ``[dimensions.NAME]`` ``kind`` (``quality``, ``flag``, ``check``), ``scale = [lo, hi]``,
                    ``higher_is_better``.
 ``[rules.NAME]``   ``enabled``, ``severity`` and the rule's detector parameters (durations as
@@ -36,10 +41,11 @@ Sections
                    list of them).
 
 Environment variables map ``DRIFT_<SECTION>_<KEY>`` onto the scalar keys of ``kafka``,
-``topics``, ``http``, ``queries``, ``engine``, ``service`` and ``otlp`` (``DRIFT_KAFKA_BOOTSTRAP_SERVERS``,
+``topics``, ``http``, ``queries``, ``engine``, ``service``, ``otlp`` and ``alertmanager`` (``DRIFT_KAFKA_BOOTSTRAP_SERVERS``,
 ``DRIFT_TOPICS_SCORES``, ``DRIFT_HTTP_PORT``, ``DRIFT_QUERIES_GOLDEN``,
 ``DRIFT_SERVICE_CHECKPOINT_INTERVAL``, ``DRIFT_OTLP_ENCODING``, …); the ``[otlp]`` lists take a
-comma-separated value and its tables a JSON object (``DRIFT_OTLP_LABEL_VALUES='{"pass": 1}'``).
+comma-separated value and its tables a JSON object (``DRIFT_OTLP_LABEL_VALUES='{"pass": 1}'``);
+``DRIFT_ALERTMANAGER_URLS`` takes a comma-separated list.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ import hashlib
 import json
 import re
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
@@ -196,6 +203,9 @@ class Settings:
     rules: Mapping[str, RuleSpec] = dataclasses.field(default_factory=dict)
     otlp: Mapping[str, Any] = dataclasses.field(default_factory=lambda: dict(DEFAULT_OTLP))
     source: str = "defaults"
+    # the Alertmanager sink ([alertmanager]); no urls: no sink. Not in repr (it holds secrets)
+    alertmanager: Mapping[str, Any] = dataclasses.field(default_factory=lambda: dict(DEFAULT_ALERTMANAGER),
+                                                        repr=False)
 
     def dimension(self, name: str) -> DimensionSpec:
         """Spec of a dimension (unlisted names are quality dimensions on [0, 1])."""
@@ -228,17 +238,51 @@ class Settings:
 
     def describe(self) -> dict[str, Any]:
         """A loggable view of the settings, secrets redacted."""
-        return {"bootstrap_servers": self.bootstrap_servers, "group_id": self.group_id,
-                "kafka": redact(self.kafka_client), "topics": dict(self.topics),
-                "http_port": self.http_port, "golden": self.golden, "source": self.source,
-                "rules": {k: {"enabled": v.enabled, **v.params} for k, v in self.rules.items()}}
+        out = {"bootstrap_servers": self.bootstrap_servers, "group_id": self.group_id,
+               "kafka": redact(self.kafka_client), "topics": dict(self.topics),
+               "http_port": self.http_port, "golden": self.golden, "source": self.source,
+               "rules": {k: {"enabled": v.enabled, **v.params} for k, v in self.rules.items()}}
+        if self.alertmanager.get("urls"):  # only when configured: the default view is unchanged
+            am = redact(self.alertmanager)
+            am["urls"] = [redact_url(u) for u in self.alertmanager["urls"]]
+            out["alertmanager"] = am
+        return out
 
 
 DEFAULT_TOPICS: dict[str, str] = {"scores": "llm.scores", "retrieval": "llm.retrieval", "queries": "llm.queries",
                                   "alerts": "llm.alerts", "dlq": "llm.dlq", "state": "drift.state",
                                   "escalations": "drift.escalations"}
 
-_ENV_SECTIONS = ("kafka", "topics", "http", "queries", "engine", "service", "otlp")
+_ENV_SECTIONS = ("kafka", "topics", "http", "queries", "engine", "service", "otlp", "alertmanager")
+
+# The Alertmanager sink ([alertmanager]; drift.runtime.alertmanager). Durations in seconds.
+DEFAULT_ALERTMANAGER: dict[str, Any] = {
+    "urls": [],                     # Alertmanager base URLs (an HA set: every one is sent to); none: no sink
+    "resend_interval": 60.0,        # firing alerts are re-sent this often (30 s - 3 min), endsAt = now + 4x
+    "runbook_url": None,            # template of the runbook_url annotation, e.g. https://runbooks.example/{rule}
+    "generator_url": None,          # template of generatorURL (none: left out)
+    "timeout": 10.0,                # one HTTP request
+    "confirm_timeout": 5.0,         # how long confirm() waits for acceptance before the commit order skips a turn
+    "grace_period": 60.0,           # undeliverable this long: /readyz reports not ready, with the reason
+    "username": None,               # basic auth
+    "password": None,
+    "bearer_token": None,           # Authorization: Bearer (instead of basic auth)
+    "ca_file": None,                # TLS: CA bundle to verify the server with
+    "cert_file": None,              # TLS client certificate (with key_file)
+    "key_file": None,
+    "insecure_skip_verify": False,  # TLS without certificate verification (tests only)
+}
+# placeholders the runbook_url / generator_url templates may use
+AM_TEMPLATE_FIELDS = ("rule", "severity", "app", "intent", "dimension", "stream", "alert_id", "status")
+
+
+def redact_url(url: str) -> str:
+    """``url`` without the password of its userinfo (``http://user:***@host``)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 # `drift ingest otlp` ([otlp]); None: the OTLP mapping's own default (drift.ingest.otlp.OtlpMapping)
 DEFAULT_OTLP: dict[str, Any] = {
@@ -361,7 +405,7 @@ def _scale(value, field) -> tuple[float, float]:
 
 def _build(doc: Mapping[str, Any], source: str) -> Settings:
     _unknown("config", doc.keys(), ("kafka", "topics", "http", "queries", "engine", "service", "otlp", "dimensions",
-                                    "rules"))
+                                    "rules", "alertmanager"))
     kafka = _section(doc, "kafka")
     bootstrap = str(kafka.pop("bootstrap_servers", "localhost:9092"))
     group_id = str(kafka.pop("group_id", "drift"))
@@ -420,6 +464,7 @@ def _build(doc: Mapping[str, Any], source: str) -> Settings:
                                    _as_bool(spec.get("higher_is_better", True), f"{field}.higher_is_better"))
 
     otlp = _otlp(_section(doc, "otlp"))
+    alertmanager = _alertmanager(_section(doc, "alertmanager"))
     rules = _rules_of(_section(doc, "rules"))
     for k, v in kafka.items():
         if isinstance(v, Mapping):
@@ -429,7 +474,70 @@ def _build(doc: Mapping[str, Any], source: str) -> Settings:
                     service_name=str(engine.get("service_name", "drift")),
                     allowed_lateness=lateness, max_future=max_future, max_message_bytes=max_bytes,
                     retrieval_scale=rscale, join_max_age=join_age, join_max_entries=join_entries,
-                    service=service, dimensions=dims, rules=rules, otlp=otlp, source=source)
+                    service=service, dimensions=dims, rules=rules, otlp=otlp, source=source,
+                    alertmanager=alertmanager)
+
+
+def _alertmanager(sec: dict[str, Any]) -> dict[str, Any]:
+    """``[alertmanager]``: every key checked, naming the field."""
+    import os
+
+    _unknown("alertmanager", sec, DEFAULT_ALERTMANAGER)
+    out = dict(DEFAULT_ALERTMANAGER)
+    for k, v in sec.items():
+        f = f"alertmanager.{k}"
+        if k == "urls":
+            urls = [p.strip() for p in v.split(",") if p.strip()] if isinstance(v, str) else v
+            if not isinstance(urls, (list, tuple)) or not all(isinstance(u, str) for u in urls):
+                raise ConfigError(f"{f}: expected a list of URLs (or a comma-separated string), got {v!r}")
+            for u in urls:
+                parts = urllib.parse.urlsplit(u.strip())
+                if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+                    raise ConfigError(f"{f}: expected http(s)://host[:port][/path], got {redact_url(u)!r}")
+                try:
+                    parts.port  # noqa: B018 (raises on a bad port)
+                except ValueError:
+                    raise ConfigError(f"{f}: bad port in {redact_url(u)!r}") from None
+            out[k] = [u.strip().rstrip("/") for u in urls]
+            if len(set(out[k])) != len(out[k]):
+                raise ConfigError(f"{f}: a URL is listed twice")
+        elif k == "resend_interval":
+            out[k] = parse_duration(v, f)
+            if not 30 <= out[k] <= 180:
+                raise ConfigError(f"{f}: must be between 30s and 3m, got {v!r}")
+        elif k in ("timeout", "confirm_timeout", "grace_period"):
+            out[k] = parse_duration(v, f)
+            if out[k] <= 0:
+                raise ConfigError(f"{f}: must be a positive duration, got {v!r}")
+        elif k in ("runbook_url", "generator_url"):
+            if not isinstance(v, str) or not v.strip():
+                raise ConfigError(f"{f}: expected a URL template such as 'https://runbooks.example/{{rule}}', "
+                                  f"got {v!r}")
+            try:
+                v.format_map({n: "x" for n in AM_TEMPLATE_FIELDS})
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ConfigError(f"{f}: bad template {v!r} ({type(exc).__name__}: {exc}; "
+                                  f"placeholders: {', '.join('{' + n + '}' for n in AM_TEMPLATE_FIELDS)})") from None
+            out[k] = v.strip()
+        elif k == "insecure_skip_verify":
+            out[k] = _as_bool(v, f)
+        elif k in ("ca_file", "cert_file", "key_file"):
+            if not isinstance(v, str) or not v:
+                raise ConfigError(f"{f}: expected a file path, got {v!r}")
+            if not os.path.isfile(v):
+                raise ConfigError(f"{f}: file {v!r} does not exist")
+            out[k] = v
+        else:  # username, password, bearer_token
+            if not isinstance(v, str) or not v:
+                raise ConfigError(f"{f}: expected a non-empty string" + ("" if k != "username" else f", got {v!r}"))
+            out[k] = v
+    if out["key_file"] and not out["cert_file"]:
+        raise ConfigError("alertmanager.key_file: needs alertmanager.cert_file (the client certificate)")
+    if out["bearer_token"] and (out["username"] or out["password"]):
+        raise ConfigError("alertmanager.bearer_token: give either bearer_token or username/password, not both")
+    if out["password"] and not out["username"]:
+        raise ConfigError("alertmanager.password: needs alertmanager.username")
+    return out
 
 
 def _otlp(sec: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 A sink has two calls. ``emit(alerts)`` hands it the alerts of one polled batch (it may buffer
 or send them asynchronously); ``confirm()`` returns once everything emitted so far is delivered,
-or raises :class:`DeliveryError`. ``drift serve`` calls ``confirm`` on every sink in step 2 of
+or raises :class:`DeliveryError`; a sink that keeps retrying in the background (the Alertmanager
+sink) may instead return ``False`` after a while: not delivered yet. ``drift serve`` calls ``confirm`` on every sink in step 2 of
 the commit order (:mod:`drift.runtime.checkpoint`), before state and offsets move, so a sink
 that cannot deliver delays the commit instead of losing alerts. The alert topic
 (:class:`drift.runtime.sinks.KafkaAlertSink`) is always the first sink.
@@ -44,9 +45,11 @@ class Sink(Protocol):
     def emit(self, alerts: Sequence[Alert]) -> None:
         """Take the alerts of one batch (in order); may deliver asynchronously."""
 
-    def confirm(self) -> None:
+    def confirm(self) -> bool | None:
         """Block until everything emitted is delivered; raise :class:`DeliveryError` if it
-        cannot be (the commit order then stops before state and offsets move)."""
+        cannot be (the commit order then stops before state and offsets move), or return
+        ``False`` for "not yet" (that checkpoint is skipped: state and offsets stay, the
+        service goes on and tries again at the next one)."""
 
     def close(self) -> None:
         """Release resources (called once, at shutdown, after a last ``confirm``)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -56,6 +57,20 @@ class Health:
         self.ready = False
         self.reason = "starting: not yet assigned partitions"
         self.lock = threading.Lock()
+        # more readiness conditions (e.g. an alert sink that cannot deliver): each returns the
+        # reason it is not ready, or None
+        self.checks: list[Callable[[], str | None]] = []
+
+    def readiness(self) -> tuple[bool, str]:
+        """What ``/readyz`` answers: the loop's own state, then every extra check."""
+        with self.lock:
+            ok, why = self.ready, self.reason
+        if ok:
+            for check in self.checks:
+                problem = check()
+                if problem:
+                    return False, problem
+        return ok, why
 
     def beat(self) -> None:
         self.last_beat = time.monotonic()
@@ -86,8 +101,7 @@ class HttpServer:
                     ok, why = h.live()
                     self._send(200 if ok else 503, json.dumps({"live": ok, "reason": why}).encode())
                 elif path == "/readyz":
-                    with h.lock:
-                        ok, why = h.ready, h.reason
+                    ok, why = h.readiness()
                     self._send(200 if ok else 503, json.dumps({"ready": ok, "reason": why}).encode())
                 else:
                     self._send(404, b'{"error": "not found: try /metrics, /livez or /readyz"}')

@@ -385,6 +385,14 @@ class Service(KafkaLoop):
         self.fault_after = int(n or 2)
         self.metrics = Metrics(registry)
         self.health = Health(settings.service["livez_timeout"])
+        if settings.alertmanager.get("urls"):  # [alertmanager] urls: the Alertmanager sink beside the topic
+            from drift.runtime.alertmanager import AlertmanagerSink
+
+            self.sinks.append(AlertmanagerSink(settings, self.metrics.registry))
+        for sink in self.sinks:  # a sink may report that it cannot deliver (/readyz)
+            problem = getattr(sink, "problem", None)
+            if callable(problem):
+                self.health.checks.append(problem)
         self.http_host = http_host
         self.stop_requested = False
         self.parts: dict[Any, PartitionState] = {}
@@ -596,12 +604,16 @@ class Service(KafkaLoop):
         for a in alerts:
             self.metrics.alerts.labels(a.rule, a.status).inc()
 
-    def _confirm_sinks(self) -> None:
+    def _confirm_sinks(self) -> bool:
         """Step 2 of the commit order: every sink confirms what it was given (the alert topic's
-        sink confirms the producer's records: alerts and DLQ records)."""
+        sink confirms the producer's records: alerts and DLQ records). False when a sink answered
+        False (not delivered yet, still retrying): state and offsets must not move this time."""
+        delivered = True
         for sink in self.sinks:
-            sink.confirm()
+            if sink.confirm() is False:
+                delivered = False
         self._confirm()  # DLQ records, if no alert was produced
+        return delivered
 
     def _check_keys(self, tp, recs) -> None:
         for r in recs:
@@ -619,7 +631,13 @@ class Service(KafkaLoop):
         from kafka.structs import OffsetAndMetadata, TopicPartition
 
         self._fault("produced")
-        self._confirm_sinks()  # 1 + 2: alerts (every sink) and DLQ records delivered
+        if not self._confirm_sinks():  # 1 + 2: alerts (every sink) and DLQ records delivered
+            # a sink still retrying (Alertmanager down): state and offsets stay; the next
+            # checkpoint tries again and a restart re-reads the input (same alert ids and labels)
+            log.warning("checkpoint skipped: a sink has not confirmed delivery; state and offsets stay",
+                        extra={"sinks": [s.name for s in self.sinks]})
+            self.last_checkpoint = time.monotonic()
+            return
         self._fault("confirmed")
         members: dict[Any, list] = {}
         for tp, p in self.parts.items():

@@ -1,0 +1,585 @@
+"""The Alertmanager sink: the payload mapping, and delivery through a REAL Alertmanager.
+
+Alertmanager is Debian's ``prometheus-alertmanager`` (``/usr/bin/prometheus-alertmanager``),
+started per test on loopback with its whole routing tree pointed at a webhook receiver served
+by the test (``http.server`` in a thread), short ``group_wait``/``group_interval``, storage in
+tmp and no cluster gossip. Without the binary these tests skip, saying how to install it.
+"""
+
+from __future__ import annotations
+
+import doctest
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from drift.core.alerts import Alert, Side, Statistic
+from drift.core.config import ConfigError, load_settings
+from drift.runtime import alertmanager as am_mod
+from drift.runtime.alertmanager import AlertmanagerSink, to_am_alert
+from drift.runtime.http import Health
+
+AM_BINARY = os.environ.get("DRIFT_ALERTMANAGER_BINARY", "/usr/bin/prometheus-alertmanager")
+
+
+# ------------------------------------------------------------------------------ helpers
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _alert(status="firing", rule="quality_drop", app="support-bot", intent="billing", dimension="format",
+           starts_at="2026-01-16T13:00:00.000Z", ends_at=None, alert_id=None, extra_labels=None, **kw) -> Alert:
+    labels = {"stream": "scores", "app": app, "intent": intent, "dimension": dimension, **(extra_labels or {})}
+    return Alert(alert_id=alert_id or uuid.uuid4().hex[:24], status=status, rule=rule, detector="percent_drop",
+                 severity=kw.pop("severity", "warning"), labels=labels, starts_at=starts_at, ends_at=ends_at,
+                 window=Side(start="2026-01-09T13:00:00.000Z", end="2026-01-16T13:00:00.000Z", n=1840, value=0.84),
+                 baseline=Side(start="2026-01-02T13:00:00.000Z", end="2026-01-09T13:00:00.000Z", n=3620, value=0.91,
+                               kind="baseline"),
+                 statistic=Statistic(name="pct_drop", value=0.077, threshold=0.05, p_value=1.2e-9),
+                 suspected_cause={"kind": "prompt_hash_change", "from": "ab12", "to": "cd34",
+                                  "at": "2026-01-16T10:00:00.000Z"},
+                 first_action="Pull traces from the degradation period; check the prompt hash timeline",
+                 summary="format score for support-bot/billing fell 7.7% below baseline", **kw)
+
+
+class Webhook:
+    """A webhook receiver: every notification Alertmanager posts, as parsed JSON."""
+
+    def __init__(self):
+        self.notifications: list[dict] = []
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server API)
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                hook.notifications.append(json.loads(body))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def alerts(self, status=None, **labels) -> list[dict]:
+        """Alerts of every notification so far (optionally: the notification's status and labels)."""
+        return [a for n in list(self.notifications) if status is None or n["status"] == status
+                for a in n["alerts"] if all(a["labels"].get(k) == v for k, v in labels.items())]
+
+    def wait(self, predicate, timeout=20.0, what="a notification"):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}; got {json.dumps(self.notifications)[:2000]}")
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Alertmanager:
+    """A real Alertmanager on loopback routing everything to ``webhook_url``; restartable
+    (same port, same storage)."""
+
+    def __init__(self, workdir, webhook_url: str):
+        self.workdir = workdir
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = workdir / "alertmanager.yml"
+        self.config.write_text(
+            "route:\n"
+            "  receiver: hook\n"
+            "  group_by: ['alertname', 'app', 'intent', 'dimension']\n"
+            "  group_wait: 1s\n"
+            "  group_interval: 1s\n"
+            "  repeat_interval: 1h\n"
+            "receivers:\n"
+            "  - name: hook\n"
+            "    webhook_configs:\n"
+            f"      - url: '{webhook_url}'\n"
+            "        send_resolved: true\n")
+        self.proc: subprocess.Popen | None = None
+        self.log = open(workdir / "alertmanager.log", "ab")  # noqa: SIM115 (closed in stop)
+        self.start()
+
+    def start(self, timeout: float = 20.0):
+        self.proc = subprocess.Popen(
+            [AM_BINARY, f"--config.file={self.config}", f"--storage.path={self.workdir / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address=", "--log.level=warn"],
+            stdout=self.log, stderr=self.log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("alertmanager exited:\n" + (self.workdir / "alertmanager.log").read_text()[-2000:])
+            try:
+                with urllib.request.urlopen(self.url + "/-/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("alertmanager did not become ready")
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+
+    def close(self):
+        self.stop()
+        self.log.close()
+
+
+@pytest.fixture
+def am_binary():
+    if not os.path.exists(AM_BINARY) and not shutil.which("prometheus-alertmanager"):
+        pytest.skip(f"Alertmanager not installed ({AM_BINARY}): apt-get install prometheus-alertmanager, "
+                    "as `make test` does when it runs as root (or set DRIFT_ALERTMANAGER_BINARY)")
+    return AM_BINARY
+
+
+@pytest.fixture
+def webhook():
+    hook = Webhook()
+    yield hook
+    hook.close()
+
+
+@pytest.fixture
+def alertmanager(am_binary, webhook, tmp_path):
+    made: list[Alertmanager] = []
+
+    def make() -> Alertmanager:
+        d = tmp_path / f"am{len(made)}"
+        d.mkdir()
+        made.append(Alertmanager(d, webhook.url))
+        return made[-1]
+
+    yield make
+    for m in made:
+        m.close()
+
+
+def _settings(urls, **am):
+    return load_settings(overrides={"alertmanager": {"urls": urls, **am}})
+
+
+def _sink(urls, registry=None, **kw) -> AlertmanagerSink:
+    kw.setdefault("resend_interval", 2.0)
+    kw.setdefault("confirm_timeout", 10.0)
+    kw.setdefault("grace_period", 0.5)
+    kw.setdefault("backoff_cap", 0.5)
+    return AlertmanagerSink(_settings(urls), registry or CollectorRegistry(), **kw)
+
+
+# ------------------------------------------------------------------------------ mapping (no server)
+def test_payload_mapping_labels_annotations_and_times():
+    a = _alert(extra_labels={"judge.trust": "untrusted", "9lives": "x", "empty": ""},
+               example_trace_ids=["t1", "t2"])
+    now = 1_790_000_000.0  # 2026-09: after the alert's event time
+    out = to_am_alert(a, now=now, resend_interval=60, runbook_url="https://runbooks.example/{rule}?app={app}",
+                      generator_url="http://drift:9308/metrics?alert={alert_id}")
+    assert out["labels"] == {"alertname": "quality_drop", "severity": "warning", "stream": "scores",
+                             "app": "support-bot", "intent": "billing", "dimension": "format",
+                             "judge_trust": "untrusted", "_9lives": "x"}
+    ann = out["annotations"]
+    assert ann["summary"] == a.summary and ann["first_action"] == a.first_action
+    assert ann["alert_id"] == a.alert_id
+    assert ann["suspected_cause"] == "prompt_hash_change: ab12 → cd34 at 2026-01-16T10:00:00.000Z"
+    assert ann["runbook_url"] == "https://runbooks.example/quality_drop?app=support-bot"
+    assert "0.84 over 1,840 samples" in ann["description"] and "baseline" in ann["description"]
+    assert "pct_drop = 0.077 (threshold 0.05, p = 1.2e-09)" in ann["description"]
+    assert ann["example_trace_ids"] == "t1, t2"
+    assert out["startsAt"] == "2026-01-16T13:00:00.000Z"
+    assert am_mod.parse_time(out["endsAt"]) == pytest.approx(now + 240)  # 4 x resend_interval
+    assert out["generatorURL"] == f"http://drift:9308/metrics?alert={a.alert_id}"
+    # no template: no runbook_url annotation, no generatorURL
+    plain = to_am_alert(a, now=now, resend_interval=30)
+    assert "runbook_url" not in plain["annotations"] and "generatorURL" not in plain
+    assert am_mod.parse_time(plain["endsAt"]) == pytest.approx(now + 120)
+    # resolved: endsAt is the alert's ends_at
+    r = to_am_alert(_alert(status="resolved", ends_at="2026-01-20T08:00:00.000Z", alert_id=a.alert_id),
+                    now=now, resend_interval=60)
+    assert r["endsAt"] == "2026-01-20T08:00:00.000Z" and r["startsAt"] == "2026-01-16T13:00:00.000Z"
+
+
+def test_no_per_episode_labels_and_future_times_are_clamped():
+    first = _alert(alert_id="a" * 24, starts_at="2026-01-16T13:00:00.000Z")
+    again = _alert(alert_id="b" * 24, starts_at="2026-02-01T00:00:00.000Z")  # another episode
+    now = 1_790_000_000.0
+    l1 = to_am_alert(first, now=now, resend_interval=60)["labels"]
+    assert l1 == to_am_alert(again, now=now, resend_interval=60)["labels"]
+    assert not any(v in ("a" * 24, first.starts_at) for v in l1.values())
+    # event time ahead of the wall clock (simulated future data): clamped, so Alertmanager
+    # accepts it (startsAt <= endsAt) and a resolved alert is resolved there
+    early = 1_700_000_000.0
+    f = to_am_alert(first, now=early, resend_interval=60)
+    assert am_mod.parse_time(f["startsAt"]) == early
+    r = to_am_alert(_alert(status="resolved", ends_at="2026-01-20T08:00:00.000Z"), now=early, resend_interval=60)
+    assert am_mod.parse_time(r["endsAt"]) == early and am_mod.parse_time(r["startsAt"]) <= early
+
+
+def test_info_events_are_not_sent_and_module_doctest():
+    sink = _sink(["http://127.0.0.1:9"], confirm_timeout=0.2)
+    try:
+        sink.emit([_alert(status="info")])
+        assert sink.active() == [] and sink.confirm() is True
+    finally:
+        sink.close()
+    assert doctest.testmod(am_mod, optionflags=doctest.NORMALIZE_WHITESPACE).failed == 0
+
+
+def test_settings_layering_validation_and_redaction(tmp_path):
+    s = load_settings(env={"DRIFT_ALERTMANAGER_URLS": "http://am-0:9093/, http://am-1:9093"})
+    assert s.alertmanager["urls"] == ["http://am-0:9093", "http://am-1:9093"]
+    toml = tmp_path / "drift.toml"
+    toml.write_text('[alertmanager]\nurls = ["http://toml:9093"]\nresend_interval = "2m"\n'
+                    'runbook_url = "https://runbooks.example/{rule}"\npassword = "hunter2"\nusername = "u"\n')
+    s = load_settings(str(toml), env={"DRIFT_ALERTMANAGER_RESEND_INTERVAL": "45s"},
+                      overrides={"alertmanager": {"urls": ["http://flag:9093"]}})
+    assert s.alertmanager["urls"] == ["http://flag:9093"] and s.alertmanager["resend_interval"] == 45.0
+    shown = json.dumps(s.describe()) + repr(s)
+    assert "hunter2" not in shown and s.describe()["alertmanager"]["password"] == "***"
+    s = load_settings(env={"DRIFT_ALERTMANAGER_URLS": "http://u:s3cret@am:9093",
+                           "DRIFT_ALERTMANAGER_BEARER_TOKEN": "tok-xyz"})
+    assert "s3cret" not in json.dumps(s.describe()) and "tok-xyz" not in json.dumps(s.describe())
+    assert "alertmanager" not in load_settings().describe()  # the default view is unchanged
+    bad = {"resend_interval": "10s", "urls": "ftp://x", "runbook_url": "https://r/{nope}", "timeout": "0s",
+           "ca_file": str(tmp_path / "missing.pem"), "insecure_skip_verify": "maybe", "colour": "red"}
+    for key, value in bad.items():
+        with pytest.raises(ConfigError, match=f"alertmanager.{key}"):
+            load_settings(overrides={"alertmanager": {key: value}})
+    with pytest.raises(ConfigError, match="alertmanager.password: needs alertmanager.username"):
+        load_settings(env={"DRIFT_ALERTMANAGER_PASSWORD": "pw"})
+    with pytest.raises(ConfigError) as exc:
+        load_settings(env={"DRIFT_ALERTMANAGER_BEARER_TOKEN": "tok-xyz", "DRIFT_ALERTMANAGER_USERNAME": "u"})
+    assert "tok-xyz" not in str(exc.value)
+
+
+def test_auth_headers_reach_the_server_and_are_not_logged(webhook, caplog):
+    """Basic and bearer auth go in the Authorization header; an error log names the URL without secrets."""
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            seen.append(self.headers.get("Authorization", ""))
+            self.send_response(401 if len(seen) == 1 else 200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://bob:pa55word@127.0.0.1:{srv.server_address[1]}"
+    sink = AlertmanagerSink(_settings([url]), CollectorRegistry(), resend_interval=5, backoff_cap=0.2)
+    try:
+        with caplog.at_level("WARNING", logger="drift.alertmanager"):
+            sink.emit([_alert()])
+            assert sink.confirm(timeout=10)
+        assert seen[0] == "Basic Ym9iOnBhNTV3b3Jk"  # base64("bob:pa55word")
+        text = caplog.text + json.dumps([r.__dict__.get("errors") for r in caplog.records])
+        assert "HTTP 401" in text and "pa55word" not in text and "bob:***@" in text
+    finally:
+        sink.close()
+    s = _settings([f"http://127.0.0.1:{srv.server_address[1]}"], bearer_token="tok-abc")
+    sink = AlertmanagerSink(s, CollectorRegistry())
+    try:
+        sink.emit([_alert()])
+        assert sink.confirm(timeout=10)
+        assert seen[-1] == "Bearer tok-abc"
+    finally:
+        sink.close()
+        srv.shutdown()
+        srv.server_close()
+
+
+# ------------------------------------------------------------------------------ a real Alertmanager
+def test_firing_and_resolved_reach_the_webhook(alertmanager, webhook):
+    am = alertmanager()
+    registry = CollectorRegistry()
+    sink = _sink([am.url], registry)
+    try:
+        a = _alert(extra_labels={"judge": "untrusted"})
+        sink.emit([a])
+        assert sink.confirm() is True
+        webhook.wait(lambda: webhook.alerts("firing", alertname="quality_drop"), what="the firing notification")
+        got = webhook.alerts("firing", alertname="quality_drop")[0]
+        assert got["labels"] == {"alertname": "quality_drop", "severity": "warning", "stream": "scores",
+                                 "app": "support-bot", "intent": "billing", "dimension": "format",
+                                 "judge": "untrusted"}
+        assert got["annotations"]["alert_id"] == a.alert_id
+        assert got["annotations"]["suspected_cause"].startswith("prompt_hash_change")
+        assert got["startsAt"].startswith("2026-01-16T13:00:00")
+        sink.emit([_alert(status="resolved", alert_id=a.alert_id, ends_at="2026-01-20T08:00:00.000Z",
+                          extra_labels={"judge": "untrusted"})])
+        assert sink.confirm() is True
+        webhook.wait(lambda: webhook.alerts("resolved", alertname="quality_drop"), what="the resolved notification")
+        res = webhook.alerts("resolved", alertname="quality_drop")[0]
+        assert res["status"] == "resolved" and res["endsAt"].startswith("2026-01-20T08:00:00")
+        assert registry.get_sample_value("drift_alertmanager_sent_total",
+                                         {"url": am.url, "result": "success"}) >= 2
+        assert registry.get_sample_value("drift_alertmanager_pending") == 0
+        assert registry.get_sample_value("drift_alertmanager_last_success_timestamp_seconds") > time.time() - 60
+    finally:
+        sink.close()
+
+
+def test_outage_confirm_false_then_everything_arrives(alertmanager, webhook):
+    am = alertmanager()
+    registry = CollectorRegistry()
+    health = Health()
+    health.set_ready(True, "ok")
+    sink = _sink([am.url], registry, confirm_timeout=1.0)
+    health.checks.append(sink.problem)
+    try:
+        sink.emit([_alert(app="before")])
+        assert sink.confirm() is True
+        webhook.wait(lambda: webhook.alerts("firing", app="before"), what="the alert before the outage")
+        am.stop()
+        during = [_alert(app="during", intent=f"i{i}") for i in range(3)]
+        sink.emit(during)
+        t0 = time.monotonic()
+        assert sink.confirm() is False  # no crash, no endless wait: the commit order skips a turn
+        assert time.monotonic() - t0 < 3
+        assert sink.confirm() is False
+        assert registry.get_sample_value("drift_alertmanager_pending") == 3
+        assert registry.get_sample_value("drift_alertmanager_sent_total",
+                                         {"url": am.url, "result": "connection_error"}) >= 3
+        ok, why = health.readiness()
+        assert not ok and why.startswith("alertmanager unavailable: 3 alert(s)") and am.url in why
+        am.start()
+        assert sink.confirm(timeout=15) is True
+        webhook.wait(lambda: len({a["labels"]["intent"] for a in webhook.alerts("firing", app="during")}) == 3,
+                     what="the alerts emitted during the outage")
+        assert registry.get_sample_value("drift_alertmanager_pending") == 0
+        assert health.readiness() == (True, "ok")
+    finally:
+        sink.close()
+
+
+def test_two_instances_one_notification(alertmanager, webhook):
+    """Two drift instances (or a repeat after a crash) send the same alert: same label set, so
+    Alertmanager keeps one alert and the receiver gets ONE notification."""
+    am = alertmanager()
+    a = _alert(rule="format_failure_spike", dimension="format_valid")
+    sinks = [_sink([am.url]), _sink([am.url])]
+    try:
+        for s in sinks:
+            s.emit([a])
+        for s in sinks:
+            assert s.confirm() is True
+        webhook.wait(lambda: webhook.alerts("firing", alertname="format_failure_spike"), what="the notification")
+        time.sleep(4)  # two group_intervals and a resend from each instance: no second notification
+        got = webhook.alerts(alertname="format_failure_spike")
+        assert len(got) == 1 and len(webhook.notifications) == 1
+    finally:
+        for s in sinks:
+            s.close()
+
+
+def test_ha_pair_success_when_one_accepts(alertmanager, webhook):
+    """Every URL is sent to; one URL down does not hold confirm() up."""
+    am = alertmanager()
+    dead = f"http://127.0.0.1:{_free_port()}"
+    registry = CollectorRegistry()
+    sink = _sink([dead, am.url], registry)
+    try:
+        sink.emit([_alert(app="ha")])
+        assert sink.confirm() is True
+        webhook.wait(lambda: webhook.alerts("firing", app="ha"))
+        assert registry.get_sample_value("drift_alertmanager_sent_total",
+                                         {"url": dead, "result": "connection_error"}) >= 1
+        assert sink.problem() is None
+    finally:
+        sink.close()
+
+
+# ------------------------------------------------------------------------------ through drift serve
+@pytest.fixture(scope="module")
+def format_events():
+    """support-bot/billing format_valid over 12 days of prompt_cleanup: one format_failure_spike."""
+    from drift.tools.simulate import iter_events, simulate
+
+    sim = simulate("prompt_cleanup", seed=0, days=12)
+    return [e for e in iter_events(sim) if e.get("app") == "support-bot" and e.get("intent") == "billing"
+            and e.get("dimension") == "format_valid"]
+
+
+@pytest.mark.kafka
+def test_drift_serve_delivers_through_alertmanager(broker, topic_factory, alertmanager, webhook, format_events):
+    from kafka_harness import ServeProcess, messages_of, produce
+
+    am = alertmanager()
+    topics = {"scores": topic_factory(1, "scores"), "retrieval": topic_factory(1, "retrieval"),
+              "queries": topic_factory(1, "queries"), "labels": topic_factory(1, "labels"),
+              "feedback": topic_factory(1, "feedback"), "alerts": topic_factory(1, "alerts"),
+              "dlq": topic_factory(1, "dlq"), "state": topic_factory(1, "state")}
+    msgs = messages_of(format_events, max_batch=200)
+    produce(broker.bootstrap, topics, msgs)
+    svc = ServeProcess(broker.bootstrap, f"g-{uuid.uuid4().hex[:6]}", topics,
+                       {"DRIFT_ALERTMANAGER_URLS": am.url,
+                        "DRIFT_ALERTMANAGER_RUNBOOK_URL": "https://runbooks.example/{rule}"})
+    try:
+        webhook.wait(lambda: webhook.alerts("firing", alertname="format_failure_spike"), timeout=60,
+                     what="format_failure_spike via Alertmanager")
+        got = webhook.alerts("firing", alertname="format_failure_spike")[0]
+        assert got["labels"]["app"] == "support-bot" and got["labels"]["dimension"] == "format_valid"
+        assert got["annotations"]["runbook_url"] == "https://runbooks.example/format_failure_spike"
+        success = 'drift_alertmanager_sent_total{result="success",url="' + am.url + '"}'
+        svc.wait_for(lambda: svc.metric(success) >= 1, 20, "the success metric")
+        assert svc.get("/readyz")[0] == 200
+    finally:
+        assert svc.stop() == 0
+
+
+def _committed(broker, group, tp):
+    from kafka import KafkaConsumer
+
+    c = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        return c.committed(tp)
+    finally:
+        c.close()
+
+
+def _serve_topics(topic_factory):
+    return {"scores": topic_factory(1, "scores"), "retrieval": topic_factory(1, "retrieval"),
+            "queries": topic_factory(1, "queries"), "labels": topic_factory(1, "labels"),
+            "feedback": topic_factory(1, "feedback"), "alerts": topic_factory(1, "alerts"),
+            "dlq": topic_factory(1, "dlq"), "state": topic_factory(1, "state")}
+
+
+@pytest.mark.kafka
+def test_drift_serve_alertmanager_outage_holds_offsets_then_delivers(broker, topic_factory, alertmanager, webhook,
+                                                                     format_events):
+    """Alertmanager down: drift serve keeps running, /readyz says why, offsets stay behind the
+    alert; once it is back the alert arrives and the offsets move."""
+    from kafka import TopicPartition
+
+    from kafka_harness import ServeProcess, messages_of, produce, read_topic
+
+    am = alertmanager()
+    am.stop()
+    topics = _serve_topics(topic_factory)
+    msgs = messages_of(format_events, max_batch=200)
+    produce(broker.bootstrap, topics, msgs)
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    tp = TopicPartition(topics["scores"], 0)
+    svc = ServeProcess(broker.bootstrap, group, topics,
+                       {"DRIFT_ALERTMANAGER_URLS": am.url, "DRIFT_ALERTMANAGER_CONFIRM_TIMEOUT": "0.5s",
+                        "DRIFT_ALERTMANAGER_GRACE_PERIOD": "1s"})
+    try:
+        svc.wait_consumed(len(msgs), timeout=40)
+        assert read_topic(broker.bootstrap, topics["alerts"])  # the alert topic got it
+        svc.wait_for(lambda: "alertmanager unavailable" in svc.get("/readyz")[1], 20, "/readyz to report the outage")
+        assert svc.get("/readyz")[0] == 503
+        assert svc.metric("drift_alertmanager_pending") >= 1
+        # a checkpoint may have run before the alert fired (a slow machine); none after it: the
+        # committed offset stays behind the end of the input while the alert is undelivered
+        assert (_committed(broker, group, tp) or 0) < len(msgs)
+        am.start()
+        webhook.wait(lambda: webhook.alerts("firing", alertname="format_failure_spike"), timeout=30,
+                     what="the alert after the outage")
+        svc.wait_for(lambda: _committed(broker, group, tp) == len(msgs), 30, "offsets committed after the outage")
+        svc.wait_for(lambda: svc.get("/readyz")[0] == 200, 20, "ready again")
+    finally:
+        assert svc.stop() == 0
+
+
+@pytest.mark.kafka
+def test_drift_forward_follows_the_alert_topic(broker, topic_factory, alertmanager, webhook):
+    from kafka import TopicPartition
+
+    from drift.core.alerts import encode
+    from drift.runtime.alertmanager import forward
+    from kafka_harness import produce
+
+    am = alertmanager()
+    topic = topic_factory(1, "alerts")
+    a = _alert(app="forwarded")
+    produce(broker.bootstrap, {"alerts": topic}, [("alerts", a.alert_id, encode(a))])
+    settings = load_settings(overrides={"kafka": {"bootstrap_servers": broker.bootstrap},
+                                        "topics": {"alerts": topic}, "alertmanager": {"urls": [am.url]}})
+    group = f"fwd-{uuid.uuid4().hex[:6]}"
+    stop = threading.Event()
+    result: list[int] = []
+    t = threading.Thread(target=lambda: result.append(
+        forward(settings, group_id=group, from_beginning=True, stop=stop.is_set, registry=CollectorRegistry(),
+                session_timeout_ms=6000)))
+    t.start()
+    try:
+        webhook.wait(lambda: webhook.alerts("firing", app="forwarded"), timeout=30, what="the forwarded alert")
+        tp = TopicPartition(topic, 0)
+        deadline = time.monotonic() + 20
+        while _committed(broker, group, tp) != 1 and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert _committed(broker, group, tp) == 1
+    finally:
+        stop.set()
+        t.join(30)
+    assert result == [0]
+
+
+def test_cli_flags():
+    from drift.cli import build_parser, main
+
+    args = build_parser().parse_args(["serve", "--alertmanager", "http://a:9093", "--alertmanager", "http://b:9093"])
+    assert args.alertmanager == ["http://a:9093", "http://b:9093"]
+    assert build_parser().parse_args(["serve"]).alertmanager is None
+    assert main(["forward"]) == 2  # no URL: a config error naming alertmanager.urls
+    assert main(["forward", "--alertmanager", "ftp://x"]) == 2
+
+
+@pytest.mark.kafka
+def test_drift_forward_cli_ctrl_c_is_clean(broker, topic_factory, alertmanager, webhook):
+    import sys
+
+    from drift.core.alerts import encode
+    from kafka_harness import produce
+
+    am = alertmanager()
+    topic = topic_factory(1, "alerts")
+    a = _alert(app="cli-forwarded")
+    produce(broker.bootstrap, {"alerts": topic}, [("alerts", a.alert_id, encode(a))])
+    env = {**os.environ, "DRIFT_TOPICS_ALERTS": topic, "PYTHONUNBUFFERED": "1",
+           "DRIFT_SERVICE_SESSION_TIMEOUT_MS": "6000"}
+    proc = subprocess.Popen([sys.executable, "-m", "drift.cli", "forward", "--alertmanager", am.url,
+                             "--bootstrap-servers", broker.bootstrap, "--group-id", f"fwd-{uuid.uuid4().hex[:6]}",
+                             "--from-beginning"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        webhook.wait(lambda: webhook.alerts("firing", app="cli-forwarded"), timeout=30, what="the forwarded alert")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+        err = proc.stderr.read().decode()
+        assert '"msg": "stopped"' in err and "Traceback" not in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
