@@ -20,15 +20,16 @@ demo: $(STAMP)
 test: lint test-deps
 	$(PY) -m pytest -q --durations=40
 
-# Debian's Alertmanager for tests/test_alertmanager.py, where this runs as root with apt (as on
-# CI); elsewhere those tests are skipped and say how to install it
+# Debian's Alertmanager and Prometheus for tests/test_alertmanager.py and tests/test_deploy.py,
+# where this runs as root with apt (as on CI); elsewhere those tests are skipped and say how to
+# install them
 test-deps:
-	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && [ ! -x /usr/bin/prometheus-alertmanager ]; then \
-	  echo "installing prometheus-alertmanager (apt) for the Alertmanager tests"; \
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && { [ ! -x /usr/bin/prometheus-alertmanager ] || [ ! -x /usr/bin/promtool ]; }; then \
+	  echo "installing prometheus-alertmanager and prometheus (apt) for the Alertmanager and deploy/ tests"; \
 	  export DEBIAN_FRONTEND=noninteractive; \
-	  (timeout 300 apt-get install -y -q prometheus-alertmanager >/dev/null 2>&1 || \
-	   (timeout 300 apt-get update -q >/dev/null 2>&1 && timeout 300 apt-get install -y -q prometheus-alertmanager >/dev/null 2>&1)) \
-	  || echo "could not install prometheus-alertmanager: tests/test_alertmanager.py will be skipped"; \
+	  (timeout 300 apt-get install -y -q --no-install-recommends prometheus-alertmanager prometheus >/dev/null 2>&1 || \
+	   (timeout 300 apt-get update -q >/dev/null 2>&1 && timeout 300 apt-get install -y -q --no-install-recommends prometheus-alertmanager prometheus >/dev/null 2>&1)) \
+	  || echo "could not install prometheus-alertmanager/prometheus: their tests will be skipped"; \
 	fi
 
 # the fast tier: lint, unit tests, doctests, config and plug-in tests; no broker, nothing slow
