@@ -37,10 +37,8 @@ import bisect
 import csv
 import dataclasses
 import io
-import itertools
 import json
 import math
-import os
 import re
 import sys
 from array import array
@@ -55,6 +53,7 @@ from detectors.agreement import (
     kappa_from_confusion,
     stratified_bootstrap_kappa,
 )
+from drift.tools.tabular import jsonl_rows, open_lines
 
 __all__ = [
     "CalibrateError",
@@ -81,7 +80,6 @@ TARGET_HALF_WIDTH = 0.10
 MAX_LABELS = 127
 """Distinct labels per dimension (one signed byte per item and rater)."""
 
-_JSONL_EXT = (".jsonl", ".ndjson", ".json")
 _RATER = re.compile(r"^human_(\d+)$")
 _MISSING = -1  # code of an item a secondary rater did not label
 _SEEN_MAX = 4096  # distinct raw cells remembered per dimension (spellings of at most 127 labels)
@@ -233,33 +231,7 @@ class LabelSet:
 
 
 def _open(path: str) -> tuple[Iterator[str], str, IO[str] | None]:
-    """Lines of the input and its format (``csv``/``jsonl``); the file to close, if any."""
-    if path == "-":
-        handle: IO[str] | None = None
-        stream: IO[str] = sys.stdin
-        ext = ""
-    else:
-        try:
-            handle = open(path, encoding="utf-8-sig", newline="")
-        except FileNotFoundError:
-            raise CalibrateError(f"{path}: no such file") from None
-        except IsADirectoryError:
-            raise CalibrateError(f"{path}: is a directory") from None
-        except OSError as exc:
-            raise CalibrateError(f"{path}: cannot read ({exc.strerror})") from None
-        stream = handle
-        ext = os.path.splitext(path)[1].lower()
-    if ext == ".csv":
-        return iter(stream), "csv", handle
-    if ext in _JSONL_EXT:
-        return iter(stream), "jsonl", handle
-    head: list[str] = []
-    for line in stream:  # sniff: the first non-blank character
-        head.append(line)
-        if line.strip():
-            break
-    fmt = "jsonl" if head and head[-1].lstrip().startswith("{") else "csv"
-    return itertools.chain(head, stream), fmt, handle
+    return open_lines(path, CalibrateError)
 
 
 def _csv_rows(lines: Iterable[str], where: str) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -280,16 +252,7 @@ def _csv_rows(lines: Iterable[str], where: str) -> Iterator[tuple[int, dict[str,
 
 
 def _jsonl_rows(lines: Iterable[str], where: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    for line_no, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise CalibrateError(f"{where}, line {line_no}: invalid JSON ({exc.msg}, column {exc.colno})") from None
-        if not isinstance(obj, dict):
-            raise CalibrateError(f"{where}, line {line_no}: not a JSON object")
-        yield line_no, obj
+    return jsonl_rows(lines, where, CalibrateError)
 
 
 class _RowError(Exception):

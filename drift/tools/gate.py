@@ -60,7 +60,6 @@ import io
 import itertools
 import json
 import math
-import os
 import sys
 import xml.etree.ElementTree as ET
 from array import array
@@ -69,6 +68,8 @@ from typing import IO, Any
 
 import numpy as np
 from scipy import stats
+
+from drift.tools.tabular import jsonl_rows, open_lines
 
 __all__ = [
     "GateError",
@@ -82,7 +83,6 @@ __all__ = [
     "run",
 ]
 
-_JSONL_EXT = (".jsonl", ".ndjson", ".json")
 _RESERVED = ("id", "slice")
 N_IDS = 5
 """How many ids of missing items are shown."""
@@ -106,32 +106,7 @@ class Run:
 
 
 def _open(path: str) -> tuple[Iterator[str], str, IO[str] | None]:
-    if path == "-":
-        handle: IO[str] | None = None
-        stream: IO[str] = sys.stdin
-        ext = ""
-    else:
-        try:
-            handle = open(path, encoding="utf-8-sig", newline="")
-        except FileNotFoundError:
-            raise GateError(f"{path}: no such file") from None
-        except IsADirectoryError:
-            raise GateError(f"{path}: is a directory") from None
-        except OSError as exc:
-            raise GateError(f"{path}: cannot read ({exc.strerror})") from None
-        stream = handle
-        ext = os.path.splitext(path)[1].lower()
-    if ext == ".csv":
-        return iter(stream), "csv", handle
-    if ext in _JSONL_EXT:
-        return iter(stream), "jsonl", handle
-    head: list[str] = []
-    for line in stream:
-        head.append(line)
-        if line.strip():
-            break
-    fmt = "jsonl" if head and head[-1].lstrip().startswith("{") else "csv"
-    return itertools.chain(head, stream), fmt, handle
+    return open_lines(path, GateError)
 
 
 def _csv_rows(lines: Iterable[str], where: str) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -158,16 +133,7 @@ def _csv_rows(lines: Iterable[str], where: str) -> Iterator[tuple[int, dict[str,
 
 
 def _jsonl_rows(lines: Iterable[str], where: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    for line_no, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise GateError(f"{where}, line {line_no}: invalid JSON ({exc.msg}, column {exc.colno})") from None
-        if not isinstance(obj, dict):
-            raise GateError(f"{where}, line {line_no}: not a JSON object")
-        yield line_no, obj
+    return jsonl_rows(lines, where, GateError)
 
 
 def _number(raw: Any) -> float:
