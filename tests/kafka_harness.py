@@ -61,6 +61,17 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 30.0):
         c.close()
 
 
+def committed(bootstrap: str, group: str, tp):
+    """The offset ``group`` has committed for ``tp`` (None when none)."""
+    from kafka import KafkaConsumer
+
+    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        return c.committed(tp)
+    finally:
+        c.close()
+
+
 def alert_ids(records) -> list[str]:
     return [json.loads(r.value)["id"] for r in records]
 

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -29,17 +28,13 @@ from drift.core.config import ConfigError, load_settings
 from drift.runtime import alertmanager as am_mod
 from drift.runtime.alertmanager import AlertmanagerSink, to_am_alert
 from drift.runtime.http import Health
+from http_harness import Webhook, free_port
+from kafka_harness import committed
 
 AM_BINARY = os.environ.get("DRIFT_ALERTMANAGER_BINARY", "/usr/bin/prometheus-alertmanager")
 
 
 # ------------------------------------------------------------------------------ helpers
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _alert(status="firing", rule="quality_drop", app="support-bot", intent="billing", dimension="format",
            starts_at="2026-01-16T13:00:00.000Z", ends_at=None, alert_id=None, extra_labels=None, **kw) -> Alert:
     labels = {"stream": "scores", "app": app, "intent": intent, "dimension": dimension, **(extra_labels or {})}
@@ -55,54 +50,13 @@ def _alert(status="firing", rule="quality_drop", app="support-bot", intent="bill
                  summary="format score for support-bot/billing fell 7.7% below baseline", **kw)
 
 
-class Webhook:
-    """A webhook receiver: every notification Alertmanager posts, as parsed JSON."""
-
-    def __init__(self):
-        self.notifications: list[dict] = []
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server API)
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                hook.notifications.append(json.loads(body))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def alerts(self, status=None, **labels) -> list[dict]:
-        """Alerts of every notification so far (optionally: the notification's status and labels)."""
-        return [a for n in list(self.notifications) if status is None or n["status"] == status
-                for a in n["alerts"] if all(a["labels"].get(k) == v for k, v in labels.items())]
-
-    def wait(self, predicate, timeout=20.0, what="a notification"):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {what}; got {json.dumps(self.notifications)[:2000]}")
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 class Alertmanager:
     """A real Alertmanager on loopback routing everything to ``webhook_url``; restartable
     (same port, same storage)."""
 
     def __init__(self, workdir, webhook_url: str):
         self.workdir = workdir
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = workdir / "alertmanager.yml"
         self.config.write_text(
@@ -407,7 +361,7 @@ def test_two_instances_one_notification(alertmanager, webhook):
 def test_ha_pair_success_when_one_accepts(alertmanager, webhook):
     """Every URL is sent to; one URL down does not hold confirm() up."""
     am = alertmanager()
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     registry = CollectorRegistry()
     sink = _sink([dead, am.url], registry)
     try:
@@ -459,16 +413,6 @@ def test_drift_serve_delivers_through_alertmanager(broker, topic_factory, alertm
         assert svc.stop() == 0
 
 
-def _committed(broker, group, tp):
-    from kafka import KafkaConsumer
-
-    c = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=group, enable_auto_commit=False)
-    try:
-        return c.committed(tp)
-    finally:
-        c.close()
-
-
 def _serve_topics(topic_factory):
     return {"scores": topic_factory(1, "scores"), "retrieval": topic_factory(1, "retrieval"),
             "queries": topic_factory(1, "queries"), "labels": topic_factory(1, "labels"),
@@ -503,11 +447,11 @@ def test_drift_serve_alertmanager_outage_holds_offsets_then_delivers(broker, top
         assert svc.metric("drift_alertmanager_pending") >= 1
         # a checkpoint may have run before the alert fired (a slow machine); none after it: the
         # committed offset stays behind the end of the input while the alert is undelivered
-        assert (_committed(broker, group, tp) or 0) < len(msgs)
+        assert (committed(broker.bootstrap, group, tp) or 0) < len(msgs)
         am.start()
         webhook.wait(lambda: webhook.alerts("firing", alertname="format_failure_spike"), timeout=30,
                      what="the alert after the outage")
-        svc.wait_for(lambda: _committed(broker, group, tp) == len(msgs), 30, "offsets committed after the outage")
+        svc.wait_for(lambda: committed(broker.bootstrap, group, tp) == len(msgs), 30, "offsets committed after the outage")
         svc.wait_for(lambda: svc.get("/readyz")[0] == 200, 20, "ready again")
     finally:
         assert svc.stop() == 0
@@ -538,9 +482,9 @@ def test_drift_forward_follows_the_alert_topic(broker, topic_factory, alertmanag
         webhook.wait(lambda: webhook.alerts("firing", app="forwarded"), timeout=30, what="the forwarded alert")
         tp = TopicPartition(topic, 0)
         deadline = time.monotonic() + 20
-        while _committed(broker, group, tp) != 1 and time.monotonic() < deadline:
+        while committed(broker.bootstrap, group, tp) != 1 and time.monotonic() < deadline:
             time.sleep(0.3)
-        assert _committed(broker, group, tp) == 1
+        assert committed(broker.bootstrap, group, tp) == 1
     finally:
         stop.set()
         t.join(30)

@@ -13,18 +13,17 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
-import threading
 import time
 import urllib.parse
 import urllib.request
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
+
+from http_harness import Webhook, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -149,36 +148,6 @@ def test_amtool_check_config_and_routing():
 
 
 # ------------------------------------------------------------------------------ a real Prometheus
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _FakeAlertmanager:
-    """Accepts every ``POST /api/v2/alerts``, so the service's ``drift_alertmanager_*`` metrics exist."""
-
-    def __init__(self):
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server API)
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def _api(port: int, path: str, **params) -> dict:
     url = f"http://127.0.0.1:{port}{path}" + ("?" + urllib.parse.urlencode(params) if params else "")
     with urllib.request.urlopen(url, timeout=5) as r:
@@ -206,9 +175,9 @@ def test_real_prometheus_scrapes_serve_loads_rules_and_answers_every_dashboard_q
     msgs = messages_of(format_events, max_batch=200)
     msgs.append(("scores", "support-bot/billing", b"this is not JSON"))  # a DLQ record: drift_dlq_total moves
     produce(broker.bootstrap, topics, msgs)
-    am = _FakeAlertmanager()
-    svc = ServeProcess(broker.bootstrap, f"g-{uuid.uuid4().hex[:6]}", topics, {"DRIFT_ALERTMANAGER_URLS": am.url})
-    port = _free_port()
+    am = Webhook()  # accepts every POST /api/v2/alerts, so the drift_alertmanager_* metrics exist
+    svc = ServeProcess(broker.bootstrap, f"g-{uuid.uuid4().hex[:6]}", topics, {"DRIFT_ALERTMANAGER_URLS": am.base})
+    port = free_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(yaml.safe_dump({
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
@@ -223,7 +192,7 @@ def test_real_prometheus_scrapes_serve_loads_rules_and_answers_every_dashboard_q
 
     try:
         svc.wait_consumed(len(msgs), timeout=60)
-        success = 'drift_alertmanager_sent_total{result="success",url="' + am.url + '"}'
+        success = 'drift_alertmanager_sent_total{result="success",url="' + am.base + '"}'
         svc.wait_for(lambda: svc.metric("drift_alerts_total") >= 1 and svc.metric("drift_dlq_total") >= 1
                      and svc.metric(success) >= 1, 30,
                      "an alert, a DLQ record and an Alertmanager post")

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from drift.core.config import load_settings
-from kafka_harness import ServeProcess, alert_ids, messages_of, produce, read_topic
+from kafka_harness import ServeProcess, alert_ids, committed, messages_of, produce, read_topic
 from scenario_harness import run_lines
 
 pytestmark = pytest.mark.kafka
@@ -130,20 +130,10 @@ def _all_consumed(broker, topics, group):
                 c.seek_to_beginning(tp)
                 c.poll(timeout_ms=300, max_records=1)
                 hw = c.highwater(tp)
-                committed = _committed(broker, group, tp)
-                if hw is None or (committed or 0) < hw:
+                done = committed(broker.bootstrap, group, tp)
+                if hw is None or (done or 0) < hw:
                     return False
         return True
-    finally:
-        c.close()
-
-
-def _committed(broker, group, tp):
-    from kafka import KafkaConsumer
-
-    c = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=group, enable_auto_commit=False)
-    try:
-        return c.committed(tp)
     finally:
         c.close()
 
