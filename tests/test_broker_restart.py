@@ -41,8 +41,8 @@ import uuid
 import pytest
 
 from drift.tools.broker import BrokerError, EmbeddedBroker, create_topics
-from kafka_harness import ServeProcess, alert_ids, messages_of, produce, read_topic
-from test_service import _all_consumed, _committed, cleanup_events  # noqa: F401 (fixture)
+from kafka_harness import ServeProcess, alert_ids, committed, messages_of, produce, read_topic
+from test_service import _all_consumed, cleanup_events  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.kafka
 
@@ -300,7 +300,7 @@ def test_an_idle_service_reports_an_outage(s3_broker):
     svc = ServeProcess(b.bootstrap, group, topics)
     try:
         scores = [TopicPartition(topics["scores"], i) for i in range(TOPICS["scores"])]
-        svc.wait_for(lambda: sum(_committed(b, group, tp) or 0 for tp in scores) == 100, 60, "all committed")
+        svc.wait_for(lambda: sum(committed(b.bootstrap, group, tp) or 0 for tp in scores) == 100, 60, "all committed")
         assert svc.get("/readyz")[0] == 200
         assert _stop_broker(b) == 0
         down = time.monotonic()
