@@ -61,3 +61,14 @@ def topic_factory(broker: EmbeddedBroker, request: pytest.FixtureRequest):
         return name
 
     return make
+
+
+# a small input that fires one alert (the Alertmanager and deploy/ service tests)
+@pytest.fixture(scope="module")
+def format_events():
+    """support-bot/billing format_valid over 12 days of prompt_cleanup: one format_failure_spike."""
+    from drift.tools.simulate import iter_events, simulate
+
+    sim = simulate("prompt_cleanup", seed=0, days=12)
+    return [e for e in iter_events(sim) if e.get("app") == "support-bot" and e.get("intent") == "billing"
+            and e.get("dimension") == "format_valid"]

@@ -376,16 +376,6 @@ def test_ha_pair_success_when_one_accepts(alertmanager, webhook):
 
 
 # ------------------------------------------------------------------------------ through drift serve
-@pytest.fixture(scope="module")
-def format_events():
-    """support-bot/billing format_valid over 12 days of prompt_cleanup: one format_failure_spike."""
-    from drift.tools.simulate import iter_events, simulate
-
-    sim = simulate("prompt_cleanup", seed=0, days=12)
-    return [e for e in iter_events(sim) if e.get("app") == "support-bot" and e.get("intent") == "billing"
-            and e.get("dimension") == "format_valid"]
-
-
 @pytest.mark.kafka
 def test_drift_serve_delivers_through_alertmanager(broker, topic_factory, alertmanager, webhook, format_events):
     from kafka_harness import ServeProcess, messages_of, produce

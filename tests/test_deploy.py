@@ -154,16 +154,6 @@ def _api(port: int, path: str, **params) -> dict:
         return json.loads(r.read())
 
 
-@pytest.fixture(scope="module")
-def format_events():
-    """support-bot/billing format_valid over 12 days of prompt_cleanup: one format_failure_spike."""
-    from drift.tools.simulate import iter_events, simulate
-
-    sim = simulate("prompt_cleanup", seed=0, days=12)
-    return [e for e in iter_events(sim) if e.get("app") == "support-bot" and e.get("intent") == "billing"
-            and e.get("dimension") == "format_valid"]
-
-
 @pytest.mark.kafka
 def test_real_prometheus_scrapes_serve_loads_rules_and_answers_every_dashboard_query(
         broker, topic_factory, format_events, tmp_path):

@@ -452,7 +452,6 @@ def forward(settings: Settings, *, group_id: str | None = None, from_beginning: 
     Returns the exit code: 0 stopped (``stop()`` true, SIGINT/SIGTERM), 1 Kafka unreachable.
     ``consumer_options`` go to the KafkaConsumer (e.g. ``session_timeout_ms``).
     """
-    import signal
 
     from kafka import KafkaConsumer
     from kafka.errors import KafkaError
@@ -462,16 +461,10 @@ def forward(settings: Settings, *, group_id: str | None = None, from_beginning: 
 
     group = group_id or f"{settings.group_id}-alertmanager"
     topic = settings.topics["alerts"]
-    stopping = [False]
     if stop is None:
-        def _handler(*_):
-            stopping[0] = True
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                signal.signal(sig, _handler)
-            except ValueError:  # not the main thread
-                pass
-        stop = lambda: stopping[0]  # noqa: E731
+        from drift.runtime.feed import stop_on_signals
+
+        stop = stop_on_signals()
     session_ms = settings.service["session_timeout_ms"]  # as drift serve's consumer
     consumer_options = {"session_timeout_ms": session_ms, "heartbeat_interval_ms": max(1000, session_ms // 3),
                         **consumer_options}

@@ -15,7 +15,23 @@ from collections.abc import Callable
 from drift.core.alerts import render
 from drift.core.config import Settings
 
-__all__ = ["follow_alerts"]
+__all__ = ["follow_alerts", "stop_on_signals"]
+
+
+def stop_on_signals() -> Callable[[], bool]:
+    """A ``stop()`` that turns true on SIGINT or SIGTERM (handlers installed where this is the
+    main thread; elsewhere it stays false and the caller's own stop applies)."""
+    stopping = [False]
+
+    def _handler(*_):
+        stopping[0] = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            signal.signal(sig, _handler)
+        except ValueError:  # not the main thread
+            pass
+    return lambda: stopping[0]
 
 
 def follow_alerts(settings: Settings, *, from_beginning: bool = False, follow: bool = False,
@@ -28,16 +44,8 @@ def follow_alerts(settings: Settings, *, from_beginning: bool = False, follow: b
     topic = settings.topics["alerts"]
     consumer = KafkaConsumer(**settings.kafka_config(), group_id=None, enable_auto_commit=False,
                              auto_offset_reset="earliest")
-    stopping = [False]
     if stop is None:
-        def _handler(*_):
-            stopping[0] = True
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                signal.signal(sig, _handler)
-            except ValueError:
-                pass
-        stop = lambda: stopping[0]  # noqa: E731
+        stop = stop_on_signals()
     shown = 0
     try:
         deadline = time.monotonic() + wait
