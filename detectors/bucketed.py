@@ -16,6 +16,7 @@ Subclasses implement ``_add(series, t, x)`` and ``_evaluate(series, b) -> Evalua
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import ClassVar
 
 import numpy as np
@@ -51,6 +52,9 @@ class BucketedDetector(Detector):
     _state: ClassVar[tuple[str, ...]] = ("clock", "firing", "pending", "clear_streak", "episode_start",
                                          "fired_window", "n_series", "late")
     statistic = ""
+    # called as observer(detector, series, b, ev) after each evaluation (drift.runtime.series_metrics);
+    # set on an instance, never part of the state (not checkpointed)
+    observer: Callable[[BucketedDetector, np.ndarray, int, Evaluation], None] | None = None
     # set by subclasses' __init__
     for_buckets: int
     resolve_after: int
@@ -126,7 +130,10 @@ class BucketedDetector(Detector):
         """Close bucket ``b`` for ``series``: move it into the window, evaluate, update episodes."""
         frozen = self.firing[series] | (self.pending[series] > 0)
         self._close(series, b, frozen)
-        findings = self._transitions(series, b, self._evaluate(series, b))
+        ev = self._evaluate(series, b)
+        if self.observer is not None:
+            self.observer(self, series, b, ev)
+        findings = self._transitions(series, b, ev)
         steady = series[~(self.firing[series] | (self.pending[series] > 0))]
         if steady.size:
             self._accept_reference(steady)
@@ -264,6 +271,56 @@ class BucketedDetector(Detector):
     def reset_baseline(self, series) -> None:
         """Deliberately forget the baseline (and long-term reference) of ``series``."""
         raise NotImplementedError
+
+    # per-series arrays that are configuration, not learned data: a reset keeps them
+    _reset_keep: ClassVar[tuple[str, ...]] = ()
+
+    def reset(self, series, at: float) -> list[Finding]:
+        """An operator's baseline reset of ``series`` (detector-local ids) at event time ``at``.
+
+        Each series that is firing resolves now (a finding with ``extra["reset"] = True``; its
+        episode start, hence its alert id, is the open episode's). Then everything the detector
+        learned about the series -- window, baseline, long-term reference, sequential
+        statistics, hysteresis -- is forgotten, exactly as if the series had just appeared: the
+        baseline is re-learned from the data that arrives from now on, so the level the series
+        runs at after the reset becomes its new normal and a later drop from it fires again.
+        The bucket clock is kept (time does not restart). Pending hits are dropped too.
+
+        >>> import numpy as np
+        >>> from detectors.drop import PercentDrop
+        >>> det = PercentDrop(window=86400.0, baseline=2 * 86400.0, min_n=20)
+        >>> t = np.arange(0, 6 * 86400, 600.0)
+        >>> x = np.where(t < 4 * 86400, 0.9, 0.6)
+        >>> [f.status for f in det.update_many(np.zeros(t.size, np.int64), t, x)]
+        ['firing']
+        >>> [(f.status, f.extra) for f in det.reset([0], at=6 * 86400.0)]
+        [('resolved', {'reset': True})]
+        >>> det.reset([0], at=6 * 86400.0), bool(det.firing[0]), int(det.agg.base_pushes[0])
+        ([], False, 0)
+        """
+        series = np.unique(np.asarray(series, dtype=np.int64))
+        series = series[(series >= 0) & (series < self.n_series)]
+        if series.size == 0:
+            return []
+        out: list[Finding] = []
+        for s in series[self.firing[series]].tolist():
+            out.append(Finding(series=int(s), status="resolved", at=float(at),
+                               episode_start=float(self.episode_start[s]), statistic=self.statistic,
+                               value=float("nan"), threshold=float(getattr(self, "threshold", float("nan"))),
+                               extra={"reset": True}))
+        fresh = type(self)(**self.get_params())
+        fresh.ensure(1)
+        for name in type(self)._state + type(self)._extra_state:
+            if name in ("clock", "n_series", "late") or name in self._reset_keep:
+                continue
+            value, new = getattr(self, name), getattr(fresh, name)
+            if hasattr(value, "clear"):  # an aggregate (window, baseline, reference)
+                value.clear(series)
+            elif (isinstance(value, np.ndarray) and isinstance(new, np.ndarray) and value.ndim >= 1
+                  and new.ndim == value.ndim and new.shape[0] >= 1 and new.shape[1:] == value.shape[1:]
+                  and value.shape[0] >= self.n_series):
+                value[series] = new[0]
+        return out
 
     def state_dict(self) -> dict:
         state = super().state_dict()

@@ -81,6 +81,7 @@ class KsShift(BucketedDetector):
         self.has_data = np.zeros(0, bool)
 
     _state = BucketedDetector._state + ("family", "has_data")
+    _reset_keep = ("family",)  # which series are tested together: configuration, kept by a reset
 
     def set_families(self, series, family) -> None:
         """Declare which series are tested together (Bonferroni family), e.g. one (app, intent)."""

@@ -411,6 +411,12 @@ class WindowedAggregate:
         self.ref[series] = 0
         self.has_ref[series] = False
 
+    def clear(self, series: np.ndarray) -> None:
+        """Forget everything of ``series``: window, open buckets, baseline and reference, as
+        for a series that just appeared."""
+        for name in self._arrays:
+            getattr(self, name)[series] = -1 if name == "base_bucket" else 0
+
     def state_dict(self) -> dict:
         d = {name: getattr(self, name).copy() for name in self._arrays}
         d["layout"] = [self.window, self.baseline, self.cap, list(self.row), self.dtype.str,

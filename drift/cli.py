@@ -97,7 +97,8 @@ def _kafka_overrides(args) -> dict:
 def _cmd_serve(args) -> int:
     from drift.runtime.service import Service, setup_logging
 
-    settings = _settings(args, {**_kafka_overrides(args), "alertmanager": {"urls": args.alertmanager}})
+    settings = _settings(args, {**_kafka_overrides(args), "alertmanager": {"urls": args.alertmanager},
+                                "metrics": {"series": args.series_metrics}})
     setup_logging(args.log_level)
     golden, encoder = _golden(settings)
     # DRIFT_FAULT_INJECT is a test hook (see Service): it makes the process exit abruptly at a
@@ -126,7 +127,9 @@ delivery apart from `drift serve`. Same mapping, resend and retry as `drift serv
 [alertmanager] urls (see README, "Alerts to Alertmanager"). Offsets are committed only once
 some Alertmanager accepted every alert read so far, so an outage delays the commit and loses
 nothing. --from-beginning applies to a group without committed offsets; a new group otherwise
-starts at the topic's end. SIGINT/SIGTERM (Ctrl-C): confirm, commit what was accepted, exit 0."""
+starts at the topic's end. Either way, at start-up the alerts still firing on the topic (and
+those resolved less than 15 minutes ago) are re-sent, so a restart does not let Alertmanager
+resolve them. SIGINT/SIGTERM (Ctrl-C): confirm, commit what was accepted, exit 0."""
 
 _FORWARD_EPILOG = """Exit codes: 0 stopped; 1 Kafka unreachable; 2 configuration error.
 
@@ -174,6 +177,64 @@ truncation_reasons, label_values, prices, join_max_age, join_max_entries, repart
 repartition_partitions, max_ahead_s, group_id (environment: DRIFT_OTLP_<KEY>).
 Exit codes: 0 clean stop, 1 delivery or Kafka failure, 2 configuration error, 3 stopped
 because most input was undecodable."""
+
+
+def _event_time(text: str) -> float:
+    from drift.core.engine import parse_command
+
+    try:
+        return parse_command({"command": "baseline_reset", "rule": "r", "app": "a", "ts": text})["ts"]
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an RFC 3339 time or epoch seconds: {text!r}") from None
+
+
+def _cmd_baseline_reset(args) -> int:
+    from drift.runtime.control import reset_command, send_command
+
+    settings = _settings(args, _kafka_overrides(args))
+    cmd, input_topic, key = reset_command(settings, args.rule, args.app, args.intent, args.dimension,
+                                          by=args.by if args.by is not None else os.environ.get("USER", ""),
+                                          reason=args.reason or "", now=args.at)
+    try:
+        sent = send_command(settings, cmd, input_topic, key, timeout=args.timeout)
+    except Exception as exc:  # noqa: BLE001 - Kafka unreachable, topic missing, not acknowledged
+        print(f"drift baseline reset: could not deliver the command to {settings.topics['control']}: {exc}",
+              file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(sent))
+        return 0
+    where = "/".join(v for v in (args.app, args.intent, args.dimension) if v)
+    scope = "" if args.intent else " (every intent)"
+    parts = ", ".join(str(p) for p in sent["partitions"])
+    print(f"baseline reset of {args.rule} on {where}{scope} sent to {sent['topic']} partition(s) {parts}"
+          f" at {cmd['ts']}: drift serve resolves its open episodes and re-learns the baseline from then on "
+          "(an info alert baseline_reset records it)")
+    return 0
+
+
+_BASELINE_RESET = """Accept the new normal after a deliberate change (a new prompt, a new model): the rule's
+baseline for the series stays frozen while an alert fires, so without a reset it fires for as
+long as the change stands. This sends a baseline_reset command on the control topic
+(drift.control, keyed like the series so it reaches the partition, and so the `drift serve`
+instance, that holds them; without --intent it goes to every partition). The service resolves
+the open episodes (the same alert ids, so Alertmanager and the topic see them end), forgets what
+the rule learned about the series and re-learns the baseline from the data after the reset, as
+for a new series: the rule is quiet at the new level and fires again on a real drop from it,
+once it has re-learned (its baseline span). Each reset series is recorded as an info alert
+`baseline_reset`. Silencing is Alertmanager's job: this is for changes you accept."""
+
+_BASELINE_RESET_EPILOG = """Exit codes: 0 sent and acknowledged by the broker; 1 Kafka unreachable or not acknowledged;
+2 usage or configuration error (an unknown or disabled rule, --intent/--dimension the rule's
+series do not have).
+
+Examples:
+  drift baseline reset --rule quality_drop --app support-bot --intent billing --dimension format \
+      --reason "prompt v7: shorter answers accepted"
+  drift baseline reset --rule retrieval_drop --app docs-qa        # every intent of docs-qa"""
 
 
 def _cmd_alerts(args) -> int:
@@ -392,7 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and user feedback join the judge's scores of their trace), produce alerts to "
                                    "llm.alerts (CloudEvents, "
                                    "key alert_id), reject bad input to llm.dlq with reasons, send escalated traces to "
-                                   "drift.escalations, checkpoint state to drift.state, and serve /metrics, /livez and /readyz. SIGTERM/SIGINT: finish the "
+                                   "drift.escalations, run operator commands from drift.control (`drift baseline reset`), "
+                                   "checkpoint state to drift.state, and serve /metrics, /livez and /readyz. SIGTERM/SIGINT: finish the "
                                    "batch, checkpoint, leave the group, exit 0. Never starts a broker: for local work "
                                    "run `drift broker` first.", epilog=_EPILOG)
     _common_config(p)
@@ -402,6 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--golden", metavar="DIR", help="golden set for the query rules (off without one)")
     p.add_argument("--alertmanager", action="append", metavar="URL",
                    help="also send alerts to this Alertmanager (repeatable: an HA set; see [alertmanager])")
+    p.add_argument("--series-metrics", action="store_const", const=True, default=None,
+                   help="export drift_series_value{rule,app,intent,dimension,stat} per watched series "
+                        "(current, baseline, statistic; see [metrics])")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=_cmd_serve)
 
@@ -491,6 +556,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--days", type=int, default=30, help="simulated days (default 30)")
     p.add_argument("--workdir", default=None, help="where to write golden sets, alerts and the picture (default ./out/demo)")
+    p.add_argument("--alertmanager", action="append", metavar="URL",
+                   help="also deliver the demo's firing and resolved alerts to this Alertmanager as they arrive "
+                        "(repeatable or comma-separated: an HA set; default [alertmanager] urls), through the same "
+                        "sink as `drift serve --alertmanager`; the demo waits until every alert was accepted, e.g. "
+                        "drift demo --alertmanager http://localhost:9093")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("rules", help="list the configured rules (and, with --kinds, every rule kind)",
@@ -590,6 +660,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a group without committed offsets starts at the oldest alert kept (default: the end)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=_cmd_forward)
+
+    p = sub.add_parser("baseline", help="operator commands on baselines: `drift baseline reset`",
+                       description="Operator commands on the rules' baselines (sent to drift serve on drift.control).")
+    baseline = p.add_subparsers(dest="action", metavar="ACTION")
+    p.set_defaults(func=lambda args, _p=p: (_p.print_help(), 2)[1])
+    p = baseline.add_parser("reset", help="accept a series' new level: resolve its episode, re-learn the baseline",
+                            description=_BASELINE_RESET, epilog=_BASELINE_RESET_EPILOG,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common_config(p)
+    p.add_argument("--rule", required=True, help="the rule (as in `drift rules`), e.g. quality_drop")
+    p.add_argument("--app", required=True, help="the app whose series are reset")
+    p.add_argument("--intent", help="only this intent (default: every intent of the app)")
+    p.add_argument("--dimension", help="only this dimension (score rules; default: every dimension)")
+    p.add_argument("--reason", help="why (kept in the info alert and the log), e.g. 'prompt v7 accepted'")
+    p.add_argument("--by", help="who (default: $USER)")
+    p.add_argument("--at", type=_event_time, metavar="TIME",
+                   help="event time of the reset, RFC 3339 or epoch seconds (default: now; for backfills, "
+                        "where the service is reading old input: it applies the reset once it has read up to TIME)")
+    p.add_argument("--bootstrap-servers", metavar="HOST:PORT[,…]", help="Kafka bootstrap servers (default localhost:9092)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the broker (default 30)")
+    p.add_argument("--json", action="store_true", help="print where the command went as JSON")
+    p.set_defaults(func=_cmd_baseline_reset)
 
     sub.add_parser("golden", help="golden sets of queries: `drift golden build QUERIES… --out DIR`",
                    add_help=False)

@@ -83,6 +83,10 @@ class ServeProcess:
                  config: str | None = None):
         env = dict(os.environ)
         env.update({f"DRIFT_TOPICS_{k.upper()}": v for k, v in topics.items()})
+        if "control" not in topics and "scores" in topics:
+            # a control topic of this test's own (the service creates it like the scores topic),
+            # not the broker-wide default that every other test's service would share
+            env["DRIFT_TOPICS_CONTROL"] = f"{topics['scores']}-control"
         env.update({"DRIFT_SERVICE_SESSION_TIMEOUT_MS": "6000", "DRIFT_SERVICE_CHECKPOINT_INTERVAL": "1s",
                     "PYTHONUNBUFFERED": "1"})
         env.update(extra_env or {})

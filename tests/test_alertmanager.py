@@ -16,9 +16,11 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -32,6 +34,8 @@ from http_harness import Webhook, free_port
 from kafka_harness import committed
 
 AM_BINARY = os.environ.get("DRIFT_ALERTMANAGER_BINARY", "/usr/bin/prometheus-alertmanager")
+# the alerts of `drift demo --offline` (seed 0), as CloudEvents: the demo's own alert list
+DEMO_ALERTS = Path(__file__).resolve().parent / "fixtures" / "demo_alerts.jsonl"
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -142,12 +146,53 @@ def _settings(urls, **am):
     return load_settings(overrides={"alertmanager": {"urls": urls, **am}})
 
 
-def _sink(urls, registry=None, **kw) -> AlertmanagerSink:
+def _am_alerts(am: Alertmanager, **labels) -> list[dict]:
+    """The alerts Alertmanager holds as active (``GET /api/v2/alerts``) with these labels."""
+    query = "&".join("filter=" + urllib.parse.quote(f'{k}="{v}"') for k, v in labels.items())
+    with urllib.request.urlopen(f"{am.url}/api/v2/alerts?{query}", timeout=5) as r:
+        return json.loads(r.read())
+
+
+class Answering:
+    """A loopback ``POST /api/v2/alerts`` that answers ``answer(alerts) -> (status, body)`` and
+    keeps the alerts of every post (as the webhook receiver of ``http_harness``, with a status)."""
+
+    def __init__(self, answer):
+        self.posts: list[list[dict]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server API)
+                alerts = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                outer.posts.append(alerts)
+                code, body = answer(alerts)
+                data = body.encode()
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _sink(urls, registry=None, settings=None, **kw) -> AlertmanagerSink:
+    """A sink with short intervals; no rebuild from the alert topic unless ``restore=True``."""
     kw.setdefault("resend_interval", 2.0)
     kw.setdefault("confirm_timeout", 10.0)
     kw.setdefault("grace_period", 0.5)
     kw.setdefault("backoff_cap", 0.5)
-    return AlertmanagerSink(_settings(urls), registry or CollectorRegistry(), **kw)
+    kw.setdefault("restore", False)
+    return AlertmanagerSink(settings or _settings(urls), registry or CollectorRegistry(), **kw)
 
 
 # ------------------------------------------------------------------------------ mapping (no server)
@@ -252,7 +297,7 @@ def test_auth_headers_reach_the_server_and_are_not_logged(webhook, caplog):
     srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     url = f"http://bob:pa55word@127.0.0.1:{srv.server_address[1]}"
-    sink = AlertmanagerSink(_settings([url]), CollectorRegistry(), resend_interval=5, backoff_cap=0.2)
+    sink = AlertmanagerSink(_settings([url]), CollectorRegistry(), resend_interval=5, backoff_cap=0.2, restore=False)
     try:
         with caplog.at_level("WARNING", logger="drift.alertmanager"):
             sink.emit([_alert()])
@@ -263,7 +308,7 @@ def test_auth_headers_reach_the_server_and_are_not_logged(webhook, caplog):
     finally:
         sink.close()
     s = _settings([f"http://127.0.0.1:{srv.server_address[1]}"], bearer_token="tok-abc")
-    sink = AlertmanagerSink(s, CollectorRegistry())
+    sink = AlertmanagerSink(s, CollectorRegistry(), restore=False)
     try:
         sink.emit([_alert()])
         assert sink.confirm(timeout=10)
@@ -272,6 +317,55 @@ def test_auth_headers_reach_the_server_and_are_not_logged(webhook, caplog):
         sink.close()
         srv.shutdown()
         srv.server_close()
+
+
+def test_permanent_rejection_counts_as_delivered_and_outages_are_retried(caplog):
+    """A 400 refuses the alert itself: logged with the alert and the (truncated) answer, counted,
+    delivered for the commit order and not re-sent; 503, 429 and 401 are outages: retried."""
+    mode = ["ok"]
+
+    def answer(alerts):
+        if mode[0] != "ok":
+            return int(mode[0]), "try again later"
+        if any(a["labels"]["app"] == "bad" for a in alerts):  # as Alertmanager: the valid ones are kept
+            return 400, "{\"error\": \"invalid alert: " + "x" * 1000 + "\"}"
+        return 200, ""
+
+    srv = Answering(answer)
+    registry = CollectorRegistry()
+    sink = _sink([srv.url], registry, resend_interval=1.0, confirm_timeout=5.0)
+    good, bad = _alert(app="good"), _alert(app="bad")
+    try:
+        with caplog.at_level("ERROR", logger="drift.alertmanager"):
+            sink.emit([good, bad])
+            assert sink.confirm() is True
+        assert registry.get_sample_value("drift_alertmanager_rejected_total", {"url": srv.url}) == 1
+        (err,) = [r for r in caplog.records if r.levelname == "ERROR"]
+        assert err.alert_id == bad.alert_id and err.rule == "quality_drop" and err.labels["app"] == "bad"
+        assert err.response.startswith('HTTP 400 {"error": "invalid alert: xxx') and len(err.response) <= 300
+        assert registry.get_sample_value("drift_alertmanager_pending") == 0 and sink.problem() is None
+        # the refused alert is not re-sent; the accepted one is, every resend_interval
+        n = len(srv.posts)
+        deadline = time.monotonic() + 10
+        while len(srv.posts) < n + 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [[a["labels"]["app"] for a in post] for post in srv.posts[n:]][:2] == [["good"], ["good"]]
+        assert [a["labels"]["app"] for a in sink.active()] == ["good"]
+        # 5xx, 429 and 401 (credentials: every alert is refused) are outages, retried with backoff
+        for code in ("503", "429", "401"):
+            mode[0] = code
+            sink.emit([_alert(app=f"during-{code}")])
+            assert sink.confirm(timeout=1.0) is False
+        assert registry.get_sample_value("drift_alertmanager_rejected_total", {"url": srv.url}) == 1
+        assert registry.get_sample_value("drift_alertmanager_sent_total",
+                                         {"url": srv.url, "result": "http_error"}) >= 3
+        assert registry.get_sample_value("drift_alertmanager_pending") == 3
+        mode[0] = "ok"
+        assert sink.confirm(timeout=10) is True
+        assert registry.get_sample_value("drift_alertmanager_rejected_total", {"url": srv.url}) == 1
+    finally:
+        sink.close()
+        srv.close()
 
 
 # ------------------------------------------------------------------------------ a real Alertmanager
@@ -291,12 +385,15 @@ def test_firing_and_resolved_reach_the_webhook(alertmanager, webhook):
         assert got["annotations"]["alert_id"] == a.alert_id
         assert got["annotations"]["suspected_cause"].startswith("prompt_hash_change")
         assert got["startsAt"].startswith("2026-01-16T13:00:00")
-        sink.emit([_alert(status="resolved", alert_id=a.alert_id, ends_at="2026-01-20T08:00:00.000Z",
-                          extra_labels={"judge": "untrusted"})])
+        # the engine marks a quality alert raised while its judge is distrusted (judge = untrusted)
+        # but not its resolution: the sink resolves the label set it sent, or Alertmanager would
+        # keep the firing one open
+        sink.emit([_alert(status="resolved", alert_id=a.alert_id, ends_at="2026-01-20T08:00:00.000Z")])
         assert sink.confirm() is True
         webhook.wait(lambda: webhook.alerts("resolved", alertname="quality_drop"), what="the resolved notification")
         res = webhook.alerts("resolved", alertname="quality_drop")[0]
         assert res["status"] == "resolved" and res["endsAt"].startswith("2026-01-20T08:00:00")
+        assert res["labels"] == got["labels"]
         assert registry.get_sample_value("drift_alertmanager_sent_total",
                                          {"url": am.url, "result": "success"}) >= 2
         assert registry.get_sample_value("drift_alertmanager_pending") == 0
@@ -481,6 +578,155 @@ def test_drift_forward_follows_the_alert_topic(broker, topic_factory, alertmanag
     assert result == [0]
 
 
+def _resolved(a: Alert, ends_at="2026-01-20T08:00:00.000Z", **kw) -> Alert:
+    import msgspec
+
+    return msgspec.structs.replace(a, status="resolved", ends_at=ends_at, **kw)
+
+
+@pytest.mark.kafka
+def test_restart_rebuilds_the_active_alerts_from_the_alert_topic(broker, topic_factory, alertmanager, webhook):
+    """A restarted sink re-sends what is still firing on the alert topic (and resolutions of the
+    last 15 minutes): Alertmanager keeps the alert past the endsAt the stopped process gave it,
+    no resolution is sent; the episode's resolution on the topic then reaches the receiver."""
+    from drift.core.alerts import encode
+    from kafka_harness import produce
+
+    am = alertmanager()
+    topic = topic_factory(1, "alerts")
+    settings = load_settings(overrides={"kafka": {"bootstrap_servers": broker.bootstrap}, "topics": {"alerts": topic},
+                                        "alertmanager": {"urls": [am.url]}})
+    now = time.time()
+    fired = _alert(app="restart")
+    ended = _alert(app="ended")          # resolved a minute ago: re-sent as resolved for the rest of 15 min
+    old = _alert(app="old")              # resolved an hour ago: over
+    records = [fired, ended, old, _alert(app="info", status="info"),
+               _resolved(ended, time=now - 60), _resolved(old, time=now - 3600)]
+    produce(broker.bootstrap, {"alerts": topic}, [("alerts", a.alert_id, encode(a, now - 120)) for a in records]
+            + [("alerts", "x", b"not a CloudEvent")])
+    # the process before the restart: it sent the alert with endsAt = its last post + 6 s
+    before = _sink([am.url], resend_interval=1.5)
+    before.emit([fired])
+    assert before.confirm() is True
+    webhook.wait(lambda: webhook.alerts("firing", app="restart"), what="the firing notification")
+    before.close()
+    stopped = time.time()
+    (held,) = _am_alerts(am, app="restart")
+    first_ends = am_mod.parse_time(held["endsAt"])
+    assert first_ends <= stopped + 6.5
+
+    after = _sink([am.url], settings=settings, resend_interval=2.0, restore=True)
+    try:
+        deadline = time.monotonic() + 30
+        while after.restored is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert after.restored == {"firing": 1, "resolved": 1, "records": 7, "live": 0}
+        active = {a["labels"]["app"]: a for a in after.active()}
+        assert set(active) == {"restart", "ended"}
+        assert active["ended"]["endsAt"] == "2026-01-20T08:00:00.000Z"
+        assert after.confirm() is True
+        time.sleep(max(0.0, first_ends + 2 - time.time()))  # past the endsAt the stopped process gave it
+        (held,) = _am_alerts(am, app="restart")
+        assert held["status"]["state"] == "active" and am_mod.parse_time(held["endsAt"]) > first_ends
+        assert held["annotations"]["alert_id"] == fired.alert_id
+        assert webhook.alerts("resolved", app="restart") == []
+        # the episode ends (written by whichever instance holds the series): the resolution arrives
+        produce(broker.bootstrap, {"alerts": topic}, [("alerts", fired.alert_id, encode(_resolved(fired)))])
+        webhook.wait(lambda: webhook.alerts("resolved", app="restart"), what="the resolution")
+        assert webhook.alerts("resolved", app="restart")[0]["endsAt"].startswith("2026-01-20T08:00:00")
+        assert _am_alerts(am, app="restart") == []
+    finally:
+        after.close()
+
+
+@pytest.mark.kafka
+def test_drift_serve_restart_keeps_firing_alerts_active(broker, topic_factory, alertmanager, webhook):
+    """`drift serve` (re)started with an alert firing on llm.alerts re-sends it at start-up, so
+    Alertmanager does not resolve it when the endsAt of the stopped process passes."""
+    from drift.core.alerts import encode
+    from kafka_harness import ServeProcess, produce
+
+    am = alertmanager()
+    topics = _serve_topics(topic_factory)
+    a = _alert(app="serve-restart")
+    produce(broker.bootstrap, topics, [("alerts", a.alert_id, encode(a))])
+    before = _sink([am.url], resend_interval=1.5)  # the stopped process: endsAt = its last post + 6 s
+    before.emit([a])
+    assert before.confirm() is True
+    before.close()
+    (held,) = _am_alerts(am, app="serve-restart")
+    first_ends = am_mod.parse_time(held["endsAt"])
+    svc = ServeProcess(broker.bootstrap, f"g-{uuid.uuid4().hex[:6]}", topics, {"DRIFT_ALERTMANAGER_URLS": am.url})
+    try:
+        svc.wait_for(lambda: any(d.get("msg", "").startswith("rebuilt the active Alertmanager alerts")
+                                 for d in svc.lines), 30, "the rebuild from llm.alerts")
+        rebuilt = next(d for d in svc.lines if d.get("msg", "").startswith("rebuilt the active Alertmanager"))
+        assert rebuilt["firing"] == 1 and rebuilt["topic"] == topics["alerts"]
+        time.sleep(max(0.0, first_ends + 2 - time.time()))
+        (held,) = _am_alerts(am, app="serve-restart")
+        assert held["status"]["state"] == "active" and am_mod.parse_time(held["endsAt"]) > time.time() + 60
+        webhook.wait(lambda: webhook.alerts("firing", app="serve-restart"), what="the firing notification")
+        assert webhook.alerts("resolved", app="serve-restart") == []
+    finally:
+        assert svc.stop() == 0
+
+
+@pytest.mark.kafka
+def test_drift_forward_resends_what_fired_before_it_started(broker, topic_factory, alertmanager, webhook):
+    """A new forwarder group starts at the topic's end, yet the alert that was firing before it
+    started reaches Alertmanager (the rebuild), and an alert resolved before does not fire."""
+    from drift.core.alerts import encode
+    from drift.runtime.alertmanager import forward
+    from kafka_harness import produce
+
+    am = alertmanager()
+    topic = topic_factory(1, "alerts")
+    a, gone = _alert(app="before-start"), _alert(app="gone-before-start")
+    produce(broker.bootstrap, {"alerts": topic}, [("alerts", x.alert_id, encode(x)) for x in (a, gone, _resolved(gone))])
+    settings = load_settings(overrides={"kafka": {"bootstrap_servers": broker.bootstrap},
+                                        "topics": {"alerts": topic}, "alertmanager": {"urls": [am.url]}})
+    stop = threading.Event()
+    result: list[int] = []
+    t = threading.Thread(target=lambda: result.append(
+        forward(settings, group_id=f"fwd-{uuid.uuid4().hex[:6]}", stop=stop.is_set, registry=CollectorRegistry(),
+                session_timeout_ms=6000)))
+    t.start()
+    try:
+        webhook.wait(lambda: webhook.alerts("firing", app="before-start"), timeout=30, what="the alert fired before")
+        assert _am_alerts(am, app="gone-before-start") == []
+        assert webhook.alerts(app="gone-before-start") == []
+    finally:
+        stop.set()
+        t.join(30)
+    assert result == [0]
+
+
+def test_demo_delivers_its_alerts_to_alertmanager(alertmanager, webhook):
+    """`drift demo --alertmanager URL`'s delivery on the demo's own alerts (those of `drift demo
+    --offline`, seed 0; a full demo run takes minutes): every firing alert reaches the receiver
+    with alertname = the rule and the series' app/intent/dimension labels; info events do not."""
+    from drift.tools.demo import deliver_to_alertmanager
+
+    am = alertmanager()
+    events = [json.loads(line) for line in DEMO_ALERTS.read_text().splitlines()]
+    firing = {(d["rule"], d["labels"].get("app"), d["labels"].get("intent"), d["labels"].get("dimension"))
+              for d in (e["data"] for e in events) if d["status"] == "firing"}
+    assert len(firing) >= 10
+    registry = CollectorRegistry()
+    assert deliver_to_alertmanager(_settings([am.url]), events, registry=registry) is True
+    assert registry.get_sample_value("drift_alertmanager_pending") == 0
+
+    def got():
+        return {(a["labels"]["alertname"], a["labels"].get("app"), a["labels"].get("intent"),
+                 a["labels"].get("dimension")) for a in webhook.alerts("firing")}
+
+    webhook.wait(lambda: got() >= firing, timeout=30, what="every firing alert of the demo")
+    assert got() == firing  # nothing else: the info events (prompt_change) stay out
+    by_id = {a["annotations"]["alert_id"]: a for a in webhook.alerts("firing")}
+    for d in (e["data"] for e in events if e["data"]["status"] == "firing"):
+        assert by_id[d["alert_id"]]["labels"]["severity"] == d["severity"]
+
+
 def test_cli_flags():
     from drift.cli import build_parser, main
 
@@ -489,6 +735,15 @@ def test_cli_flags():
     assert build_parser().parse_args(["serve"]).alertmanager is None
     assert main(["forward"]) == 2  # no URL: a config error naming alertmanager.urls
     assert main(["forward", "--alertmanager", "ftp://x"]) == 2
+    from drift.tools.demo import alertmanager_urls
+
+    args = build_parser().parse_args(["demo", "--alertmanager", "http://a:9093,http://b:9093",
+                                      "--alertmanager", "http://c:9093"])
+    assert alertmanager_urls(args.alertmanager) == ["http://a:9093", "http://b:9093", "http://c:9093"]
+    assert build_parser().parse_args(["demo"]).alertmanager is None
+    assert main(["demo", "--alertmanager", "ftp://x"]) == 2  # checked before the demo's set-up
+    assert "drift demo --alertmanager http://localhost:9093" in " ".join(build_parser()._subparsers._group_actions[0]
+                                                                         .choices["demo"].format_help().split())
 
 
 @pytest.mark.kafka

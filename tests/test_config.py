@@ -84,6 +84,10 @@ def test_rule_overrides_and_durations(tmp_path):
     ("[dimensions.helpfulness]\nscale = [10, 1]\n", "dimensions.helpfulness.scale"),
     ("[engine]\nallowed_lateness = \"-5m\"\n", "engine.allowed_lateness"),
     ("[nonsense]\n", "config.nonsense"),
+    ("[metrics]\nseries = \"maybe\"\n", "metrics.series"),
+    ("[metrics]\nseries_limit = 0\n", "metrics.series_limit"),
+    ("[metrics]\nseries_limit = \"lots\"\n", "metrics.series_limit"),
+    ("[metrics]\nseries_cap = 5\n", "metrics.series_cap"),
 ])
 def test_bad_config_fails_naming_the_field(tmp_path, text, field):
     with pytest.raises(ConfigError) as err:
@@ -115,3 +119,37 @@ def test_fingerprint_tracks_rule_config(tmp_path):
     a = load_settings()
     b = load_settings(write(tmp_path, "[rules.quality_drop]\nthreshold = 0.1\n"))
     assert a.fingerprint() == load_settings().fingerprint() != b.fingerprint()
+
+
+def test_metrics_section_defaults_toml_env_and_the_serve_flag(tmp_path, monkeypatch):
+    import drift.cli
+    import drift.runtime.service
+
+    assert dict(load_settings().metrics) == {"series": False, "series_limit": 10000}
+    path = write(tmp_path, "[metrics]\nseries = true\nseries_limit = 50\n")
+    assert dict(load_settings(path).metrics) == {"series": True, "series_limit": 50}
+    env = {"DRIFT_METRICS_SERIES": "false", "DRIFT_METRICS_SERIES_LIMIT": "7"}
+    assert dict(load_settings(path, env).metrics) == {"series": False, "series_limit": 7}
+    # not a rule setting: checkpoints stay valid when it changes
+    assert load_settings(path).fingerprint() == load_settings().fingerprint()
+    # drift serve --series-metrics turns the gauges on over the file and environment; without it
+    # they stay as configured
+    seen = []
+
+    class FakeService:
+        def __init__(self, settings, **kw):
+            seen.append(dict(settings.metrics))
+
+        def run(self):
+            return 0
+
+    monkeypatch.setattr(drift.runtime.service, "Service", FakeService)
+    monkeypatch.setattr(drift.runtime.service, "setup_logging", lambda level: None)
+    monkeypatch.setattr(drift.cli, "_golden", lambda settings: ({}, None))
+    monkeypatch.setenv("DRIFT_METRICS_SERIES", "false")
+    assert drift.cli.main(["serve", "--series-metrics"]) == 0
+    assert drift.cli.main(["serve"]) == 0
+    monkeypatch.delenv("DRIFT_METRICS_SERIES")
+    assert drift.cli.main(["serve", "--config", path]) == 0
+    assert seen == [{"series": True, "series_limit": 10000}, {"series": False, "series_limit": 10000},
+                    {"series": True, "series_limit": 50}]

@@ -40,7 +40,7 @@ AMTOOL = os.environ.get("DRIFT_AMTOOL_BINARY", "/usr/bin/amtool")
 
 # what Grafana substitutes before a query reaches Prometheus
 GRAFANA_VARS = {"__rate_interval": "30s", "__interval": "15s", "__range": "5m", "__range_s": "300",
-                "__range_ms": "300000", "instance": ".*"}
+                "__range_ms": "300000", "instance": ".*", "rule": ".*", "app": ".*", "intent": ".*"}
 
 
 def _binary(path: str, name: str, install: str = INSTALL) -> str:
@@ -57,11 +57,12 @@ def _run(*cmd: str, stderr: bool = True) -> str:
 
 
 def _exported_metrics() -> set[str]:
-    """Every metric name the service's code registers (Counter/Gauge/Histogram first argument)."""
+    """Every metric name the service's code registers (Counter/Gauge/Histogram first argument, and
+    the GaugeMetricFamily of a custom collector)."""
     names: set[str] = set()
     for src in (ROOT / "drift" / "runtime").glob("*.py"):
         text = src.read_text()
-        for kind, name in re.findall(r"\b(Counter|Gauge|Histogram)\(\s*\"(drift_\w+)\"", text):
+        for kind, name in re.findall(r"\b(Counter|Gauge|Histogram|GaugeMetricFamily)\(\s*\"(drift_\w+)\"", text):
             if kind == "Histogram":
                 names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
             else:
@@ -92,7 +93,8 @@ def _rules_exprs() -> list[str]:
 # ------------------------------------------------------------------------------ static checks
 def test_files_use_only_metrics_the_service_exports():
     exported = _exported_metrics()
-    assert {"drift_messages_consumed_total", "drift_alertmanager_pending", "drift_batch_seconds_bucket"} <= exported
+    assert {"drift_messages_consumed_total", "drift_alertmanager_pending", "drift_batch_seconds_bucket",
+            "drift_series_value", "drift_alert_firing", "drift_series_dropped_total"} <= exported
     for where, exprs in (("rules", _rules_exprs()), ("dashboard", _dashboard_exprs())):
         used = {n for e in exprs for n in re.findall(r"\bdrift_\w+", e)}
         assert used and used <= exported, f"{where} uses metrics the service does not export: {used - exported}"
@@ -110,8 +112,12 @@ def test_dashboard_shape():
         assert p["datasource"]["uid"] == "${DS_PROMETHEUS}" and p["targets"], p["title"]
         assert all(t["datasource"]["uid"] == "${DS_PROMETHEUS}" for t in p["targets"]), p["title"]
     titles = " ".join(p["title"].lower() for p in doc["panels"])
-    for word in ("up", "lag", "messages consumed", "events", "checkpoint", "dlq", "alerts emitted", "alertmanager"):
+    for word in ("up", "lag", "messages consumed", "events", "checkpoint", "dlq", "alerts emitted", "alertmanager",
+                 "firing alerts", "current vs baseline"):
         assert word in titles, word
+    # the quality panels filter by the variables they use
+    names = {v["name"] for v in doc["templating"]["list"]}
+    assert {"instance", "rule", "app", "intent"} <= names
 
 
 def test_rules_labels_and_annotations():
@@ -164,9 +170,14 @@ def test_real_prometheus_scrapes_serve_loads_rules_and_answers_every_dashboard_q
               ("scores", "retrieval", "queries", "labels", "feedback", "alerts", "dlq", "state")}
     msgs = messages_of(format_events, max_batch=200)
     msgs.append(("scores", "support-bot/billing", b"this is not JSON"))  # a DLQ record: drift_dlq_total moves
-    produce(broker.bootstrap, topics, msgs)
+    # the first message alone: its batch makes the engine and its rules' detectors, which the series
+    # gauges observe from the next batch on; the rest after it (its evaluations are observed)
+    produce(broker.bootstrap, topics, msgs[:1])
     am = Webhook()  # accepts every POST /api/v2/alerts, so the drift_alertmanager_* metrics exist
-    svc = ServeProcess(broker.bootstrap, f"g-{uuid.uuid4().hex[:6]}", topics, {"DRIFT_ALERTMANAGER_URLS": am.base})
+    # series metrics on: the quality panels (drift_series_value); the feed's format_failure_spike fires
+    # and stays firing (drift_alert_firing)
+    svc = ServeProcess(broker.bootstrap, f"g-{uuid.uuid4().hex[:6]}", topics, {"DRIFT_ALERTMANAGER_URLS": am.base,
+                                                                              "DRIFT_METRICS_SERIES": "true"})
     port = free_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(yaml.safe_dump({
@@ -181,6 +192,8 @@ def test_real_prometheus_scrapes_serve_loads_rules_and_answers_every_dashboard_q
         return (tmp_path / "prometheus.log").read_text(errors="replace")[-3000:]
 
     try:
+        svc.wait_consumed(1, timeout=60)
+        produce(broker.bootstrap, topics, msgs[1:])
         svc.wait_consumed(len(msgs), timeout=60)
         success = 'drift_alertmanager_sent_total{result="success",url="' + am.base + '"}'
         svc.wait_for(lambda: svc.metric("drift_alerts_total") >= 1 and svc.metric("drift_dlq_total") >= 1
@@ -210,6 +223,16 @@ def test_real_prometheus_scrapes_serve_loads_rules_and_answers_every_dashboard_q
         assert [r["value"][1] for r in up] == ["1"]
         firing = _api(port, "/api/v1/query", query='ALERTS{alertstate="firing", alertname="DriftServiceDown"}')
         assert firing["data"]["result"] == []
+        # the quality gauges as Prometheus stored them: the firing series, and its current value
+        # above its baseline (a failure-rate spike)
+        quality = _api(port, "/api/v1/query", query='drift_alert_firing{rule="format_failure_spike"}')["data"]["result"]
+        assert [({k: r["metric"][k] for k in ("app", "intent", "dimension", "severity")}, r["value"][1])
+                for r in quality] == [({"app": "support-bot", "intent": "billing", "dimension": "format_valid",
+                                        "severity": "warning"}, "1")]
+        values = {r["metric"]["stat"]: float(r["value"][1]) for r in _api(
+            port, "/api/v1/query", query='drift_series_value{rule="format_failure_spike"}')["data"]["result"]}
+        assert set(values) == {"current", "baseline", "statistic"}
+        assert values["current"] > 2 * values["baseline"] > 0 and values["statistic"] > 2, values
     finally:
         prom.terminate()
         try:

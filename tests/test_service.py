@@ -99,15 +99,15 @@ def test_two_instances_split_partitions_and_take_over(broker, topics, cleanup_ev
     b = ServeProcess(broker.bootstrap, group, topics)
     try:
         b.wait_for(lambda: b.metric("drift_assigned_partitions") > 0 and a.metric("drift_assigned_partitions") > 0
-                   and a.metric("drift_assigned_partitions") + b.metric("drift_assigned_partitions") == 15,
+                   and a.metric("drift_assigned_partitions") + b.metric("drift_assigned_partitions") == 18,
                    90, "partitions split between a and b")
-        assert 0 < b.metric("drift_assigned_partitions") < 15
+        assert 0 < b.metric("drift_assigned_partitions") < 18  # 5 input topics and drift.control, 3 partitions each
         b.wait_for(lambda: a.metric("drift_messages_consumed_total") + b.metric("drift_messages_consumed_total") >= half,
                    180, "first half consumed")
         a.wait_for(lambda: a.metric("drift_checkpoints_total") >= 1 and b.metric("drift_checkpoints_total") >= 1,
                    30, "both checkpointed")
         assert b.stop() == 0  # b leaves: a takes over b's partitions from b's checkpoints
-        a.wait_for(lambda: a.metric("drift_assigned_partitions") == 15, 90, "a owns every partition")
+        a.wait_for(lambda: a.metric("drift_assigned_partitions") == 18, 90, "a owns every partition")
         assert a.metric('drift_state_restores_total{result="restored"}') >= 1
         produce(broker.bootstrap, topics, msgs[half:])
         a.wait_for(lambda: _all_consumed(broker, topics, group), 180, "all input committed")

@@ -41,6 +41,7 @@ from drift.core import rules as _rules
 from drift.core.events import format_time
 
 __all__ = ["Alert", "Side", "Statistic", "alert_id", "from_finding", "change_notice", "state_notice",
+           "reset_notice", "reset_summary",
            "to_cloudevent", "from_cloudevent", "encode", "render", "subject_of", "first_action_of",
            "CAUSE_WINDOW", "STATUSES"]
 
@@ -189,6 +190,32 @@ def change_notice(rule: str, labels: Mapping[str, str], f: Finding, attribute: s
         change={"attribute": attribute, "from": frm, "to": to, "at": format_time(f.at)},
         suspected_cause=None, first_action=first_action_of(rule, "change_tracker", first_action),
         summary=f"new {attribute} {to} for {labels.get('app')}/{labels.get('intent')} (was {frm})",
+        source=source, time=now)
+
+
+def reset_summary(rule: str, labels: Mapping[str, str], at: float, by: str = "", reason: str = "") -> str:
+    """The summary of an episode resolved by an operator's baseline reset."""
+    subject = subject_of(rule, labels)
+    who = f" by {by}" if by else ""
+    why = f" ({reason})" if reason else ""
+    return (f"{subject} resolved by a baseline reset{who}{why} at {(format_time(at) or '')[:16].replace('T', ' ')} UTC: "
+            "the new level is accepted and the baseline is re-learned from then on")
+
+
+def reset_notice(rule: str, labels: Mapping[str, str], at: float, *, by: str = "", reason: str = "",
+                 source: str = "drift/drift", now: float | None = None) -> Alert:
+    """The ``baseline_reset`` info event: an operator accepted a series' new normal for ``rule``."""
+    lab = {**labels, "reset_rule": rule}
+    who = f" by {by}" if by else ""
+    why = f": {reason}" if reason else ""
+    series = "/".join(v for k, v in labels.items() if k in ("app", "intent", "dimension") and v)
+    return Alert(
+        alert_id=alert_id("baseline_reset", lab, at), status="info", rule="baseline_reset", detector="control",
+        severity="info", labels=lab, starts_at=format_time(at), ends_at=None, window=None, baseline=None,
+        statistic=None, suspected_cause=None,
+        first_action="Nothing to do: the rule re-learns this series' baseline from the data after the reset",
+        summary=f"{rule} baseline of {series} reset{who}{why}; re-learned from "
+                f"{(format_time(at) or '')[:16].replace('T', ' ')} UTC",
         source=source, time=now)
 
 

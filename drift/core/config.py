@@ -9,7 +9,8 @@ Sections
 ``[kafka]``        ``bootstrap_servers``, ``group_id``; every other key passes through to the
                    kafka-python clients (``security_protocol``, ``sasl_mechanism``,
                    ``sasl_plain_username``, ``sasl_plain_password``, ``ssl_cafile``, …).
-``[topics]``       ``scores``, ``retrieval``, ``queries``, ``alerts``, ``dlq``, ``state``.
+``[topics]``       ``scores``, ``retrieval``, ``queries``, ``alerts``, ``dlq``, ``state``, ``escalations``,
+                   ``control`` (operator commands such as a baseline reset; ``drift.control``).
 ``[http]``         ``port``.
 ``[queries]``      ``golden`` (a golden-set directory, one set or one per app in ``DIR/<app>/``;
                    query rules are off without one), ``max_texts_per_batch`` (texts embedded per
@@ -34,6 +35,9 @@ Sections
                    ``runbook_url`` and ``generator_url`` (templates with ``{rule}``, ``{app}``, …),
                    ``timeout``, ``confirm_timeout``, ``grace_period``, ``username``/``password``,
                    ``bearer_token``, ``ca_file``, ``cert_file``, ``key_file``, ``insecure_skip_verify``.
+``[metrics]``      ``drift serve``'s ``/metrics`` (:mod:`drift.runtime.series_metrics`): ``series``
+                   (``drift_series_value`` gauges per watched series; off by default) and
+                   ``series_limit`` (the most series those gauges hold; 10,000).
 ``[dimensions.NAME]`` ``kind`` (``quality``, ``flag``, ``check``), ``scale = [lo, hi]``,
                    ``higher_is_better``.
 ``[rules.NAME]``   ``enabled``, ``severity`` and the rule's detector parameters (durations as
@@ -41,8 +45,9 @@ Sections
                    list of them).
 
 Environment variables map ``DRIFT_<SECTION>_<KEY>`` onto the scalar keys of ``kafka``,
-``topics``, ``http``, ``queries``, ``engine``, ``service``, ``otlp`` and ``alertmanager`` (``DRIFT_KAFKA_BOOTSTRAP_SERVERS``,
-``DRIFT_TOPICS_SCORES``, ``DRIFT_HTTP_PORT``, ``DRIFT_QUERIES_GOLDEN``,
+``topics``, ``http``, ``queries``, ``engine``, ``service``, ``otlp``, ``alertmanager`` and ``metrics``
+(``DRIFT_KAFKA_BOOTSTRAP_SERVERS``, ``DRIFT_TOPICS_SCORES``, ``DRIFT_HTTP_PORT``, ``DRIFT_QUERIES_GOLDEN``,
+``DRIFT_METRICS_SERIES=true``,
 ``DRIFT_SERVICE_CHECKPOINT_INTERVAL``, ``DRIFT_OTLP_ENCODING``, …); the ``[otlp]`` lists take a
 comma-separated value and its tables a JSON object (``DRIFT_OTLP_LABEL_VALUES='{"pass": 1}'``);
 ``DRIFT_ALERTMANAGER_URLS`` takes a comma-separated list.
@@ -206,6 +211,8 @@ class Settings:
     # the Alertmanager sink ([alertmanager]); no urls: no sink. Not in repr (it holds secrets)
     alertmanager: Mapping[str, Any] = dataclasses.field(default_factory=lambda: dict(DEFAULT_ALERTMANAGER),
                                                         repr=False)
+    # drift serve's opt-in metrics ([metrics]): per-series value gauges and their cap
+    metrics: Mapping[str, Any] = dataclasses.field(default_factory=lambda: dict(DEFAULT_METRICS))
 
     def dimension(self, name: str) -> DimensionSpec:
         """Spec of a dimension (unlisted names are quality dimensions on [0, 1])."""
@@ -251,9 +258,15 @@ class Settings:
 
 DEFAULT_TOPICS: dict[str, str] = {"scores": "llm.scores", "retrieval": "llm.retrieval", "queries": "llm.queries",
                                   "alerts": "llm.alerts", "dlq": "llm.dlq", "state": "drift.state",
-                                  "escalations": "drift.escalations"}
+                                  "escalations": "drift.escalations", "control": "drift.control"}
 
-_ENV_SECTIONS = ("kafka", "topics", "http", "queries", "engine", "service", "otlp", "alertmanager")
+_ENV_SECTIONS = ("kafka", "topics", "http", "queries", "engine", "service", "otlp", "alertmanager", "metrics")
+
+# drift serve's opt-in metrics ([metrics]; drift.runtime.series_metrics)
+DEFAULT_METRICS: dict[str, Any] = {
+    "series": False,        # drift_series_value{rule,app,intent,dimension,stat} per watched series
+    "series_limit": 10000,  # the most series those gauges hold; the rest counted in drift_series_dropped_total
+}
 
 # The Alertmanager sink ([alertmanager]; drift.runtime.alertmanager). Durations in seconds.
 DEFAULT_ALERTMANAGER: dict[str, Any] = {
@@ -405,7 +418,7 @@ def _scale(value, field) -> tuple[float, float]:
 
 def _build(doc: Mapping[str, Any], source: str) -> Settings:
     _unknown("config", doc.keys(), ("kafka", "topics", "http", "queries", "engine", "service", "otlp", "dimensions",
-                                    "rules", "alertmanager"))
+                                    "rules", "alertmanager", "metrics"))
     kafka = _section(doc, "kafka")
     bootstrap = str(kafka.pop("bootstrap_servers", "localhost:9092"))
     group_id = str(kafka.pop("group_id", "drift"))
@@ -465,6 +478,11 @@ def _build(doc: Mapping[str, Any], source: str) -> Settings:
 
     otlp = _otlp(_section(doc, "otlp"))
     alertmanager = _alertmanager(_section(doc, "alertmanager"))
+    metrics_doc = _section(doc, "metrics")
+    _unknown("metrics", metrics_doc, DEFAULT_METRICS)
+    metrics = {"series": _as_bool(metrics_doc.get("series", DEFAULT_METRICS["series"]), "metrics.series"),
+               "series_limit": _as_int(metrics_doc.get("series_limit", DEFAULT_METRICS["series_limit"]),
+                                       "metrics.series_limit", 1)}
     rules = _rules_of(_section(doc, "rules"))
     for k, v in kafka.items():
         if isinstance(v, Mapping):
@@ -475,7 +493,7 @@ def _build(doc: Mapping[str, Any], source: str) -> Settings:
                     allowed_lateness=lateness, max_future=max_future, max_message_bytes=max_bytes,
                     retrieval_scale=rscale, join_max_age=join_age, join_max_entries=join_entries,
                     service=service, dimensions=dims, rules=rules, otlp=otlp, source=source,
-                    alertmanager=alertmanager)
+                    alertmanager=alertmanager, metrics=metrics)
 
 
 def _alertmanager(sec: dict[str, Any]) -> dict[str, Any]:

@@ -45,7 +45,8 @@ from drift.core.judge import JudgeJoin, pairs_columns
 from drift.core.rules import RULE_KINDS, RuleKind
 from drift.core.streams import STREAMS, CostStream, SeriesInfo, Stream
 
-__all__ = ["Engine", "EventRejection", "SeriesTable", "RuleRunner", "StreamState", "STATE_VERSION"]
+__all__ = ["Engine", "EventRejection", "SeriesTable", "RuleRunner", "StreamState", "STATE_VERSION", "COMMANDS",
+           "parse_command"]
 
 # Version of the engine's state layout inside a checkpoint; a checkpoint of another version is
 # not restored (the partition is rebuilt from its retained input, see drift.runtime.checkpoint).
@@ -102,6 +103,66 @@ class SeriesTable:
     def load_state(self, state):
         self.keys = [tuple(k) for k in state["keys"]]
         self.ids = {k: i for i, k in enumerate(self.keys)}
+
+
+COMMANDS = ("baseline_reset",)
+
+
+def parse_command(doc: Mapping[str, Any] | bytes | str) -> dict[str, Any]:
+    """Check one ``drift.control`` command (JSON object or its bytes) and return it normalised.
+
+    Fields: ``command`` (``"baseline_reset"``), ``rule``, ``app``, optional ``intent`` and
+    ``dimension`` (absent: every one of the app's), ``ts`` (when it was issued: RFC 3339 or
+    epoch seconds; the reset's event time), optional ``by`` and ``reason`` (for the record).
+    Raises :class:`ValueError` naming the field.
+
+    >>> parse_command('{"command": "baseline_reset", "rule": "quality_drop", "app": "bot", "ts": 0}')
+    {'command': 'baseline_reset', 'rule': 'quality_drop', 'app': 'bot', 'ts': 0.0}
+    >>> parse_command({"command": "reset", "rule": "r", "app": "a", "ts": 0})
+    Traceback (most recent call last):
+    ...
+    ValueError: command: must be one of baseline_reset, got 'reset'
+    """
+    import datetime as _dt
+    import json as _json
+
+    if isinstance(doc, (bytes, str)):
+        try:
+            doc = _json.loads(doc)
+        except ValueError as exc:
+            raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(doc, Mapping):
+        raise ValueError(f"a command is a JSON object, got {type(doc).__name__}")
+    unknown = sorted(set(doc) - {"command", "rule", "app", "intent", "dimension", "ts", "by", "reason", "id"})
+    if unknown:
+        raise ValueError(f"{unknown[0]}: unknown field")
+    out: dict[str, Any] = {}
+    if doc.get("command") not in COMMANDS:
+        raise ValueError(f"command: must be one of {', '.join(COMMANDS)}, got {doc.get('command')!r}")
+    out["command"] = doc["command"]
+    for key in ("rule", "app", "intent", "dimension", "by", "reason", "id"):
+        v = doc.get(key)
+        if v is None:
+            if key in ("rule", "app"):
+                raise ValueError(f"{key}: required")
+            continue
+        if not isinstance(v, str) or not v or len(v) > 1000:
+            raise ValueError(f"{key}: must be a non-empty string (at most 1000 characters), got {v!r}")
+        out[key] = v
+    if "ts" not in doc:
+        raise ValueError("ts: required")
+    ts = doc["ts"]
+    if isinstance(ts, (int, float)) and not isinstance(ts, bool) and np.isfinite(ts):
+        out["ts"] = float(ts)
+    elif isinstance(ts, str):
+        try:
+            when = _dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"ts: not an RFC 3339 time: {ts!r}") from None
+        out["ts"] = (when if when.tzinfo else when.replace(tzinfo=_dt.UTC)).timestamp()
+    else:
+        raise ValueError(f"ts: must be RFC 3339 or epoch seconds, got {ts!r}")
+    return out
 
 
 class RuleRunner:
@@ -657,6 +718,69 @@ class Engine:
             self.counts["queries.embedded"] += len(chosen)
         return out, ok
 
+
+    # -- operator commands -------------------------------------------------------------------
+    def reset_baseline(self, rule: str, app: str, intent: str | None = None, dimension: str | None = None,
+                       at: float | None = None, by: str = "", reason: str = "") -> list[Alert]:
+        """Accept the new normal: an operator's baseline reset of ``rule`` on the series of
+        ``app`` (optionally one ``intent``, one ``dimension``), at event time ``at``.
+
+        Every matching series that is firing resolves now (same alert id as its firing alert);
+        then the rule forgets what it learned about the series and re-learns its baseline from
+        the data that follows, as for a new series (:meth:`BucketedDetector.reset
+        <detectors.bucketed.BucketedDetector.reset>`). Each reset series is recorded as an info
+        alert ``baseline_reset`` (its id is a function of the rule, the series and ``at``, so a
+        command delivered twice yields the same id). Returns the alerts: resolutions first.
+
+        ``at`` defaults to the newest event time the engine has seen (else the wall clock).
+        Raises :class:`ValueError` for a rule that is not configured here or cannot be reset.
+        """
+        if rule not in self.rules:
+            known = ", ".join(sorted(self.rules)) or "none"
+            raise ValueError(f"rule: {rule!r} is not an enabled rule of this configuration (rules: {known})")
+        if at is None:
+            newest = self.newest_event_time
+            at = newest if np.isfinite(newest) else self.now()
+        want = {"app": app, "intent": intent, "dimension": dimension}
+        want = {k: v for k, v in want.items() if v is not None}
+        resolved: list[Alert] = []
+        notices: dict[str, Alert] = {}
+        for runner in list(self.runners.values()):
+            if runner.spec.name != rule:
+                continue
+            if not hasattr(runner.detector, "reset"):
+                raise ValueError(f"rule: {rule!r} ({runner.kind.name}) keeps no baseline to reset")
+            st = self.cost_state if runner.kind.values == "cost" else self.state.get(runner.spec.stream)
+            if st is None:
+                continue
+            local, labels_of = [], {}
+            for sid in runner.sids:
+                labels = st.series.labels(sid)
+                if all(labels.get(k) == v for k, v in want.items()):
+                    local.append(int(runner.local[sid]))
+                    labels_of[int(runner.local[sid])] = {"stream": st.stream.name, **labels}
+            if not local:
+                continue
+            for f in runner.detector.reset(np.array(local, np.int64), float(at)):
+                alert = self._alert(st, runner, f)
+                alert.summary = _alerts.reset_summary(rule, labels_of[f.series], float(at), by, reason)
+                resolved.append(alert)
+                if runner.kind.name == "kappa_drop":
+                    self._judge_trust(labels_of[f.series], f)
+            for lo in local:
+                n = _alerts.reset_notice(rule, labels_of[lo], float(at), by=by, reason=reason, source=self.source)
+                notices[n.alert_id] = n
+        out = resolved + list(notices.values())
+        for alert in out:
+            self.counts[f"alerts.{alert.rule}.{alert.status}"] += 1
+        self.counts["control.baseline_resets"] += len(notices)
+        return out
+
+    def control(self, command: Mapping[str, Any]) -> list[Alert]:
+        """Run one operator command (a ``drift.control`` message, see :func:`parse_command`)."""
+        cmd = parse_command(command)
+        return self.reset_baseline(cmd["rule"], cmd["app"], cmd.get("intent"), cmd.get("dimension"),
+                                   at=cmd["ts"], by=cmd.get("by", ""), reason=cmd.get("reason", ""))
 
     # -- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

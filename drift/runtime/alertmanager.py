@@ -21,11 +21,29 @@ identity of an alert is its label set, so labels carry no per-episode value (no 
 no times): two instances, or a repeat after a crash, send the same label set and Alertmanager
 keeps one alert and sends one notification.
 
+Permanent rejections: a 4xx answer other than 401/403/404/407 (credentials, a wrong URL: the
+whole set is refused, an outage to fix) and 408/429 (retry later) means the alert itself was
+refused, e.g. a 400 for an alert Alertmanager finds invalid. Retrying it would hold checkpoints
+forever, so the post is split into one post per alert to find which alert is refused; that one is
+logged as an error (its ``alert_id``, rule, labels and the response body, truncated), counted in
+``drift_alertmanager_rejected_total{url}``, treated as delivered and not re-sent until it changes.
+5xx, connection errors, 401/403/404/407, 408 and 429 keep the retry with backoff.
+
+Restarts: the set of active alerts is rebuilt from the alert topic at start-up (a thread reads
+it from the beginning to its high watermark, keeps the newest status per ``alert_id``, and
+re-sends every alert whose latest status is firing, and resolved ones within their 15 minutes by
+their CloudEvent ``time``), so Alertmanager does not resolve alerts of episodes that are still
+open because the process restarted. Alerts emitted meanwhile by the live path win over the topic's
+view. The thread then keeps following the topic for the alerts this sink holds: a resolution (or
+a newer episode) another instance or ``drift forward`` wrote is applied, so no instance keeps
+re-sending an alert as firing after it was resolved elsewhere. ``restore=False`` (a sink without
+Kafka, as in unit tests) skips both.
+
 State for operators: ``drift_alertmanager_sent_total{url,result}``,
-``drift_alertmanager_pending`` (alerts whose latest change no URL has accepted yet),
-``drift_alertmanager_last_success_timestamp_seconds``; :meth:`AlertmanagerSink.problem` is a
-readiness check (``/readyz`` answers 503 with the reason once changes have been undeliverable
-for longer than ``grace_period``).
+``drift_alertmanager_rejected_total{url}``, ``drift_alertmanager_pending`` (alerts whose latest
+change no URL has accepted yet), ``drift_alertmanager_last_success_timestamp_seconds``;
+:meth:`AlertmanagerSink.problem` is a readiness check (``/readyz`` answers 503 with the reason
+once changes have been undeliverable for longer than ``grace_period``).
 
 >>> from drift.core.alerts import Alert
 >>> a = Alert(alert_id="abc", status="firing", rule="quality_drop", detector="percent_drop",
@@ -55,9 +73,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import msgspec
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from drift.core.alerts import Alert
@@ -72,6 +91,11 @@ log = logging.getLogger("drift.alertmanager")
 RESOLVED_RESEND = 15 * 60.0  # a resolved alert is re-sent this long, then forgotten
 BACKOFF_START = 0.5          # first retry after a failed round (seconds), doubling …
 BACKOFF_CAP = 30.0           # … up to this (each wait jittered to 50-100 %)
+# 4xx answers that are not about the alert: credentials, a wrong URL or proxy (every alert is
+# refused: an outage to fix, retried and reported by /readyz), request timeout, rate limit
+RETRY_4XX = frozenset({401, 403, 404, 407, 408, 429})
+RESTORE_SLOW = 60.0          # rebuilding from the alert topic takes longer: a warning (it goes on)
+TOPIC_RETRY_CAP = 30.0       # the alert topic unreadable: retried after 1 s doubling to this
 
 _BAD = re.compile(r"[^A-Za-z0-9_]")
 
@@ -191,15 +215,21 @@ def to_am_alert(a: Alert, *, now: float, resend_interval: float, runbook_url: st
 class _Entry:
     alert: Alert
     version: int               # the emit sequence number of its latest change
-    accepted: int = 0          # the latest version some URL accepted
+    accepted: int = 0          # the latest version some URL accepted (or refused for good)
     forget_at: float | None = None  # monotonic time a resolved alert is dropped
+    rejected: int = 0          # the latest version refused for good: not re-sent until it changes
+    rejected_by: set[str] = dataclasses.field(default_factory=set)  # URLs that refused ``version`` (logged)
 
 
 class _Metrics:
     def __init__(self, registry: CollectorRegistry):
         r = registry
         self.sent = Counter("drift_alertmanager_sent_total", "Alerts posted to Alertmanager (once per post) by URL and "
-                            "result: success, http_error, connection_error", ["url", "result"], registry=r)
+                            "result: success, http_error, connection_error, rejected (a 4xx that refuses the "
+                            "alert itself: not retried)", ["url", "result"], registry=r)
+        self.rejected = Counter("drift_alertmanager_rejected_total", "Alerts an Alertmanager refused for good (a 4xx "
+                                "other than 401/403/404/407/408/429, e.g. 400 invalid alert): logged, counted as "
+                                "delivered, not retried", ["url"], registry=r)
         self.pending = Gauge("drift_alertmanager_pending",
                              "Alerts whose latest change no Alertmanager has accepted yet", registry=r)
         self.last_success = Gauge("drift_alertmanager_last_success_timestamp_seconds",
@@ -212,13 +242,19 @@ class AlertmanagerSink:
     Parameters
     ----------
     settings : Settings
-        Its ``alertmanager`` table (``urls`` must not be empty).
+        Its ``alertmanager`` table (``urls`` must not be empty); ``kafka`` and ``topics["alerts"]``
+        for the rebuild from the alert topic.
     registry : prometheus_client.CollectorRegistry, optional
         Where the ``drift_alertmanager_*`` metrics register (the service's; a fresh one by default).
     resend_interval, confirm_timeout, grace_period, resolved_resend : float, optional
         Override the settings (tests use short ones; the settings keep 30 s–3 min).
     clock : callable, optional
         Wall-clock time (``time.time``).
+    restore : bool
+        Rebuild the active alerts from the alert topic at start-up and follow it (default);
+        False for a sink without Kafka (unit tests, ``drift demo``).
+    consumer_factory : callable, optional
+        ``factory(**options) -> KafkaConsumer`` for that (default: one from ``settings.kafka_config()``).
     """
 
     name = "alertmanager"
@@ -226,10 +262,13 @@ class AlertmanagerSink:
     def __init__(self, settings: Settings, registry: CollectorRegistry | None = None, *,
                  resend_interval: float | None = None, confirm_timeout: float | None = None,
                  grace_period: float | None = None, resolved_resend: float = RESOLVED_RESEND,
-                 backoff_cap: float = BACKOFF_CAP, clock=time.time):
+                 backoff_cap: float = BACKOFF_CAP, clock=time.time, restore: bool = True,
+                 consumer_factory: Callable[..., Any] | None = None):
         cfg = {**DEFAULT_ALERTMANAGER, **settings.alertmanager}
         if not cfg["urls"]:
             raise ValueError("alertmanager.urls: no Alertmanager URL configured")
+        self.settings = settings
+        self.topic = settings.topics["alerts"]
         self.urls: list[str] = list(cfg["urls"])
         self.shown = {u: redact_url(u) for u in self.urls}  # for logs and metric labels
         self.resend_interval = float(resend_interval if resend_interval is not None else cfg["resend_interval"])
@@ -254,8 +293,9 @@ class AlertmanagerSink:
         self._ssl = self._ssl_context(cfg) if any(u.startswith("https:") for u in self.urls) else None
         self.metrics = _Metrics(registry or CollectorRegistry())
         for u in self.urls:  # the series exist (at 0) from the start
-            for result in ("success", "http_error", "connection_error"):
+            for result in ("success", "http_error", "connection_error", "rejected"):
                 self.metrics.sent.labels(self.shown[u], result)
+            self.metrics.rejected.labels(self.shown[u])
         self._cond = threading.Condition()
         self._entries: dict[tuple[tuple[str, str], ...], _Entry] = {}
         self._version = 0
@@ -265,8 +305,16 @@ class AlertmanagerSink:
         self._next_round = 0.0   # monotonic: when the thread posts next (0: as soon as something changes)
         self._backoff = 0.0
         self.last_success: float | None = None
+        # the rebuild from the alert topic: None before it ended, else what it restored (for logs and tests)
+        self.restored: dict[str, int] | None = None
+        self._consumer_factory = consumer_factory or self._kafka_consumer
         self._thread = threading.Thread(target=self._run, name="drift-alertmanager", daemon=True)
         self._thread.start()
+        self._topic_thread: threading.Thread | None = None
+        if restore:
+            self._topic_thread = threading.Thread(target=self._topic_loop, name="drift-alertmanager-topic",
+                                                  daemon=True)
+            self._topic_thread.start()
 
     @staticmethod
     def _ssl_context(cfg: Mapping[str, Any]) -> ssl.SSLContext:
@@ -282,30 +330,43 @@ class AlertmanagerSink:
     def emit(self, alerts: Sequence[Alert]) -> None:
         """Take firing and resolved alerts (info events stay on the alert topic only)."""
         with self._cond:
-            changed = False
-            for a in alerts:
-                if a.status not in ("firing", "resolved"):
-                    continue
-                self._version += 1
-                key = tuple(sorted(am_labels(a).items()))
-                forget = time.monotonic() + self.resolved_resend if a.status == "resolved" else None
-                old = self._entries.get(key)
-                if old is not None and a.status == "resolved" and old.alert.status == "firing" \
-                        and old.alert.starts_at and a.starts_at and a.starts_at < old.alert.starts_at:
-                    # the resolution of an older episode arriving after a newer firing: keep the newer
-                    self._entries[key] = dataclasses.replace(old, version=self._version)
-                else:
-                    self._entries[key] = _Entry(a, self._version, forget_at=forget)
-                changed = True
-            if changed:
-                if self._failing_since is None:  # in an outage the backoff decides
-                    self._next_round = 0.0
-                self._update_pending()
-                self._cond.notify_all()
+            self._changed(sum(self._put(a) for a in alerts if a.status in ("firing", "resolved")))
+
+    def _put(self, a: Alert, forget_at: float | None = None) -> bool:
+        """One change into the active set (the lock held)."""
+        self._version += 1
+        if a.status == "resolved":
+            # a label that changed during the episode (``judge = "untrusted"`` is set on a quality
+            # alert raised while its judge was distrusted, and not on its resolution) would leave
+            # the firing label set open in Alertmanager for ever: resolve the set that was sent
+            sent = next((e.alert for e in self._entries.values()
+                         if e.alert.alert_id == a.alert_id and e.alert.status == "firing"), None)
+            if sent is not None and sent.labels != a.labels:
+                a = msgspec.structs.replace(a, labels=dict(sent.labels))
+        key = tuple(sorted(am_labels(a).items()))
+        if a.status == "resolved" and forget_at is None:
+            forget_at = time.monotonic() + self.resolved_resend
+        old = self._entries.get(key)
+        if old is not None and a.status == "resolved" and old.alert.status == "firing" \
+                and old.alert.starts_at and a.starts_at and a.starts_at < old.alert.starts_at:
+            # the resolution of an older episode arriving after a newer firing: keep the newer
+            self._entries[key] = dataclasses.replace(old, version=self._version, rejected_by=set())
+        else:
+            self._entries[key] = _Entry(a, self._version, forget_at=forget_at if a.status == "resolved" else None)
+        return True
+
+    def _changed(self, n: int) -> None:
+        """After ``n`` changes (the lock held): post at once (unless in an outage's backoff)."""
+        if n:
+            if self._failing_since is None:  # in an outage the backoff decides
+                self._next_round = 0.0
+            self._update_pending()
+            self._cond.notify_all()
 
     def confirm(self, timeout: float | None = None) -> bool:
         """Wait until some URL accepted every change emitted so far: True. False when
-        ``timeout`` (``confirm_timeout``) passes first; the thread keeps retrying."""
+        ``timeout`` (``confirm_timeout``) passes first; the thread keeps retrying. An alert an
+        Alertmanager refused for good (a 4xx such as 400) counts as delivered."""
         deadline = time.monotonic() + (self.confirm_timeout if timeout is None else timeout)
         with self._cond:
             target = self._version
@@ -322,11 +383,13 @@ class AlertmanagerSink:
 
     def close(self) -> None:
         """Stop the resend thread (alerts not yet accepted were not confirmed either: their
-        input offsets were not committed, so a restart emits them again)."""
+        input offsets were not committed, so a restart emits them again) and the topic reader."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
         self._thread.join(self.timeout + 5)
+        if self._topic_thread is not None:
+            self._topic_thread.join(10)
 
     # -- state for operators ------------------------------------------------------------------
     @property
@@ -351,7 +414,14 @@ class AlertmanagerSink:
     def active(self) -> list[dict[str, Any]]:
         """The alerts the next round posts (for inspection and tests)."""
         with self._cond:
-            return [self._payload_of(e.alert, self.clock()) for e in self._entries.values()]
+            return [self._payload_of(e.alert, self.clock()) for e in self._entries.values()
+                    if e.rejected != e.version]
+
+    @property
+    def last_error(self) -> str:
+        """The errors of the latest failed post ("" before any)."""
+        with self._cond:
+            return self._last_error
 
     def _update_pending(self) -> None:
         self.metrics.pending.set(sum(1 for e in self._entries.values() if e.accepted < e.version))
@@ -359,6 +429,145 @@ class AlertmanagerSink:
     def _payload_of(self, a: Alert, now: float) -> dict[str, Any]:
         return to_am_alert(a, now=now, resend_interval=self.resend_interval, runbook_url=self.runbook_url,
                            generator_url=self.generator_url)
+
+    # -- the alert topic: rebuild at start-up, then follow ------------------------------------
+    def _kafka_consumer(self, **options: Any) -> Any:
+        from kafka import KafkaConsumer
+
+        cfg = self.settings.kafka_config()
+        cfg.setdefault("client_id", f"drift-{self.settings.service_name}-alertmanager")
+        cfg.setdefault("bootstrap_timeout_ms", int(self.settings.service["connect_timeout"] * 1000))
+        return KafkaConsumer(**{**cfg, **options})
+
+    def _sleep(self, seconds: float) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._closed, seconds)
+
+    def _topic_loop(self) -> None:
+        backoff = 1.0
+        while not self._closed:
+            try:
+                self._read_topic()
+                return
+            except Exception as exc:  # noqa: BLE001 (Kafka unreachable, a broker error: retried)
+                log.warning("cannot read the alert topic to rebuild and follow the active Alertmanager alerts; "
+                            "retrying", extra={"topic": self.topic, "error": f"{type(exc).__name__}: {exc}",
+                                               "retry_in_s": backoff})
+            self._sleep(backoff)
+            backoff = min(backoff * 2, TOPIC_RETRY_CAP)
+
+    def _decode(self, record: Any) -> Alert | None:
+        from drift.core.alerts import from_cloudevent
+
+        try:
+            return from_cloudevent(json.loads(record.value))
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("unreadable alert record skipped",
+                        extra={"record": f"{record.topic}/{record.partition}@{record.offset}", "reason": str(exc)})
+            return None
+
+    def _read_topic(self) -> None:
+        """Read the alert topic from the beginning to its high watermark (as reported by fetches:
+        ``end_offsets`` is wrong on some Kafka-compatible brokers after batched produces),
+        rebuild, then follow it until :meth:`close`."""
+        from kafka import TopicPartition
+
+        consumer = self._consumer_factory(group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
+                                          allow_auto_create_topics=False)
+        try:
+            parts = consumer.partitions_for_topic(self.topic)
+            missing_logged = False
+            while not parts:  # no alert topic (yet): nothing to rebuild; `drift serve` creates it
+                if self.restored is None:
+                    self.restored = {"firing": 0, "resolved": 0, "records": 0, "live": 0}
+                if not missing_logged:
+                    log.info("no alert topic: no active alerts to rebuild for Alertmanager", extra={"topic": self.topic})
+                    missing_logged = True
+                self._sleep(5.0)
+                if self._closed:
+                    return
+                parts = consumer.partitions_for_topic(self.topic)
+            tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
+            consumer.assign(tps)
+            consumer.seek_to_beginning(*tps)
+            log.info("rebuilding the active Alertmanager alerts from the alert topic",
+                     extra={"topic": self.topic, "partitions": len(tps)})
+            started = time.monotonic()
+            now = self.clock()
+            latest: dict[str, Alert] = {}  # alert_id -> newest status: firing, or resolved within its resend
+            records, slow_logged = 0, False
+            while not self._closed:
+                for recs in consumer.poll(timeout_ms=200).values():
+                    for r in recs:
+                        records += 1
+                        a = self._decode(r)
+                        if a is None or a.status not in ("firing", "resolved"):
+                            continue
+                        if a.status == "resolved" and self._resolved_left(a, now) <= 0:
+                            latest.pop(a.alert_id, None)  # over: the set stays bounded by open episodes
+                        else:
+                            latest[a.alert_id] = a
+                hw = [consumer.highwater(tp) for tp in tps]
+                if all(h is not None and consumer.position(tp) >= h for tp, h in zip(tps, hw)):
+                    break
+                if not slow_logged and time.monotonic() - started > RESTORE_SLOW:
+                    log.warning("rebuilding the active Alertmanager alerts is slow; still reading the alert topic",
+                                extra={"topic": self.topic, "records": records})
+                    slow_logged = True
+            if self._closed:
+                return
+            self._restore(latest, records, time.monotonic() - started)
+            while not self._closed:
+                for recs in consumer.poll(timeout_ms=1000).values():
+                    for r in recs:
+                        a = self._decode(r)
+                        if a is not None:
+                            self._follow(a)
+        finally:
+            consumer.close()
+
+    def _resolved_left(self, a: Alert, now: float) -> float:
+        """Seconds of its resend period a resolved alert has left (by its CloudEvent ``time``)."""
+        t = a.time if a.time is not None else parse_time(a.ends_at)
+        return self.resolved_resend - (now - t) if t is not None else 0.0
+
+    def _restore(self, latest: Mapping[str, Alert], records: int, seconds: float) -> None:
+        now, mono = self.clock(), time.monotonic()
+        todo = [(a, None if a.status == "firing" else mono + self._resolved_left(a, now)) for a in latest.values()]
+        todo.sort(key=lambda x: (x[0].starts_at or "", x[0].time or 0.0))  # older episodes first: newer win
+        counts = {"firing": 0, "resolved": 0, "records": records, "live": 0}
+        with self._cond:
+            live = set(self._entries)  # emitted by the live path meanwhile: newer than the topic's view
+            for a, forget_at in todo:
+                if tuple(sorted(am_labels(a).items())) in live:
+                    counts["live"] += 1
+                    continue
+                self._put(a, forget_at)
+            for key in set(self._entries) - live:
+                counts[self._entries[key].alert.status] += 1
+            self._changed(len(todo) - counts["live"])
+            self.restored = counts
+        log.info("rebuilt the active Alertmanager alerts from the alert topic (re-sent at once)",
+                 extra={"topic": self.topic, "firing": counts["firing"], "resolved": counts["resolved"],
+                        "records": records, "kept_live": counts["live"], "seconds": round(seconds, 2)})
+
+    def _follow(self, a: Alert) -> None:
+        """A record read after the rebuild: applied when it changes an alert this sink holds (its
+        resolution, or a newer episode) written by another instance; others are sent by their writer."""
+        if a.status not in ("firing", "resolved"):
+            return
+        key = tuple(sorted(am_labels(a).items()))
+        with self._cond:
+            held = self._entries.get(key)
+            if held is None:
+                return
+            h = held.alert
+            if h.alert_id == a.alert_id:
+                if not (h.status == "firing" and a.status == "resolved"):
+                    return
+            elif not (a.starts_at and h.starts_at and a.starts_at > h.starts_at):
+                return
+            self._changed(self._put(a))
 
     # -- the thread ---------------------------------------------------------------------------
     def _run(self) -> None:
@@ -376,15 +585,28 @@ class AlertmanagerSink:
                     self._cond.wait(max(0.05, min(wait, 1.0)))
                 if self._closed:
                     return
-                snapshot = [(key, e.version, e.alert) for key, e in self._entries.items()]
-            ok = self._round([a for _, _, a in snapshot])
+                snapshot = [(key, e.version, e.alert) for key, e in self._entries.items() if e.rejected != e.version]
+                if not snapshot:  # every alert refused for good: nothing to post until one changes
+                    self._next_round = time.monotonic() + self.resend_interval
+                    continue
+            took, refused = self._round([a for _, _, a in snapshot])
+            newly_refused: list[tuple[str, Alert, str]] = []
             with self._cond:
                 now = time.monotonic()
-                if ok:
-                    for key, version, _ in snapshot:
-                        e = self._entries.get(key)
-                        if e is not None and e.accepted < version:
-                            e.accepted = version
+                for i, (key, version, a) in enumerate(snapshot):
+                    e = self._entries.get(key)
+                    if e is None or not took[i]:
+                        continue
+                    e.accepted = max(e.accepted, version)
+                    if e.version != version:  # changed meanwhile: the next round sends the change
+                        continue
+                    if took[i] == "refused":
+                        e.rejected = version
+                    for url, why in refused.get(i, []):  # logged and counted once per URL and change
+                        if url not in e.rejected_by:
+                            e.rejected_by.add(url)
+                            newly_refused.append((url, a, why))
+                if all(took):
                     if self._failing_since is not None:
                         log.info("Alertmanager accepts alerts again",
                                  extra={"outage_s": round(now - self._failing_since, 1)})
@@ -395,31 +617,58 @@ class AlertmanagerSink:
                         self._failing_since = now
                     self._backoff = min(self._backoff * 2 if self._backoff else BACKOFF_START, self.backoff_cap)
                     self._next_round = now + self._backoff * random.uniform(0.5, 1.0)
+                for url, a, why in newly_refused:  # counted and logged before confirm() can see it delivered
+                    self.metrics.rejected.labels(self.shown[url]).inc()
+                    log.error("Alertmanager refused an alert (a 4xx that is not an outage): not retried, counted as "
+                              "delivered", extra={"url": self.shown[url], "alert_id": a.alert_id, "rule": a.rule,
+                                                  "status": a.status, "labels": am_labels(a), "response": why[:300]})
                 self._update_pending()
                 self._cond.notify_all()
 
-    def _round(self, alerts: list[Alert]) -> bool:
-        """POST every active alert to every URL; True when at least one accepted."""
+    def _round(self, alerts: list[Alert]) -> tuple[list[str], dict[int, list[tuple[str, str]]]]:
+        """POST every active alert to every URL. Returns per alert ``"accepted"`` (some URL
+        answered 2xx), ``"refused"`` (no URL accepted it and one refused it for good) or ``""``
+        (to retry), and the refusals ``{index: [(url, response)]}``."""
         now = self.clock()
-        body = json.dumps([self._payload_of(a, now) for a in alerts]).encode()
-        accepted = False
+        payloads = [self._payload_of(a, now) for a in alerts]
+        body = json.dumps(payloads).encode()
+        accepted = [False] * len(alerts)
+        refused: dict[int, list[tuple[str, str]]] = {}
         errors = []
         for u in self.urls:
             result, why = self._post(u, body)
             self.metrics.sent.labels(self.shown[u], result).inc(len(alerts))
             if result == "success":
-                accepted = True
+                accepted = [True] * len(alerts)
+            elif result == "rejected" and len(alerts) == 1:
+                refused.setdefault(0, []).append((u, why))
+            elif result == "rejected":
+                # Alertmanager keeps the valid alerts of a post and answers 400 for the others,
+                # without saying which: one post per alert finds them
+                failed = ""
+                for i, p in enumerate(payloads):
+                    r, w = self._post(u, json.dumps([p]).encode())
+                    self.metrics.sent.labels(self.shown[u], r).inc()
+                    if r == "success":
+                        accepted[i] = True
+                    elif r == "rejected":
+                        refused.setdefault(i, []).append((u, w))
+                    else:
+                        failed = w
+                if failed:
+                    errors.append(f"{self.shown[u]}: {failed}")
             else:
                 errors.append(f"{self.shown[u]}: {why}")
-        if accepted:
+        if any(accepted):
             self.last_success = self.clock()
             self.metrics.last_success.set(self.last_success)
+        took = ["accepted" if ok else ("refused" if i in refused else "") for i, ok in enumerate(accepted)]
         if errors:
             with self._cond:
                 self._last_error = "; ".join(errors)
-            log.warning("Alertmanager post failed" + ("" if not accepted else " (another URL accepted it)"),
+            log.warning("Alertmanager post failed" + ("" if not all(took) else " (another URL accepted it)"),
                         extra={"alerts": len(alerts), "errors": errors})
-        return accepted
+        return took, refused
 
     def _post(self, url: str, body: bytes) -> tuple[str, str]:
         headers = dict(self._headers)
@@ -434,7 +683,8 @@ class AlertmanagerSink:
                 return "success", ""
         except urllib.error.HTTPError as exc:
             detail = exc.read()[:300].decode("utf-8", "replace").strip()
-            return "http_error", f"HTTP {exc.code} {detail}".strip()
+            permanent = 400 <= exc.code < 500 and exc.code not in RETRY_4XX
+            return "rejected" if permanent else "http_error", f"HTTP {exc.code} {detail}".strip()
         except (urllib.error.URLError, OSError, ssl.SSLError) as exc:
             reason = getattr(exc, "reason", exc)
             return "connection_error", f"{type(exc).__name__}: {reason}"
@@ -448,7 +698,10 @@ def forward(settings: Settings, *, group_id: str | None = None, from_beginning: 
     Offsets are committed only after :meth:`AlertmanagerSink.confirm` says every alert read so
     far was accepted; during an outage they stay, and a restart re-reads (same labels:
     Alertmanager dedupes). ``from_beginning`` applies to a group without committed offsets
-    (like ``kafka-console-consumer``); otherwise a new group starts at the topic's end.
+    (like ``kafka-console-consumer``); otherwise a new group starts at the topic's end. Whatever
+    the group's position, the sink rebuilds the active alerts from the whole topic at start-up
+    (see the module docstring): alerts still firing when it starts are re-sent, so a restart or
+    a new group does not let Alertmanager resolve them.
     Returns the exit code: 0 stopped (``stop()`` true, SIGINT/SIGTERM), 1 Kafka unreachable.
     ``consumer_options`` go to the KafkaConsumer (e.g. ``session_timeout_ms``).
     """

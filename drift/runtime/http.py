@@ -41,6 +41,8 @@ class Metrics:
         self.assigned = Gauge("drift_assigned_partitions", "Input partitions assigned", registry=r)
         self.escalations = Counter("drift_escalations_total", "Escalated traces reported to the escalations topic",
                                    registry=r)
+        self.control = Counter("drift_control_commands_total", "Operator commands run (drift.control)", ["command"],
+                               registry=r)
         self.judge_join = Gauge("drift_judge_join_entries", "Scores, labels and feedback held by the judge join",
                                 ["state"], registry=r)
 

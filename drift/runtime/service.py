@@ -37,12 +37,13 @@ from kafka import ConsumerRebalanceListener
 
 from drift.core import alerts as _alerts
 from drift.core.config import Settings
-from drift.core.engine import Engine
+from drift.core.engine import Engine, parse_command
 from drift.core.events import EventDecoder, format_time
 from drift.core.sinks import DeliveryError, Sink
 from drift.core.streams import STREAMS
 from drift.runtime.checkpoint import CheckpointError, decode_checkpoint, encode_checkpoint, new_checkpoint, state_key
 from drift.runtime.http import Health, HttpServer, Metrics
+from drift.runtime.series_metrics import SeriesGauges
 from drift.runtime.sinks import KafkaAlertSink
 
 __all__ = ["Service", "KafkaLoop", "DeliveryError", "setup_logging", "read_states"]
@@ -89,9 +90,13 @@ class PartitionState:
     next_offset: int | None = None
     checkpointed: int | None = None
     anchor: Any = None  # the partition whose state key holds this engine's state (itself unless joined)
+    held: list = dataclasses.field(default_factory=list)  # control: (record, command) not yet due
+    read_to: int | None = None  # control: the offset after the last record read
 
 
-JOINED = ("scores", "labels", "feedback")  # streams that share an engine per partition number
+# streams that share an engine per partition number; "control" (drift.control, operator commands)
+# rides with them so a command's offset is committed with the state it changed
+JOINED = ("scores", "labels", "feedback", "control")
 
 
 def read_states(consumer_factory, topic: str, keys: set[bytes], timeout: float) -> dict[bytes, list[bytes]]:
@@ -385,6 +390,9 @@ class Service(KafkaLoop):
         self.fault_after = int(n or 2)
         self.metrics = Metrics(registry)
         self.health = Health(settings.service["livez_timeout"])
+        # drift_alert_firing, and with [metrics] series the drift_series_value gauges
+        self.series_gauges = SeriesGauges(self.metrics.registry, series=settings.metrics["series"],
+                                          series_limit=settings.metrics["series_limit"])
         if settings.alertmanager.get("urls"):  # [alertmanager] urls: the Alertmanager sink beside the topic
             from drift.runtime.alertmanager import AlertmanagerSink
 
@@ -399,6 +407,8 @@ class Service(KafkaLoop):
         self.pending: list = []
         t = settings.topics
         self.inputs = {t[name]: name for name in STREAMS if name in t}
+        if t.get("control"):
+            self.inputs[t["control"]] = "control"
         self.key_partition: dict[tuple[str, bytes], int] = {}
         self.dlq_window: collections.deque = collections.deque()
         self.last_checkpoint = time.monotonic()
@@ -447,6 +457,11 @@ class Service(KafkaLoop):
             want = {t["alerts"]: {}, t["dlq"]: {}, t["escalations"]: {},
                     t["state"]: {"cleanup.policy": "compact", "max.message.bytes": str(64 << 20)}}
             missing = [NewTopic(name, 1, -1, topic_configs=cfg) for name, cfg in want.items() if name not in have]
+            if t.get("control") and t["control"] not in have:
+                # co-partitioned with the scores topic, so a command keyed like a series meets its engine
+                scores = self.consumer.partitions_for_topic(t["scores"]) if self.consumer is not None else None
+                if scores:
+                    missing.append(NewTopic(t["control"], len(scores), -1))
             if missing:
                 try:
                     admin.create_topics(missing)
@@ -568,6 +583,9 @@ class Service(KafkaLoop):
             part = self.parts.get(tp)
             if part is None or not recs:
                 continue
+            if part.kind == "control":
+                self._control(tp, recs)
+                continue
             self._check_keys(tp, recs)
             decoded = part.decoder.decode([r.value for r in recs], kind=part.kind)
             for rej in decoded.rejected:
@@ -585,7 +603,73 @@ class Service(KafkaLoop):
             self.metrics.events.labels(tp.topic).inc(decoded.n_events - len(late))
             bad = len({r.message for r in decoded.rejected})
             self.dlq_window.append((now, len(recs), bad))
+        self._run_held()
         self.metrics.batch.observe(time.perf_counter() - started)
+
+    def _run_held(self) -> None:
+        """Held control commands that the input has now reached (or caught up past)."""
+        for tp, part in list(self.parts.items()):
+            if part.held:
+                self._run_commands(tp)
+
+    def _control(self, tp, recs) -> None:
+        """Operator commands read from ``drift.control`` partition ``tp.partition``: checked (a
+        command that cannot be read goes to the DLQ with the reason), then held until due
+        (:meth:`_run_commands`)."""
+        part = self.parts[tp]
+        for rec in recs:
+            try:
+                cmd = parse_command(rec.value or b"")
+            except ValueError as exc:
+                self._dlq(rec, rec.value, "bad_command", str(exc), None)
+                continue
+            part.held.append((rec, cmd))
+        self.metrics.messages.labels(tp.topic).inc(len(recs))
+        part.read_to = recs[-1].offset + 1
+        self._run_commands(tp)
+
+    def _run_commands(self, tp) -> None:
+        """Run the held commands of control partition ``tp`` that are due, in order.
+
+        A command runs on every engine of this instance that holds an input partition of its
+        number, once those engines have read up to its time (``ts``, the reset's event time) or
+        have caught up with their input: a service rebuilding its state from old input applies a
+        reset where it was issued, not before the data it was issued after. The partition's
+        offset stays at the first command not yet run, so a crash loses none (one run again
+        after a crash gives the same alert ids)."""
+        part = self.parts[tp]
+        group = [p for t, p in self.parts.items() if p.partition == tp.partition and p.kind != "control"]
+        engines = {id(p.engine): p.engine for p in group}
+        engines.setdefault(id(part.engine), part.engine)
+        while part.held:
+            rec, cmd = part.held[0]
+            caught_up = all(self._caught_up(t) for t, p in self.parts.items() if p in group)
+            newest = min((e.newest_event_time for e in engines.values()), default=float("inf"))
+            if not (caught_up or newest >= cmd["ts"]):
+                break
+            part.held.pop(0)
+            alerts: list = []
+            try:
+                for engine in engines.values():
+                    alerts += engine.control(cmd)
+            except ValueError as exc:  # e.g. a rule this configuration does not have
+                self._dlq(rec, rec.value, "bad_command", str(exc), None)
+                continue
+            for p in group:  # their state changed: checkpointed before the command's offset commits
+                if p.next_offset is not None:
+                    p.checkpointed = None
+            log.info("control command", extra={"command": cmd["command"], "rule": cmd["rule"], "app": cmd["app"],
+                                               "intent": cmd.get("intent"), "dimension": cmd.get("dimension"),
+                                               "by": cmd.get("by"), "partition": tp.partition,
+                                               "series_reset": sum(a.status == "info" for a in alerts)})
+            self.metrics.control.labels(cmd["command"]).inc()
+            if alerts:
+                self._emit(alerts)
+        part.next_offset = part.held[0][0].offset if part.held else part.read_to
+
+    def _caught_up(self, tp) -> bool:
+        hw = self.consumer.highwater(tp) if self.consumer is not None else None
+        return hw is not None and self.consumer.position(tp) >= hw
 
     def _escalations(self, rows) -> None:
         """Escalated traces to ``topics.escalations`` (keyed ``app/intent``), so a judge sampler
@@ -674,6 +758,7 @@ class Service(KafkaLoop):
 
     def _update_lag(self) -> None:
         engines = {id(p.engine): p.engine for p in self.parts.values()}.values()
+        self.series_gauges.refresh(engines)  # observes new detectors; rebuilds its snapshot once a second
         judges = [e.judge for e in engines if e.judge is not None]
         self.metrics.judge_join.labels("buffered").set(sum(len(j) for j in judges))
         self.metrics.judge_join.labels("pending_release").set(sum(len(j.pending) for j in judges))
@@ -704,6 +789,8 @@ class Service(KafkaLoop):
                     records = self.consumer.poll(timeout_ms=500)
                     if records:
                         self.process(records)
+                    else:
+                        self._run_held()
                     self._update_lag()
                     self._check_broker()
                     overflow = self.dlq_overflow()

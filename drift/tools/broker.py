@@ -146,6 +146,7 @@ DEFAULT_TOPICS: dict[str, int] = {
     "llm.dlq": 1,
     "drift.state": 1,
     "drift.escalations": 1,
+    "drift.control": 3,  # operator commands, co-partitioned with the inputs (keyed like the series)
 }
 
 DEFAULT_PORT = 9092

@@ -14,6 +14,9 @@ It starts a broker (unless one is configured), creates the topics, starts ``drif
 real service, in-process), streams the month at accelerated event time, prints each alert as it
 arrives on the alert topic, and ends with a scorecard against the ground truth and a timeline
 picture. ``--offline`` runs the same events through ``drift replay``'s engine instead.
+``--alertmanager URL`` (or ``[alertmanager] urls``) also delivers the alerts to Alertmanager
+through :class:`~drift.runtime.alertmanager.AlertmanagerSink` as they arrive, and waits at the end
+until every one was accepted (:func:`deliver_to_alertmanager` does it for a list of alerts).
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ from drift.core.config import load_settings
 from drift.core.events import kafka_key, stream_of
 from drift.tools.scorecard import score, series_of
 
-__all__ = ["run_demo", "demo_events", "keyed_messages", "otel_records"]
+__all__ = ["run_demo", "demo_events", "keyed_messages", "otel_records", "AlertmanagerDelivery",
+           "deliver_to_alertmanager", "alertmanager_urls"]
 
 RAG_APP = "covid-faq"
 RAG_DAY = 18
@@ -259,6 +263,54 @@ class _Printer:
             self.status = ""
 
 
+def alertmanager_urls(values: list[str] | None) -> list[str]:
+    """``--alertmanager`` values (repeatable, each possibly comma-separated) as one list.
+
+    >>> alertmanager_urls(["http://a:9093,http://b:9093", " http://c:9093 "])
+    ['http://a:9093', 'http://b:9093', 'http://c:9093']
+    """
+    return [u.strip() for v in values or [] for u in v.split(",") if u.strip()]
+
+
+class AlertmanagerDelivery:
+    """The demo's alerts to Alertmanager: :meth:`send` hands CloudEvents (as the alert topic
+    carries them) to an :class:`~drift.runtime.alertmanager.AlertmanagerSink` (firing and resolved;
+    info events stay out), :meth:`finish` waits until every one was accepted and stops the sink.
+    The sink does not rebuild from the alert topic: the demo hands it every alert itself."""
+
+    def __init__(self, settings, registry=None):
+        from drift.runtime.alertmanager import AlertmanagerSink
+
+        self.sink = AlertmanagerSink(settings, registry, restore=False)
+        self.sent = 0
+
+    def send(self, events) -> None:
+        from drift.core.alerts import from_cloudevent
+
+        alerts = [from_cloudevent(e) for e in events if e.get("data", {}).get("status") in ("firing", "resolved")]
+        self.sink.emit(alerts)
+        self.sent += len(alerts)
+
+    def finish(self, timeout: float = 30.0) -> bool:
+        """True when some Alertmanager accepted every alert sent within ``timeout``."""
+        try:
+            return self.sink.confirm(timeout)
+        finally:
+            self.sink.close()
+
+
+def deliver_to_alertmanager(settings, events, registry=None, timeout: float = 30.0) -> bool:
+    """Send the alert CloudEvents ``events`` to ``settings.alertmanager["urls"]`` and wait until
+    they were accepted (True) or ``timeout`` passed (False)."""
+    out = AlertmanagerDelivery(settings, registry)
+    try:
+        out.send(events)
+    except BaseException:
+        out.finish(0)
+        raise
+    return out.finish(timeout)
+
+
 def _build_golden(encoder, workdir: str) -> str:
     from drift.embeddings.golden import GoldenSet, load_golden_sets
     from drift.tools.simulate import QUERY_APPS, golden_texts
@@ -280,7 +332,7 @@ def _counter(metric) -> float:
     return sum(s.value for m in metric.collect() for s in m.samples if s.name.endswith("_total"))
 
 
-def _run_live(args, settings, events, say, printer):
+def _run_live(args, settings, events, say, printer, deliver=None):
     """Broker (embedded unless configured) → topics → drift serve → produce → alerts back."""
     from kafka import KafkaProducer
 
@@ -301,7 +353,8 @@ def _run_live(args, settings, events, say, printer):
         settings = load_settings(getattr(args, "config", None), os.environ, {
             "kafka": {"bootstrap_servers": bootstrap, "group_id": f"drift-demo-{int(time.time())}"},
             "http": {"port": 0}, "service": {"session_timeout_ms": 6000, "checkpoint_interval": 2},
-            "queries": {"golden": settings.golden}})
+            "queries": {"golden": settings.golden},
+            "alertmanager": {"urls": []}})  # the demo delivers to Alertmanager itself (--alertmanager)
         from drift.embeddings.golden import golden_for_settings
 
         golden, _ = golden_for_settings(settings)
@@ -323,6 +376,8 @@ def _run_live(args, settings, events, say, printer):
             ev = json.loads(line)
             alerts.append(ev)
             printer.line(render(ev))
+            if deliver is not None:
+                deliver.send([ev])
 
         follower = threading.Thread(target=follow_alerts, args=(settings,), name="drift-alerts", daemon=True,
                                     kwargs={"follow": True, "as_json": True, "write": on_alert,
@@ -445,7 +500,7 @@ def _wait_port(service) -> int:
     return service.http.port if service.http else 0
 
 
-def _run_offline(settings, events, printer, golden, encoder):
+def _run_offline(settings, events, printer, golden, encoder, deliver=None):
     from drift.core.engine import Engine
 
     engine = Engine(settings, golden=golden, encoder_factory=lambda: encoder)
@@ -458,6 +513,8 @@ def _run_offline(settings, events, printer, golden, encoder):
         for ev in a:
             alerts.append(ev)
             printer.line(render(ev))
+        if deliver is not None:
+            deliver.send(a)
     return alerts, time.perf_counter() - started
 
 
@@ -504,6 +561,11 @@ def run_demo(args) -> int:
     from drift.embeddings.encoder import Encoder
     from drift.embeddings.golden import golden_for_settings
 
+    # Alertmanager URLs first (a bad URL is a config error before the minutes of set-up):
+    # --alertmanager, else [alertmanager] urls / DRIFT_ALERTMANAGER_URLS
+    urls = alertmanager_urls(getattr(args, "alertmanager", None))
+    am_settings = load_settings(getattr(args, "config", None), os.environ,
+                                {"alertmanager": {"urls": urls or None}})
     workdir = args.workdir or os.path.join("out", "demo")
     os.makedirs(workdir, exist_ok=True)
     printer = _Printer()
@@ -524,11 +586,34 @@ def run_demo(args) -> int:
             f"{c['what']:<20} {c['app']}")
     say("")
     settings = load_settings(getattr(args, "config", None), os.environ, {"queries": {"golden": golden_dir}})
-    if args.offline:
-        golden, _ = golden_for_settings(settings)
-        alerts, elapsed = _run_offline(settings, events, printer, golden, encoder)
-    else:
-        alerts, elapsed = _run_live(args, settings, events, say, printer)
+    deliver = None
+    if am_settings.alertmanager["urls"]:
+        from drift.core.config import redact_url
+
+        shown = ", ".join(redact_url(u) for u in am_settings.alertmanager["urls"])
+        deliver = AlertmanagerDelivery(am_settings)
+        say(f"sending firing and resolved alerts to Alertmanager: {shown}\n")
+    try:
+        if args.offline:
+            golden, _ = golden_for_settings(settings)
+            alerts, elapsed = _run_offline(settings, events, printer, golden, encoder, deliver)
+        else:
+            alerts, elapsed = _run_live(args, settings, events, say, printer, deliver)
+    except BaseException:
+        if deliver is not None:
+            deliver.finish(0)
+        raise
+    delivered = True
+    if deliver is not None:  # nothing is lost when the demo exits: wait until Alertmanager has them all
+        delivered = deliver.finish(30.0)
+        resend = am_settings.alertmanager["resend_interval"]
+        if delivered:
+            say(f"\nAlertmanager ({shown}) accepted all {deliver.sent} firing/resolved alerts; the firing ones "
+                f"stay active there for {4 * resend:.0f} s (4 × resend_interval: nothing re-sends them once "
+                "the demo has ended)")
+        else:
+            say(f"\nAlertmanager ({shown}) did not accept every alert within 30 s: "
+                f"{deliver.sink.problem() or deliver.sink.last_error or 'no answer'}")
     with open(os.path.join(workdir, "alerts.jsonl"), "w") as fh:
         for a in alerts:
             fh.write(json.dumps(a) + "\n")
@@ -541,4 +626,4 @@ def run_demo(args) -> int:
     say(f"\ntimeline picture: {png}")
     say(f"alerts as CloudEvents: {os.path.join(workdir, 'alerts.jsonl')}")
     say(f"total {time.perf_counter() - t0:.0f} s")
-    return 0 if card.ok else 1
+    return 0 if card.ok and delivered else 1
