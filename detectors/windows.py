@@ -305,7 +305,9 @@ class WindowedAggregate:
         self.acc_dtype = np.dtype(acc)
         self.ring = np.zeros((0, self.cap) + self.row, self.dtype)
         self.win = np.zeros((0,) + self.row, acc)
-        self.base_ring = np.zeros((0, self.baseline) + self.row, acc)
+        # one bucket's contents per slot, as the ring holds them: the ring's own dtype is exact
+        # (uint32 histograms take half of int64's room; sums stay in the accumulator dtype)
+        self.base_ring = np.zeros((0, self.baseline) + self.row, self.dtype)
         self.base_sum = np.zeros((0,) + self.row, acc)
         self.base_bucket = np.zeros((0, self.baseline), np.int64)
         self.base_pushes = np.zeros(0, np.int64)

@@ -87,3 +87,34 @@ def test_state_round_trip_keeps_layout_checked():
         assert "layout" in str(exc)
     else:
         raise AssertionError("a state of another layout must be refused")
+
+
+def test_histogram_baseline_ring_is_kept_in_the_ring_dtype_and_old_states_load():
+    """The baseline ring holds single buckets, as the ring does: a uint32 histogram's takes half
+    an int64's room, with the same sums; a state written with the old int64 ring loads and goes
+    on to the same numbers."""
+    rng = np.random.default_rng(3)
+
+    def run(agg, start, stop):
+        s = np.arange(2)
+        for b in range(start, stop):
+            for k in range(2):
+                agg.add(np.full(50, k), np.full(50, b), bins=rng.integers(0, 8, 50))
+            agg.close(s, b, frozen=np.array([False, b % 5 == 0]))
+
+    agg = WindowedAggregate(window=3, baseline=4, ahead=2, row=(8,), dtype=np.uint32)
+    agg.ensure(2)
+    assert agg.base_ring.dtype == np.uint32 and agg.base_sum.dtype == np.int64
+    run(agg, 0, 12)
+    old = agg.state_dict()
+    old["base_ring"] = old["base_ring"].astype(np.int64)  # as checkpoints before the change hold it
+    restored = WindowedAggregate(window=3, baseline=4, ahead=2, row=(8,), dtype=np.uint32)
+    restored.load_state(old)
+    assert restored.base_ring.dtype == np.uint32
+    state = rng.bit_generator.state
+    run(agg, 12, 30)
+    rng.bit_generator.state = state
+    run(restored, 12, 30)
+    for name in WindowedAggregate._arrays:
+        np.testing.assert_array_equal(getattr(restored, name), getattr(agg, name))
+    np.testing.assert_array_equal(agg.base_sum, agg.base_ring.sum(axis=1))  # the ring still sums exactly
