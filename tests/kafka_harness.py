@@ -61,6 +61,17 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 30.0):
         c.close()
 
 
+def service_topics(make, control: bool = False) -> dict[str, str]:
+    """A fresh topic per stream for one `drift serve` test (``make`` is the ``topic_factory``
+    fixture): the five inputs with 3 partitions (co-partitioned), ``control`` too when asked,
+    and the single-partition outputs."""
+    names = {k: make(3, k) for k in ("scores", "retrieval", "queries", "labels", "feedback")}
+    if control:
+        names["control"] = make(3, "control")
+    names.update({k: make(1, k) for k in ("alerts", "dlq", "state", "escalations")})
+    return names
+
+
 def committed(bootstrap: str, group: str, tp):
     """The offset ``group`` has committed for ``tp`` (None when none)."""
     from kafka import KafkaConsumer

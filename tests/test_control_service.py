@@ -21,7 +21,7 @@ import pytest
 from drift.core.alerts import to_cloudevent
 from drift.core.config import load_settings
 from drift.core.engine import Engine
-from kafka_harness import ServeProcess, messages_of, produce, read_topic
+from kafka_harness import ServeProcess, messages_of, produce, read_topic, service_topics
 from test_baseline_reset import DAY, T0, _stream
 
 pytestmark = pytest.mark.kafka
@@ -48,11 +48,7 @@ def phases():
 
 @pytest.fixture
 def topics(topic_factory):
-    return {"scores": topic_factory(3, "scores"), "retrieval": topic_factory(3, "retrieval"),
-            "queries": topic_factory(3, "queries"), "labels": topic_factory(3, "labels"),
-            "feedback": topic_factory(3, "feedback"), "control": topic_factory(3, "control"),
-            "alerts": topic_factory(1, "alerts"), "dlq": topic_factory(1, "dlq"),
-            "state": topic_factory(1, "state"), "escalations": topic_factory(1, "escalations")}
+    return service_topics(topic_factory, control=True)
 
 
 def _alerts(broker, topics):

@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from drift.runtime.checkpoint import decode_checkpoint
-from kafka_harness import ServeProcess, alert_ids, messages_of, produce, read_topic
+from kafka_harness import ServeProcess, alert_ids, messages_of, produce, read_topic, service_topics
 from scenario_harness import run_lines
 from test_judge import by_time, judged_stream
 
@@ -50,11 +50,7 @@ def judged_events():
 
 @pytest.fixture
 def topics(topic_factory):
-    return {"scores": topic_factory(3, "scores"), "retrieval": topic_factory(3, "retrieval"),
-            "queries": topic_factory(3, "queries"), "labels": topic_factory(3, "labels"),
-            "feedback": topic_factory(3, "feedback"), "alerts": topic_factory(1, "alerts"),
-            "dlq": topic_factory(1, "dlq"), "state": topic_factory(1, "state"),
-            "escalations": topic_factory(1, "escalations")}
+    return service_topics(topic_factory)
 
 
 def _joined(broker, topics, group) -> int:
