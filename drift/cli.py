@@ -195,24 +195,27 @@ def _cmd_baseline_reset(args) -> int:
     from drift.runtime.control import reset_command, send_command
 
     settings = _settings(args, _kafka_overrides(args))
-    cmd, input_topic, key = reset_command(settings, args.rule, args.app, args.intent, args.dimension,
-                                          by=args.by if args.by is not None else os.environ.get("USER", ""),
-                                          reason=args.reason or "", now=args.at)
-    try:
-        sent = send_command(settings, cmd, input_topic, key, timeout=args.timeout)
-    except Exception as exc:  # noqa: BLE001 - Kafka unreachable, topic missing, not acknowledged
-        print(f"drift baseline reset: could not deliver the command to {settings.topics['control']}: {exc}",
-              file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(sent))
-        return 0
+    by = args.by if args.by is not None else os.environ.get("USER", "")
+    now = args.at if args.at is not None else time.time()
+    # every rule checked before anything is sent: all of them or none
+    commands = [reset_command(settings, rule, args.app, args.intent, args.dimension, by=by,
+                              reason=args.reason or "", now=now) for rule in dict.fromkeys(args.rule)]
     where = "/".join(v for v in (args.app, args.intent, args.dimension) if v)
     scope = "" if args.intent else " (every intent)"
-    parts = ", ".join(str(p) for p in sent["partitions"])
-    print(f"baseline reset of {args.rule} on {where}{scope} sent to {sent['topic']} partition(s) {parts}"
-          f" at {cmd['ts']}: drift serve resolves its open episodes and re-learns the baseline from then on "
-          "(an info alert baseline_reset records it)")
+    for cmd, input_topic, key in commands:
+        try:
+            sent = send_command(settings, cmd, input_topic, key, timeout=args.timeout)
+        except Exception as exc:  # noqa: BLE001 - Kafka unreachable, topic missing, not acknowledged
+            print(f"drift baseline reset: could not deliver the command for {cmd['rule']} to "
+                  f"{settings.topics['control']}: {exc}", file=sys.stderr)
+            return 1
+        if args.json:
+            print(json.dumps(sent))
+            continue
+        parts = ", ".join(str(p) for p in sent["partitions"])
+        print(f"baseline reset of {cmd['rule']} on {where}{scope} sent to {sent['topic']} partition(s) {parts}"
+              f" at {cmd['ts']}: drift serve resolves its open episodes and re-learns the baseline from then on "
+              "(an info alert baseline_reset records it)")
     return 0
 
 
@@ -234,7 +237,8 @@ series do not have).
 Examples:
   drift baseline reset --rule quality_drop --app support-bot --intent billing --dimension format \
       --reason "prompt v7: shorter answers accepted"
-  drift baseline reset --rule retrieval_drop --app docs-qa        # every intent of docs-qa"""
+  drift baseline reset --rule retrieval_drop --app docs-qa        # every intent of docs-qa
+  drift baseline reset --rule quality_drop --rule quality_shift --app support-bot --intent billing"""
 
 
 def _cmd_alerts(args) -> int:
@@ -669,7 +673,9 @@ def build_parser() -> argparse.ArgumentParser:
                             description=_BASELINE_RESET, epilog=_BASELINE_RESET_EPILOG,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     _common_config(p)
-    p.add_argument("--rule", required=True, help="the rule (as in `drift rules`), e.g. quality_drop")
+    p.add_argument("--rule", required=True, action="append",
+                   help="the rule (as in `drift rules`), e.g. quality_drop; repeatable (a new prompt usually "
+                        "means quality_drop and quality_shift)")
     p.add_argument("--app", required=True, help="the app whose series are reset")
     p.add_argument("--intent", help="only this intent (default: every intent of the app)")
     p.add_argument("--dimension", help="only this dimension (score rules; default: every dimension)")

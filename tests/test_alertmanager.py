@@ -671,6 +671,149 @@ def test_drift_serve_restart_keeps_firing_alerts_active(broker, topic_factory, a
         assert svc.stop() == 0
 
 
+@pytest.fixture(scope="module")
+def truncation_events():
+    """sales-assistant coherence over 14 days of truncation (half volume, ~7,400 events): two
+    quality_drop alerts, one per intent, keys on different partitions of a 3-partition topic
+    (``sales-assistant/demo`` on 0, ``sales-assistant/pricing`` on 2), both still firing at the end;
+    with the offline engine's firing alerts (``alert_id -> labels``)."""
+    import msgspec
+
+    from drift.tools.simulate import iter_events, simulate
+    from scenario_harness import run_lines
+
+    sim = simulate("truncation", seed=0, days=14, volume=0.5)
+    events = [e for e in iter_events(sim) if e.get("app") == "sales-assistant" and e.get("dimension") == "coherence"]
+    enc = msgspec.json.Encoder()
+    alerts, rejected, _ = run_lines([enc.encode(e) for e in events])
+    assert rejected == []
+    firing = {a["data"]["alert_id"]: a["data"]["labels"] for a in alerts if a["data"]["status"] == "firing"}
+    assert all(a["data"]["status"] == "firing" for a in alerts)  # no resolution: one episode each
+    return events, firing
+
+
+def _last_assignment(svc, topic: str) -> set[int]:
+    """The partitions of ``topic`` in the last assignment `drift serve` logged."""
+    last = max((i for i, d in enumerate(svc.lines) if d.get("msg") == "partitions revoked"), default=-1)
+    return {int(d["partition"].rsplit("/", 1)[1]) for d in svc.lines[last + 1:]
+            if d.get("msg") in ("no state: reading from the beginning", "state restored")
+            and d["partition"].rsplit("/", 1)[0] == topic}
+
+
+def _group_caught_up(bootstrap: str, group: str, topic: str) -> bool:
+    from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    try:
+        for p in sorted(c.partitions_for_topic(topic) or ()):
+            tp = TopicPartition(topic, p)
+            c.assign([tp])
+            c.seek_to_beginning(tp)
+            c.poll(timeout_ms=300, max_records=1)
+            hw = c.highwater(tp)
+            if hw is None or (committed(bootstrap, group, tp) or 0) < hw:
+                return False
+        return True
+    finally:
+        c.close()
+
+
+@pytest.mark.kafka
+def test_two_serve_instances_and_a_crash_repeat_page_once(broker, topic_factory, alertmanager, webhook,
+                                                          truncation_events):
+    """Issue 16: two `drift serve` instances split the partitions and both send alerts to the
+    same Alertmanager; one is SIGKILLed after its alerts went out but before any checkpoint (its
+    state and offsets never moved), so its replacement re-reads that input and emits the same
+    alerts again (the alert topic holds them twice). Alertmanager sees the same label sets and
+    the receiver gets exactly ONE firing notification per alert. (The fixture's repeat_interval
+    is 1 h, far past this test: a second notification could only come from a label set that
+    differs between the sends.)"""
+    from collections import Counter
+
+    from kafka_harness import ServeProcess, messages_of, produce, read_topic, service_topics
+
+    events, expected = truncation_events
+    am = alertmanager()
+    topics = service_topics(topic_factory)
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    env = {"DRIFT_ALERTMANAGER_URLS": am.url}
+    # a never checkpoints by itself (1 h): what it emits is not covered by state or offsets
+    a = ServeProcess(broker.bootstrap, group, topics, {**env, "DRIFT_SERVICE_CHECKPOINT_INTERVAL": "1h"})
+    procs = [a]
+    held = lambda s: s.metric("drift_assigned_partitions")  # noqa: E731
+    try:
+        a.wait_for(lambda: a.get("/readyz")[0] == 200, 60, "a ready")
+        b = ServeProcess(broker.bootstrap, group, topics, env)
+        procs.append(b)
+        b.wait_for(lambda: held(a) > 0 and held(b) > 0 and held(a) + held(b) == 18, 90,
+                   "partitions split between a and b")  # 5 inputs and the control topic, 3 partitions each
+        msgs = messages_of(events, max_batch=200)
+        produce(broker.bootstrap, topics, msgs)
+        where = {r.key.decode(): r.partition for r in read_topic(broker.bootstrap, topics["scores"])}
+        part_of = {i: where[f"{labels['app']}/{labels['intent']}"] for i, labels in expected.items()}
+        mine_a = {i for i, p in part_of.items() if p in _last_assignment(a, topics["scores"])}
+        mine_b = {i for i, p in part_of.items() if p in _last_assignment(b, topics["scores"])}
+        assert mine_a and mine_b and mine_a | mine_b == set(expected), (part_of, mine_a, mine_b)
+
+        def on_topic() -> Counter:
+            return Counter(json.loads(r.value)["data"]["alert_id"]
+                           for r in read_topic(broker.bootstrap, topics["alerts"])
+                           if json.loads(r.value)["data"]["status"] == "firing")
+
+        def notified() -> set[str]:
+            return {x["annotations"]["alert_id"] for x in webhook.alerts("firing")}
+
+        b.wait_for(lambda: held(a) + held(b) == 18 and a.metric("drift_messages_consumed_total")
+                   + b.metric("drift_messages_consumed_total") >= len(msgs), 120, "every message consumed")
+        b.wait_for(lambda: set(on_topic()) == set(expected), 60, "every alert on the alert topic")
+        webhook.wait(lambda: notified() == set(expected), timeout=30, what="a notification for every alert")
+        success = 'drift_alertmanager_sent_total{result="success",url="' + am.url + '"}'
+        a.wait_for(lambda: a.metric(success) >= 1 and b.metric(success) >= 1, 20, "both instances posted")
+        assert a.metric('drift_alerts_total{rule="quality_drop",status="firing"}') == len(mine_a)
+        assert b.metric('drift_alerts_total{rule="quality_drop",status="firing"}') == len(mine_b)
+        assert a.metric("drift_checkpoints_total") == 0  # nothing a emitted is covered by state/offsets
+        assert all(n == 1 for n in on_topic().values())
+
+        killed_at = time.time()
+        assert a.kill() == -signal.SIGKILL
+        c = ServeProcess(broker.bootstrap, group, topics, env)  # the replacement
+        procs.append(c)
+        # a's partitions have no state: read again from the beginning, a's alerts emitted again
+        c.wait_for(lambda: all(on_topic()[i] >= 2 for i in mine_a), 120, "the repeat of a's alerts")
+        c.wait_for(lambda: held(b) + held(c) == 18 and _group_caught_up(broker.bootstrap, group, topics["scores"]),
+                   120, "every input committed")
+        # Alertmanager got the repeats (posted after the crash) and holds one alert per label set
+
+        def held_by_am(i: str) -> dict:
+            labels = expected[i]
+            (got,) = _am_alerts(am, alertname="quality_drop", app=labels["app"], intent=labels["intent"],
+                                dimension=labels["dimension"])
+            assert got["annotations"]["alert_id"] == i and got["status"]["state"] == "active"
+            return got
+
+        c.wait_for(lambda: all(am_mod.parse_time(held_by_am(i)["updatedAt"]) > killed_at for i in expected), 30,
+                   "every alert re-posted to Alertmanager after the crash")
+        time.sleep(4)  # group_wait + group_interval, twice over: a second notification would be here
+        firing = [n for n in webhook.notifications if n["status"] == "firing"]
+        for i, labels in expected.items():
+            with_id = [x for n in firing for x in n["alerts"] if x["annotations"]["alert_id"] == i]
+            assert len(with_id) == 1, f"{i} ({labels}) notified {len(with_id)} times: {json.dumps(firing)[:3000]}"
+            same = [n for n in firing if any(x["labels"] == with_id[0]["labels"] for x in n["alerts"])]
+            assert len(same) == 1
+        assert len(firing) == len(expected) and webhook.alerts("resolved") == []
+        repeated = {i for i, n in on_topic().items() if n > 1}
+        assert mine_a <= repeated <= set(expected)  # the repeat happened (same alert_id), yet one page each
+    finally:
+        # leave one at a time, each after the group settled (the embedded broker's rule)
+        if a.proc.poll() is None:
+            a.kill()
+        live = [p for p in procs[1:] if p.proc.poll() is None]
+        while live:
+            assert live.pop().stop() == 0
+            if live:
+                live[-1].wait_for(lambda: held(live[-1]) == 18, 45, "the last one took over")
+
+
 @pytest.mark.kafka
 def test_drift_forward_resends_what_fired_before_it_started(broker, topic_factory, alertmanager, webhook):
     """A new forwarder group starts at the topic's end, yet the alert that was firing before it

@@ -209,7 +209,12 @@ def test_cli_checks_the_rule_and_fields_before_sending(capsys):
     assert main(["baseline", "reset", "--rule", "quality_drop", "--app", "bot", "--bootstrap-servers",
                  "127.0.0.1:1", "--timeout", "2"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("drift baseline reset: could not deliver the command to drift.control") and "Traceback" not in err
+    assert err.startswith("drift baseline reset: could not deliver the command for quality_drop to drift.control")
+    assert "Traceback" not in err
+    # several rules: every one is checked before anything is sent
+    assert main(["baseline", "reset", "--rule", "quality_drop", "--rule", "nope", "--app", "bot",
+                 "--bootstrap-servers", "127.0.0.1:1", "--timeout", "2"]) == 2
+    assert "--rule: 'nope'" in capsys.readouterr().err
 
 
 def test_reset_command_keys_like_the_series():

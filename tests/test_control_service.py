@@ -61,7 +61,8 @@ def _reset_cli(broker, topics, *extra):
                           "--app", "bot", "--bootstrap-servers", broker.bootstrap, "--json", *extra],
                          env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
+    (line,) = out.stdout.splitlines()
+    return json.loads(line)
 
 
 def test_reset_on_a_live_service_resolves_stays_quiet_and_fires_again(broker, topics, phases):
