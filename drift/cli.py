@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+from typing import Any
 
 from drift.core.config import ConfigError, load_settings
 
@@ -28,7 +29,10 @@ def _cmd_replay(args) -> int:
     from drift.core.alerts import render
     from drift.runtime.replay import replay
 
-    settings = _settings(args, {"queries": {"golden": args.golden}})
+    if not args.write_state and (args.bootstrap_servers or args.group_id):
+        print("drift replay: --bootstrap-servers and --group-id apply only with --write-state", file=sys.stderr)
+        return 2
+    settings = _settings(args, {**_kafka_overrides(args), "queries": {"golden": args.golden}})
     golden, encoder = _golden(settings)
     from drift.core.engine import Engine
 
@@ -63,8 +67,18 @@ def _cmd_replay(args) -> int:
                   end="", file=sys.stderr, flush=True)
 
     try:
-        report = replay(args.events, settings, on_alert=on_alert, on_reject=on_reject,
-                        on_progress=on_progress, engine=engine)
+        if args.write_state:  # re-seed the group's state from the archive (drift/runtime/reseed.py)
+            from drift.runtime.reseed import ReseedError, reseed
+
+            try:
+                report: Any = reseed(args.events, settings, golden=golden, encoder_factory=encoder,
+                                on_alert=on_alert, on_reject=on_reject)
+            except ReseedError as exc:
+                print(f"drift replay --write-state: {exc}", file=sys.stderr)
+                return exc.code
+        else:
+            report = replay(args.events, settings, on_alert=on_alert, on_reject=on_reject,
+                            on_progress=on_progress, engine=engine)
     finally:
         if out:
             out.close()
@@ -517,6 +531,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     p.add_argument("--max-errors", type=int, default=20, metavar="N",
                    help="print at most N rejected lines (all are counted; default 20)")
+    p.add_argument("--write-state", action="store_true",
+                   help="re-seed the consumer group's state (topics.state) from this archive of the input, "
+                        "with checkpoints at the input topics' current end, as drift serve writes them: a service "
+                        "started afterwards restores them and reads only newer input (README, \"Re-seeding state\"). "
+                        "Alerts raised are history: printed, not produced")
+    p.add_argument("--bootstrap-servers", metavar="HOST:PORT[,…]", help="with --write-state: Kafka bootstrap servers")
+    p.add_argument("--group-id", metavar="GROUP", help="with --write-state: the consumer group of drift serve "
+                                                       "(default kafka.group_id, drift)")
     p.set_defaults(func=_cmd_replay)
 
     p = sub.add_parser("simulate", help="write synthetic LLM traffic with an injected failure",

@@ -99,6 +99,40 @@ class PartitionState:
 JOINED = ("scores", "labels", "feedback", "control")
 
 
+def engine_groups(tps, inputs: dict[str, str], scores: str) -> dict[Any, list]:
+    """Input partitions by the engine they share: ``{anchor: members}`` (``inputs``: topic -> stream,
+    as :func:`input_topics` gives). Partitions of the joined topics with one number share the engine
+    of the scores partition (the anchor); every other partition is its own group."""
+    from kafka.structs import TopicPartition
+
+    groups: dict[Any, list] = {}
+    joined: dict[int, list] = {}
+    for tp in sorted(tps, key=lambda x: (x.topic, x.partition)):
+        if inputs[tp.topic] in JOINED:
+            joined.setdefault(tp.partition, []).append(tp)
+        else:
+            groups[tp] = [tp]
+    for p, members in joined.items():
+        anchor = TopicPartition(scores, p)
+        if anchor not in members:
+            anchor = members[0]
+            if any(inputs[m.topic] != "scores" for m in members):
+                log.warning("labels/feedback partition assigned without its scores partition: they cannot "
+                            "join here (are the topics co-partitioned, with the range assignor?)",
+                            extra={"partition": p, "topics": [m.topic for m in members]})
+        groups[anchor] = members
+    return groups
+
+
+def input_topics(settings: Settings) -> dict[str, str]:
+    """The topics ``drift serve`` consumes: ``{topic: stream}`` (``"control"`` for drift.control)."""
+    t = settings.topics
+    inputs = {t[name]: name for name in STREAMS if name in t}
+    if t.get("control"):
+        inputs[t["control"]] = "control"
+    return inputs
+
+
 def read_states(consumer_factory, topic: str, keys: set[bytes], timeout: float) -> dict[bytes, list[bytes]]:
     """Every record of ``topic`` whose key is in ``keys``, oldest first, read up to the end.
 
@@ -405,10 +439,7 @@ class Service(KafkaLoop):
         self.stop_requested = False
         self.parts: dict[Any, PartitionState] = {}
         self.pending: list = []
-        t = settings.topics
-        self.inputs = {t[name]: name for name in STREAMS if name in t}
-        if t.get("control"):
-            self.inputs[t["control"]] = "control"
+        self.inputs = input_topics(settings)
         self.key_partition: dict[tuple[str, bytes], int] = {}
         self.dlq_window: collections.deque = collections.deque()
         self.last_checkpoint = time.monotonic()
@@ -484,29 +515,8 @@ class Service(KafkaLoop):
         log.info("partitions revoked", extra={"partitions": [f"{tp.topic}/{tp.partition}" for tp in mine]})
 
     def _groups(self, tps) -> dict[Any, list]:
-        """Assigned partitions by the engine they share: ``{anchor: members}``. Partitions of the
-        joined topics with one number share the engine of the scores partition (the anchor);
-        every other partition is its own group."""
-        from kafka.structs import TopicPartition
-
-        scores = self.settings.topics["scores"]
-        groups: dict[Any, list] = {}
-        joined: dict[int, list] = {}
-        for tp in sorted(tps, key=lambda x: (x.topic, x.partition)):
-            if self.inputs[tp.topic] in JOINED:
-                joined.setdefault(tp.partition, []).append(tp)
-            else:
-                groups[tp] = [tp]
-        for p, members in joined.items():
-            anchor = TopicPartition(scores, p)
-            if anchor not in members:
-                anchor = members[0]
-                if any(self.inputs[m.topic] != "scores" for m in members):
-                    log.warning("labels/feedback partition assigned without its scores partition: they cannot "
-                                "join here (are the topics co-partitioned, with the range assignor?)",
-                                extra={"partition": p, "topics": [m.topic for m in members]})
-            groups[anchor] = members
-        return groups
+        """Assigned partitions by the engine they share (:func:`engine_groups`)."""
+        return engine_groups(tps, self.inputs, self.settings.topics["scores"])
 
     def on_assigned(self, tps) -> None:
         self.health.set_ready(False, "restoring state")
