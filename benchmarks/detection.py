@@ -105,7 +105,7 @@ LABEL = {"adwin": "ADWIN", "page_hinkley": "PageHinkley", "kswin": "KSWIN hourly
 SYMBOL = {"delta": "δ", "threshold": "λ", "alpha": "α"}
 
 FULL = Plan(seeds=(0, 1, 2), days=30, volume=1.0, stable_days=90, cal_seed=100, grids=GRIDS)
-QUICK = Plan(seeds=(0,), days=18, volume=0.3, stable_days=30, cal_seed=100,
+QUICK = Plan(seeds=(0,), days=18, volume=0.15, stable_days=20, cal_seed=100,
              grids={k: (p, v[::3]) for k, (p, v) in GRIDS.items()}, shift_days=24, shift_volume=0.3)
 
 
