@@ -51,6 +51,8 @@ def test_benchmarks_quick_runs_end_to_end(tmp_path):
         assert "\ninput_shift " in text and "skipped input_shift" not in text
     # the cost rule against its information limit, and the sampling plan against the engine
     assert "cost_per_quality_rise against the information limit" in text and "oracle at the daily close" in text
+    # the engine's state per series per rule kind (issue 17)
+    assert "engine state per series" in text and "KB per series on average" in text
     # the judge rules against their information limit (test_judge_benchmark_quick checks more)
     assert "judge rules against the information limit" in text
     # the operating characteristic: oracle, ours and the windowed rules per volume and effect
