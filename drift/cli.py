@@ -456,6 +456,14 @@ def _cmd_gate(args) -> int:
         return 2
 
 
+def _command_group(sub, name: str, metavar: str, **kw):
+    """A command with subcommands (``drift ingest otlp``, ``drift baseline reset``): alone it prints
+    its help and exits 2. Returns its subparsers."""
+    p = sub.add_parser(name, **kw)
+    p.set_defaults(func=lambda args, _p=p: (_p.print_help(), 2)[1])
+    return p.add_subparsers(dest=metavar.lower(), metavar=metavar)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="drift",
@@ -488,10 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=_cmd_serve)
 
-    p = sub.add_parser("ingest", help="turn OpenTelemetry traces into events: `drift ingest otlp`",
-                       description="Ingest adapters that feed llm.scores and llm.retrieval.")
-    ingest = p.add_subparsers(dest="source", metavar="SOURCE")
-    p.set_defaults(func=lambda args, _p=p: (_p.print_help(), 2)[1])
+    ingest = _command_group(sub, "ingest", "SOURCE", help="turn OpenTelemetry traces into events: `drift ingest otlp`",
+                            description="Ingest adapters that feed llm.scores and llm.retrieval.")
     p = ingest.add_parser("otlp", help="OTLP spans and evaluation logs from Kafka to llm.scores / llm.retrieval",
                           description=_INGEST_OTLP, epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common_config(p)
@@ -687,10 +693,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=_cmd_forward)
 
-    p = sub.add_parser("baseline", help="operator commands on baselines: `drift baseline reset`",
-                       description="Operator commands on the rules' baselines (sent to drift serve on drift.control).")
-    baseline = p.add_subparsers(dest="action", metavar="ACTION")
-    p.set_defaults(func=lambda args, _p=p: (_p.print_help(), 2)[1])
+    baseline = _command_group(sub, "baseline", "ACTION", help="operator commands on baselines: `drift baseline reset`",
+                              description="Operator commands on the rules' baselines (sent to drift serve on "
+                                          "drift.control).")
     p = baseline.add_parser("reset", help="accept a series' new level: resolve its episode, re-learn the baseline",
                             description=_BASELINE_RESET, epilog=_BASELINE_RESET_EPILOG,
                             formatter_class=argparse.RawDescriptionHelpFormatter)

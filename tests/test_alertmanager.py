@@ -185,6 +185,14 @@ class Answering:
         self.server.server_close()
 
 
+def _to_topic(bootstrap: str, topic: str, alerts, now: float | None = None, extra=()) -> None:
+    """Write ``alerts`` to the alert topic as `drift serve` does (CloudEvents keyed by alert id)."""
+    from drift.core.alerts import encode
+    from kafka_harness import produce
+
+    produce(bootstrap, {"alerts": topic}, [("alerts", a.alert_id, encode(a, now)) for a in alerts] + list(extra))
+
+
 def _sink(urls, registry=None, settings=None, **kw) -> AlertmanagerSink:
     """A sink with short intervals; no rebuild from the alert topic unless ``restore=True``."""
     kw.setdefault("resend_interval", 2.0)
@@ -548,14 +556,12 @@ def test_drift_serve_alertmanager_outage_holds_offsets_then_delivers(broker, top
 def test_drift_forward_follows_the_alert_topic(broker, topic_factory, alertmanager, webhook):
     from kafka import TopicPartition
 
-    from drift.core.alerts import encode
     from drift.runtime.alertmanager import forward
-    from kafka_harness import produce
 
     am = alertmanager()
     topic = topic_factory(1, "alerts")
     a = _alert(app="forwarded")
-    produce(broker.bootstrap, {"alerts": topic}, [("alerts", a.alert_id, encode(a))])
+    _to_topic(broker.bootstrap, topic, [a])
     settings = load_settings(overrides={"kafka": {"bootstrap_servers": broker.bootstrap},
                                         "topics": {"alerts": topic}, "alertmanager": {"urls": [am.url]}})
     group = f"fwd-{uuid.uuid4().hex[:6]}"
@@ -589,8 +595,6 @@ def test_restart_rebuilds_the_active_alerts_from_the_alert_topic(broker, topic_f
     """A restarted sink re-sends what is still firing on the alert topic (and resolutions of the
     last 15 minutes): Alertmanager keeps the alert past the endsAt the stopped process gave it,
     no resolution is sent; the episode's resolution on the topic then reaches the receiver."""
-    from drift.core.alerts import encode
-    from kafka_harness import produce
 
     am = alertmanager()
     topic = topic_factory(1, "alerts")
@@ -602,8 +606,7 @@ def test_restart_rebuilds_the_active_alerts_from_the_alert_topic(broker, topic_f
     old = _alert(app="old")              # resolved an hour ago: over
     records = [fired, ended, old, _alert(app="info", status="info"),
                _resolved(ended, time=now - 60), _resolved(old, time=now - 3600)]
-    produce(broker.bootstrap, {"alerts": topic}, [("alerts", a.alert_id, encode(a, now - 120)) for a in records]
-            + [("alerts", "x", b"not a CloudEvent")])
+    _to_topic(broker.bootstrap, topic, records, now - 120, extra=[("alerts", "x", b"not a CloudEvent")])
     # the process before the restart: it sent the alert with endsAt = its last post + 6 s
     before = _sink([am.url], resend_interval=1.5)
     before.emit([fired])
@@ -631,7 +634,7 @@ def test_restart_rebuilds_the_active_alerts_from_the_alert_topic(broker, topic_f
         assert held["annotations"]["alert_id"] == fired.alert_id
         assert webhook.alerts("resolved", app="restart") == []
         # the episode ends (written by whichever instance holds the series): the resolution arrives
-        produce(broker.bootstrap, {"alerts": topic}, [("alerts", fired.alert_id, encode(_resolved(fired)))])
+        _to_topic(broker.bootstrap, topic, [_resolved(fired)])
         webhook.wait(lambda: webhook.alerts("resolved", app="restart"), what="the resolution")
         assert webhook.alerts("resolved", app="restart")[0]["endsAt"].startswith("2026-01-20T08:00:00")
         assert _am_alerts(am, app="restart") == []
@@ -820,14 +823,12 @@ def test_two_serve_instances_and_a_crash_repeat_page_once(broker, topic_factory,
 def test_drift_forward_resends_what_fired_before_it_started(broker, topic_factory, alertmanager, webhook):
     """A new forwarder group starts at the topic's end, yet the alert that was firing before it
     started reaches Alertmanager (the rebuild), and an alert resolved before does not fire."""
-    from drift.core.alerts import encode
     from drift.runtime.alertmanager import forward
-    from kafka_harness import produce
 
     am = alertmanager()
     topic = topic_factory(1, "alerts")
     a, gone = _alert(app="before-start"), _alert(app="gone-before-start")
-    produce(broker.bootstrap, {"alerts": topic}, [("alerts", x.alert_id, encode(x)) for x in (a, gone, _resolved(gone))])
+    _to_topic(broker.bootstrap, topic, [a, gone, _resolved(gone)])
     settings = load_settings(overrides={"kafka": {"bootstrap_servers": broker.bootstrap},
                                         "topics": {"alerts": topic}, "alertmanager": {"urls": [am.url]}})
     stop = threading.Event()
@@ -895,13 +896,11 @@ def test_cli_flags():
 def test_drift_forward_cli_ctrl_c_is_clean(broker, topic_factory, alertmanager, webhook):
     import sys
 
-    from drift.core.alerts import encode
-    from kafka_harness import produce
 
     am = alertmanager()
     topic = topic_factory(1, "alerts")
     a = _alert(app="cli-forwarded")
-    produce(broker.bootstrap, {"alerts": topic}, [("alerts", a.alert_id, encode(a))])
+    _to_topic(broker.bootstrap, topic, [a])
     env = {**os.environ, "DRIFT_TOPICS_ALERTS": topic, "PYTHONUNBUFFERED": "1",
            "DRIFT_SERVICE_SESSION_TIMEOUT_MS": "6000"}
     proc = subprocess.Popen([sys.executable, "-m", "drift.cli", "forward", "--alertmanager", am.url,

@@ -648,12 +648,12 @@ class Service(KafkaLoop):
         offset stays at the first command not yet run, so a crash loses none (one run again
         after a crash gives the same alert ids)."""
         part = self.parts[tp]
-        group = [p for t, p in self.parts.items() if p.partition == tp.partition and p.kind != "control"]
-        engines = {id(p.engine): p.engine for p in group}
+        group = [(t, p) for t, p in self.parts.items() if p.partition == tp.partition and p.kind != "control"]
+        engines = {id(p.engine): p.engine for _, p in group}
         engines.setdefault(id(part.engine), part.engine)
         while part.held:
             rec, cmd = part.held[0]
-            caught_up = all(self._caught_up(t) for t, p in self.parts.items() if p in group)
+            caught_up = all(self._caught_up(t) for t, _ in group)
             newest = min((e.newest_event_time for e in engines.values()), default=float("inf"))
             if not (caught_up or newest >= cmd["ts"]):
                 break
@@ -665,7 +665,7 @@ class Service(KafkaLoop):
             except ValueError as exc:  # e.g. a rule this configuration does not have
                 self._dlq(rec, rec.value, "bad_command", str(exc), None)
                 continue
-            for p in group:  # their state changed: checkpointed before the command's offset commits
+            for _, p in group:  # their state changed: checkpointed before the command's offset commits
                 if p.next_offset is not None:
                     p.checkpointed = None
             log.info("control command", extra={"command": cmd["command"], "rule": cmd["rule"], "app": cmd["app"],
