@@ -83,6 +83,25 @@ def committed(bootstrap: str, group: str, tp):
         c.close()
 
 
+def group_caught_up(bootstrap: str, group: str, topic: str, partitions=None) -> bool:
+    """``group`` committed offsets at the end of these partitions of ``topic`` (all by default)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    try:
+        for p in sorted(c.partitions_for_topic(topic) or () if partitions is None else partitions):
+            tp = TopicPartition(topic, p)
+            c.assign([tp])
+            c.seek_to_beginning(tp)
+            c.poll(timeout_ms=300, max_records=1)
+            hw = c.highwater(tp)
+            if hw is None or (committed(bootstrap, group, tp) or 0) < hw:
+                return False
+        return True
+    finally:
+        c.close()
+
+
 def alert_ids(records) -> list[str]:
     return [json.loads(r.value)["id"] for r in records]
 

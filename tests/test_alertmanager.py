@@ -703,25 +703,6 @@ def _last_assignment(svc, topic: str) -> set[int]:
             and d["partition"].rsplit("/", 1)[0] == topic}
 
 
-def _group_caught_up(bootstrap: str, group: str, topic: str, partitions) -> bool:
-    """``group`` committed offsets at the end of these (non-empty) partitions of ``topic``."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    try:
-        for p in sorted(partitions):
-            tp = TopicPartition(topic, p)
-            c.assign([tp])
-            c.seek_to_beginning(tp)
-            c.poll(timeout_ms=300, max_records=1)
-            hw = c.highwater(tp)
-            if hw is None or (committed(bootstrap, group, tp) or 0) < hw:
-                return False
-        return True
-    finally:
-        c.close()
-
-
 @pytest.mark.kafka
 def test_two_serve_instances_and_a_crash_repeat_page_once(broker, topic_factory, alertmanager, webhook,
                                                           truncation_events):
@@ -785,7 +766,7 @@ def test_two_serve_instances_and_a_crash_repeat_page_once(broker, topic_factory,
         # a's partitions have no state: read again from the beginning, a's alerts emitted again
         c.wait_for(lambda: all(on_topic()[i] >= 2 for i in mine_a), 120, "the repeat of a's alerts")
         c.wait_for(lambda: held(b) + held(c) == 18
-                   and _group_caught_up(broker.bootstrap, group, topics["scores"], set(where.values())),
+                   and group_caught_up(broker.bootstrap, group, topics["scores"], set(where.values())),
                    120, "every input committed")
 
         def held_by_am(i: str) -> dict:
