@@ -83,13 +83,13 @@ def committed(bootstrap: str, group: str, tp):
         c.close()
 
 
-def group_caught_up(bootstrap: str, group: str, topic: str, partitions=None) -> bool:
-    """``group`` committed offsets at the end of these partitions of ``topic`` (all by default)."""
+def group_caught_up(bootstrap: str, group: str, topic: str, partitions) -> bool:
+    """``group`` committed offsets at the end of these (non-empty) partitions of ``topic``."""
     from kafka import KafkaConsumer, TopicPartition
 
     c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     try:
-        for p in sorted(c.partitions_for_topic(topic) or () if partitions is None else partitions):
+        for p in sorted(partitions):
             tp = TopicPartition(topic, p)
             c.assign([tp])
             c.seek_to_beginning(tp)

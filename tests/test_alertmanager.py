@@ -31,7 +31,7 @@ from drift.runtime import alertmanager as am_mod
 from drift.runtime.alertmanager import AlertmanagerSink, to_am_alert
 from drift.runtime.http import Health
 from http_harness import Webhook, free_port
-from kafka_harness import committed
+from kafka_harness import committed, group_caught_up
 
 AM_BINARY = os.environ.get("DRIFT_ALERTMANAGER_BINARY", "/usr/bin/prometheus-alertmanager")
 # the alerts of `drift demo --offline` (seed 0), as CloudEvents: the demo's own alert list
