@@ -9,7 +9,7 @@ import uuid
 import msgspec
 import pytest
 
-from drift.runtime.checkpoint import decode_checkpoint
+from drift.runtime.checkpoint import checkpoints_from_records
 from kafka_harness import ServeProcess, alert_ids, messages_of, produce, read_topic, service_topics
 from scenario_harness import run_lines
 from test_judge import by_time, judged_stream
@@ -55,11 +55,8 @@ def topics(topic_factory):
 
 def _joined(broker, topics, group) -> int:
     """Labels joined, summed over the newest checkpoint of every partition's engine."""
-    newest = {}
-    for r in read_topic(broker.bootstrap, topics["state"]):
-        if r.key.decode().startswith(group + "/"):
-            newest[r.key] = r.value
-    return sum(int(decode_checkpoint(v).engine["counts"].get("judge.labels.joined", 0)) for v in newest.values())
+    newest = checkpoints_from_records(read_topic(broker.bootstrap, topics["state"]), group)
+    return sum(int(cp.engine["counts"].get("judge.labels.joined", 0)) for cp in newest.values())
 
 
 def test_labels_and_feedback_in_serve_give_the_replay_ids(broker, topics, judged_events):

@@ -6,10 +6,12 @@ The commit order (``Service.checkpoint``), each step finished before the next st
    sent while processing);
 2. **flush and confirm delivery** (``acks=all``): any failed send stops the checkpoint, and nothing
    below happens;
-3. **write the state** of each partition to ``drift.state``, key ``{group}/{topic}/{partition}``,
-   tagged with ``next_offset``, and confirm its delivery (co-partitioned joined topics —
-   scores, labels, feedback — share one engine per partition number: its state is one record,
-   keyed by the scores partition, with every member's offset in ``offsets``);
+3. **write the state** of each partition to ``drift.state``: the chunks that changed since the
+   last checkpoint (keys ``{group}/{topic}/{partition}/{chunk}``, each at most 1 MB), confirmed,
+   then the *manifest* (key ``{group}/{topic}/{partition}``) tagged with ``next_offset``, listing
+   the epoch and digest of every chunk, confirmed (co-partitioned joined topics — scores, labels,
+   feedback — share one engine per partition number: its state is keyed by the scores
+   partition, with every member's offset in ``offsets``);
 4. **commit** ``next_offset`` to the consumer group.
 
 Offsets are never committed ahead of what was delivered. After a crash between any two steps the
@@ -18,25 +20,32 @@ committed offset) and re-reads from there: alerts repeat only with the same ``al
 
 The format is safe to read from a shared topic (no pickle): ``MAGIC``, a format version byte,
 the SHA-256 of the payload, then the zlib-compressed msgpack payload, in which numpy arrays are
-``{"__nd__": [dtype, shape, bytes]}``.
+``{"__nd__": [dtype, shape, bytes]}``. Format 1 holds the whole engine state in that payload;
+format 2 (:class:`ChunkWriter`, what ``drift serve`` writes) holds a chunk table instead, and each
+chunk record is ``CHUNK_MAGIC``, the format byte, its epoch (8 bytes), the xxh3-128 digest of its
+raw bytes and those bytes zlib-compressed. Both formats are read.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
+import itertools
 import time
 import zlib
 from typing import Any
 
 import msgspec
 import numpy as np
+import xxhash
 
 __all__ = ["Checkpoint", "CheckpointError", "encode_checkpoint", "decode_checkpoint", "state_key", "new_checkpoint",
-           "FORMAT_VERSION"]
+           "FORMAT_VERSION", "ChunkWriter", "ChunkWrite", "chunk_key", "checkpoints_from_records"]
 
 MAGIC = b"DRST"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a manifest whose state is in chunk records; 1: the whole state in one record
+WHOLE_FORMAT = 1
 
 
 class CheckpointError(ValueError):
@@ -53,6 +62,7 @@ class Checkpoint:
     written_at: float
     engine: dict[str, Any]
     offsets: dict[str, int] = dataclasses.field(default_factory=dict)  # topic -> next offset, joined partitions
+    chunks: dict[str, Any] | None = None  # format 2: the manifest's chunk table (epoch, pieces)
 
     def offset_of(self, topic: str) -> int | None:
         """Where ``topic``'s partition resumes (None: this state has not read it)."""
@@ -92,17 +102,24 @@ def _from_plain(obj):
 
 
 def encode_checkpoint(cp: Checkpoint) -> bytes:
+    """The whole state in one record (format 1): what ``drift ingest`` and ``drift replay
+    --write-state`` write; ``drift serve`` writes chunks (:class:`ChunkWriter`)."""
     payload = msgspec.msgpack.encode(_to_plain(dataclasses.asdict(cp)))
     body = zlib.compress(payload, 3)
-    return MAGIC + bytes([FORMAT_VERSION]) + hashlib.sha256(body).digest() + body
+    return MAGIC + bytes([WHOLE_FORMAT]) + hashlib.sha256(body).digest() + body
 
 
-def decode_checkpoint(raw: bytes, *, fingerprint: str | None = None) -> Checkpoint:
-    """Read a checkpoint; :class:`CheckpointError` says exactly why one is unusable."""
+def decode_checkpoint(raw: bytes, *, fingerprint: str | None = None,
+                      chunks: dict[str, bytes] | None = None) -> Checkpoint:
+    """Read a checkpoint; :class:`CheckpointError` says exactly why one is unusable.
+
+    A format-2 manifest's state is assembled from ``chunks`` (chunk id -> newest record value);
+    without them the manifest alone is returned (``engine`` None)."""
     if raw is None or len(raw) < 37 or raw[:4] != MAGIC:
         raise CheckpointError("not a drift checkpoint (bad magic)")
-    if raw[4] != FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint format {raw[4]} is not this version's format {FORMAT_VERSION}")
+    if raw[4] not in (WHOLE_FORMAT, FORMAT_VERSION):
+        raise CheckpointError(f"checkpoint format {raw[4]} is not one this version reads "
+                              f"({WHOLE_FORMAT} or {FORMAT_VERSION})")
     digest, body = raw[5:37], raw[37:]
     if hashlib.sha256(body).digest() != digest:
         raise CheckpointError("checkpoint checksum mismatch (corrupted)")
@@ -114,9 +131,218 @@ def decode_checkpoint(raw: bytes, *, fingerprint: str | None = None) -> Checkpoi
     if fingerprint is not None and cp.fingerprint != fingerprint:
         raise CheckpointError(f"checkpoint was written with another rule configuration "
                               f"(fingerprint {cp.fingerprint}, this service {fingerprint})")
+    if raw[4] == FORMAT_VERSION and chunks is not None:
+        if cp.chunks is None:
+            raise CheckpointError("a format-2 checkpoint without its chunk table")
+        try:
+            cp.engine = _assemble(cp, chunks)
+        except CheckpointError:
+            raise
+        except Exception as exc:
+            raise CheckpointError(f"checkpoint chunks unreadable: {exc}") from None
     return cp
 
 
 def new_checkpoint(group, topic, partition, next_offset, engine, offsets=None) -> Checkpoint:
     return Checkpoint(group, topic, int(partition), int(next_offset), engine.fingerprint(),
                       time.time(), engine.state_dict(), {k: int(v) for k, v in (offsets or {}).items()})
+
+
+# -- chunked, incremental checkpoints (format 2) ----------------------------------------------------
+PIECE = 64 * 1024  # raw bytes per chunk: small, so a checkpoint rewrites little beyond the rows that moved
+BLOB_MIN = 16 * 1024  # arrays at least this large travel in chunks; smaller ones stay in the skeleton
+MAX_RECORD = 1 << 20
+CHUNK_MAGIC = b"DRCK"
+SLOTS = "ab"
+
+
+def _split(state, path: str, blobs: dict):
+    """The engine state with every large array replaced by a reference into ``blobs``."""
+    if isinstance(state, np.ndarray) and state.dtype != object and state.nbytes >= BLOB_MIN:
+        arr = np.ascontiguousarray(state)
+        blobs[path] = arr
+        return {"__blob__": [path, arr.dtype.str, list(arr.shape)]}
+    if isinstance(state, dict):
+        return {k: _split(v, f"{path}/{k}", blobs) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return [_split(v, f"{path}/{i}", blobs) for i, v in enumerate(state)]
+    return _to_plain(state)
+
+
+def _join(skel, blobs: dict):
+    if isinstance(skel, dict):
+        if "__blob__" in skel and len(skel) == 1:
+            path, dtype, shape = skel["__blob__"]
+            return np.frombuffer(blobs[path], dtype=np.dtype(dtype)).reshape(shape).copy()
+        if "__nd__" in skel and len(skel) == 1:
+            return _from_plain(skel)
+        return {k: _join(v, blobs) for k, v in skel.items()}
+    if isinstance(skel, list):
+        return [_join(v, blobs) for v in skel]
+    return skel
+
+
+def chunk_key(base: bytes, chunk: str) -> bytes:
+    """``{group}/{topic}/{partition}/{chunk}``: the record of one chunk of ``base``'s state."""
+    return base + b"/" + chunk.encode()
+
+
+def _chunk_value(epoch: int, digest: bytes, piece) -> bytes:
+    return CHUNK_MAGIC + bytes([FORMAT_VERSION]) + epoch.to_bytes(8, "big") + digest + zlib.compress(piece, 1)
+
+
+@dataclasses.dataclass
+class ChunkWrite:
+    """What one checkpoint of one partition writes: its changed chunks, then its manifest."""
+
+    chunks: list[tuple[str, bytes]]  # (chunk id, record value)
+    manifest: bytes
+    table: dict  # the writer's table once the manifest is delivered
+    epoch: int
+    full_bytes: int  # raw bytes of the whole state (for the ratio: written / full)
+    written_bytes: int  # raw bytes of the chunks written
+
+    @property
+    def records(self) -> list[tuple[str | None, bytes]]:
+        return [*self.chunks, (None, self.manifest)]
+
+
+class ChunkWriter:
+    """Incremental checkpoints of one partition's engine (format 2).
+
+    The state is cut into chunks of at most :data:`PIECE` raw bytes: each large array's bytes
+    (the per-series rows of the detectors), and the msgpack *skeleton* holding everything else.
+    A checkpoint writes only the chunks whose xxh3-128 digest differs from the one last written,
+    then a *manifest* (key ``{group}/{topic}/{partition}``) listing, for every chunk, the epoch and
+    digest it must have. A chunk is written to the one of its two keys (slots ``a``/``b``) that the
+    delivered manifest does **not** reference, so a crash before the new manifest is delivered
+    leaves the previous checkpoint whole, on a compacted topic too: restore reads only the newest
+    record per key.
+    """
+
+    def __init__(self, table: dict | None = None, epoch: int = 0):
+        # (path, piece) -> [chunk number, slot, epoch, digest]
+        self.table: dict[tuple[str, int], list] = dict(table or {})
+        self.epoch = int(epoch)
+
+    @classmethod
+    def from_checkpoint(cls, cp: Checkpoint | None) -> ChunkWriter:
+        """The writer that continues restored checkpoint ``cp`` (a fresh one for None or format 1)."""
+        if cp is None or cp.chunks is None or "digests" not in cp.chunks:
+            return cls()
+        return cls(_table(cp.chunks), int(cp.chunks["epoch"]))
+
+    def prepare(self, cp: Checkpoint) -> ChunkWrite:
+        """The records of checkpoint ``cp`` (its ``engine`` the state dict). Nothing changes in
+        the writer until :meth:`commit` (call it once the records are delivered)."""
+        epoch = self.epoch + 1
+        blobs: dict[str, np.ndarray] = {}
+        skel = _split(cp.engine, "", blobs)
+        views = {"": memoryview(msgspec.msgpack.encode(skel))}
+        views.update((p, a.reshape(-1).view(np.uint8).data) for p, a in blobs.items())
+        used = {v[0] for v in self.table.values()}
+        free = (n for n in itertools.count() if n not in used)
+        table: dict[tuple[str, int], list] = {}
+        chunks: list[tuple[str, bytes]] = []
+        full = written = 0
+        cols: dict[str, Any] = {"epoch": epoch, "paths": [], "n": [], "slot": [], "epochs": []}
+        for path, mv in views.items():
+            full += len(mv)
+            count = max(1, -(-len(mv) // PIECE))
+            ns, slots, epochs = np.zeros(count, np.int64), np.zeros(count, np.uint8), np.zeros(count, np.int64)
+            for i in range(count):
+                piece = mv[i * PIECE:(i + 1) * PIECE]
+                digest = xxhash.xxh3_128_digest(piece)
+                old = self.table.get((path, i))
+                if old is not None and old[3] == digest:
+                    entry = old
+                else:
+                    n = old[0] if old is not None else next(free)
+                    slot = 1 - old[1] if old is not None else 0
+                    entry = [n, slot, epoch, digest]
+                    chunks.append((f"{n}{SLOTS[slot]}", _chunk_value(epoch, digest, piece)))
+                    written += len(piece)
+                table[(path, i)] = entry
+                ns[i], slots[i], epochs[i] = entry[0], entry[1], entry[2]
+            cols["paths"].append(path)
+            cols["n"].append(ns)
+            cols["slot"].append(slots)
+            cols["epochs"].append(epochs)
+        head = {f.name: getattr(cp, f.name) for f in dataclasses.fields(cp) if f.name not in ("engine", "chunks")}
+        head["engine"] = None
+        head["chunks"] = cols
+        body = zlib.compress(msgspec.msgpack.encode(_to_plain(head)), 6)
+        manifest = MAGIC + bytes([FORMAT_VERSION]) + hashlib.sha256(body).digest() + body
+        if len(manifest) > MAX_RECORD:
+            raise CheckpointError(f"the checkpoint manifest is {len(manifest):,} bytes, over {MAX_RECORD:,}")
+        return ChunkWrite(chunks, manifest, table, epoch, full, written)
+
+    def commit(self, write: ChunkWrite) -> None:
+        self.table, self.epoch = write.table, write.epoch
+
+
+def _pieces(table: dict):
+    """(path, piece, chunk number, slot, epoch) of a manifest's chunk table."""
+    for path, ns, slots, epochs in zip(table["paths"], table["n"], table["slot"], table["epochs"]):
+        for i, (n, slot, epoch) in enumerate(zip(ns.tolist(), slots.tolist(), epochs.tolist())):
+            yield path, i, n, slot, epoch
+
+
+def _table(table: dict) -> dict:
+    digests = table["digests"]
+    return {(p, i): [n, slot, epoch, digests[(p, i)]] for p, i, n, slot, epoch in _pieces(table)}
+
+
+def _assemble(cp: Checkpoint, chunks: dict[str, bytes]) -> dict:
+    """The engine state of manifest ``cp`` from its chunk records (``chunk id -> newest value``)."""
+    assert cp.chunks is not None
+    parts: dict[str, list[bytes]] = collections.defaultdict(list)
+    digests = {}
+    for path, i, n, slot, epoch in _pieces(cp.chunks):
+        cid = f"{n}{SLOTS[slot]}"
+        raw = chunks.get(cid)
+        if raw is None:
+            raise CheckpointError(f"chunk {cid} of checkpoint epoch {cp.chunks['epoch']} is missing")
+        if raw[:4] != CHUNK_MAGIC or len(raw) < 29 or raw[4] != FORMAT_VERSION:
+            raise CheckpointError(f"chunk {cid} is not a drift checkpoint chunk of format {FORMAT_VERSION}")
+        got = int.from_bytes(raw[5:13], "big")
+        if got != epoch:
+            raise CheckpointError(f"chunk {cid} holds epoch {got}, the checkpoint needs epoch {epoch} "
+                                  "(overwritten by a later checkpoint)")
+        try:
+            piece = zlib.decompress(raw[29:])
+        except zlib.error as exc:
+            raise CheckpointError(f"chunk {cid} unreadable: {exc}") from None
+        digest = bytes(raw[13:29])
+        if xxhash.xxh3_128_digest(piece) != digest:
+            raise CheckpointError(f"chunk {cid} checksum mismatch (corrupted)")
+        parts[path].append(piece)
+        digests[(path, i)] = digest
+    blobs = {p: b"".join(ps) for p, ps in parts.items()}
+    cp.chunks["digests"] = digests
+    skel = msgspec.msgpack.decode(blobs.pop(""))
+    return _join(skel, blobs)
+
+
+def checkpoints_from_records(records, group: str | None = None) -> dict[bytes, Checkpoint]:
+    """The newest whole checkpoint per state key from ``drift.state`` records (objects with
+    ``key`` and ``value``, oldest first), chunks assembled; ``group`` keeps only its keys."""
+    manifests: dict[bytes, list[bytes]] = collections.defaultdict(list)
+    chunks: dict[bytes, dict[str, bytes]] = collections.defaultdict(dict)
+    for r in records:
+        if group is not None and not r.key.startswith(group.encode() + b"/"):
+            continue
+        if r.value[:4] == CHUNK_MAGIC:
+            base, cid = r.key.rsplit(b"/", 1)
+            chunks[base][cid.decode()] = r.value
+        else:
+            manifests[r.key].append(r.value)
+    out = {}
+    for key, values in manifests.items():
+        for raw in reversed(values):
+            try:
+                out[key] = decode_checkpoint(raw, chunks=chunks.get(key, {}))
+                break
+            except CheckpointError:
+                continue
+    return out

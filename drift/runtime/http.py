@@ -32,6 +32,12 @@ class Metrics:
                          ["topic", "partition"], registry=r)
         self.checkpoint_age = Gauge("drift_checkpoint_age_seconds", "Seconds since the last checkpoint", registry=r)
         self.checkpoints = Counter("drift_checkpoints_total", "Checkpoints completed", registry=r)
+        self.state_bytes = Counter("drift_state_bytes_written_total",
+                                   "Raw bytes of engine state written to the state topic (changed chunks only)",
+                                   registry=r)
+        self.state_chunks = Counter("drift_state_chunks_written_total",
+                                    "State chunk records written (a checkpoint writes the chunks that changed)",
+                                    registry=r)
         self.restores = Counter("drift_state_restores_total", "Partition states restored", ["result"], registry=r)
         self.batch = Histogram("drift_batch_seconds", "Time to process one polled batch", registry=r,
                                buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))

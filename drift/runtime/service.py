@@ -41,7 +41,14 @@ from drift.core.engine import Engine, parse_command
 from drift.core.events import EventDecoder, format_time
 from drift.core.sinks import DeliveryError, Sink
 from drift.core.streams import STREAMS
-from drift.runtime.checkpoint import CheckpointError, decode_checkpoint, encode_checkpoint, new_checkpoint, state_key
+from drift.runtime.checkpoint import (
+    CheckpointError,
+    ChunkWriter,
+    chunk_key,
+    decode_checkpoint,
+    new_checkpoint,
+    state_key,
+)
 from drift.runtime.http import Health, HttpServer, Metrics
 from drift.runtime.series_metrics import SeriesGauges
 from drift.runtime.sinks import KafkaAlertSink
@@ -133,8 +140,12 @@ def input_topics(settings: Settings) -> dict[str, str]:
     return inputs
 
 
-def read_states(consumer_factory, topic: str, keys: set[bytes], timeout: float) -> dict[bytes, list[bytes]]:
+def read_states(consumer_factory, topic: str, keys: set[bytes], timeout: float,
+                chunks: dict[bytes, dict[str, bytes]] | None = None) -> dict[bytes, list[bytes]]:
     """Every record of ``topic`` whose key is in ``keys``, oldest first, read up to the end.
+
+    With ``chunks``, the newest record of each chunk of those keys (``{key}/{chunk}``) is put
+    there too, as ``chunks[key][chunk]``.
 
     The end is the partition's high watermark as reported by fetches (``end_offsets`` is not
     used: some Kafka-compatible brokers report it wrongly after batched produces).
@@ -160,6 +171,10 @@ def read_states(consumer_factory, topic: str, keys: set[bytes], timeout: float) 
                 for r in recs:
                     if r.key in keys:
                         found[r.key].append(r.value)
+                    elif chunks is not None and r.key is not None and b"/" in r.key:
+                        base, chunk = r.key.rsplit(b"/", 1)
+                        if base in keys:
+                            chunks.setdefault(base, {})[chunk.decode(errors="replace")] = r.value
             hw = [consumer.highwater(tp) for tp in tps]
             if all(h is not None and consumer.position(tp) >= h for tp, h in zip(tps, hw)):
                 return found
@@ -438,6 +453,7 @@ class Service(KafkaLoop):
         self.http_host = http_host
         self.stop_requested = False
         self.parts: dict[Any, PartitionState] = {}
+        self.writers: dict[Any, ChunkWriter] = {}  # per engine (its anchor partition): incremental state
         self.pending: list = []
         self.inputs = input_topics(settings)
         self.key_partition: dict[tuple[str, bytes], int] = {}
@@ -511,6 +527,8 @@ class Service(KafkaLoop):
             self.checkpoint([tp for tp, p in self.parts.items() if p.anchor in anchors])
             for tp in mine:
                 del self.parts[tp]
+            for anchor in anchors:
+                self.writers.pop(anchor, None)
         self.metrics.assigned.set(len(self.parts))
         log.info("partitions revoked", extra={"partitions": [f"{tp.topic}/{tp.partition}" for tp in mine]})
 
@@ -523,8 +541,9 @@ class Service(KafkaLoop):
         group = self.settings.group_id
         groups = self._groups(tps)
         keys = {state_key(group, anchor.topic, anchor.partition): anchor for anchor in groups}
+        chunks: dict[bytes, dict[str, bytes]] = {}
         found = read_states(self._consumer_factory, self.settings.topics["state"], set(keys),
-                            self.settings.service["restore_timeout"])
+                            self.settings.service["restore_timeout"], chunks)
         fingerprint = self._new_engine().fingerprint()
         for key, tp in keys.items():
             engine = self._new_engine()
@@ -532,7 +551,7 @@ class Service(KafkaLoop):
             rejected = []
             for raw in reversed(found.get(key, [])):  # newest first; fall back to older ones
                 try:
-                    cp = decode_checkpoint(raw, fingerprint=fingerprint)
+                    cp = decode_checkpoint(raw, fingerprint=fingerprint, chunks=chunks.get(key, {}))
                     engine.load_state(cp.engine)
                     restored = cp
                     break
@@ -547,6 +566,9 @@ class Service(KafkaLoop):
                            else "rebuilding from the beginning of the partition")
                 notice = _alerts.state_notice(tp.topic, tp.partition, reason, outcome, raw, source=engine.source)
                 self._emit([notice])
+            # the next checkpoint writes only what changed since the restored one, and never over
+            # the chunks it references
+            self.writers[tp] = ChunkWriter.from_checkpoint(restored)
             decoder = engine.decoder()
             for member in groups[tp]:
                 part = PartitionState(member.topic, member.partition, self.inputs[member.topic], engine, decoder,
@@ -740,15 +762,27 @@ class Service(KafkaLoop):
         todo = {a: ms for a, ms in members.items() if any(p.next_offset != p.checkpointed for _, p in ms)}
         if todo:
             group = self.settings.group_id
+            writes = []
             for anchor, ms in todo.items():  # 3: state tagged with the offsets it covers
                 engine = ms[0][1].engine
                 offsets = {tp.topic: p.next_offset for tp, p in ms} if len(ms) > 1 or anchor != ms[0][0] else None
                 first = next((p for tp, p in ms if tp == anchor), ms[0][1])
                 cp = new_checkpoint(group, anchor.topic, anchor.partition, first.next_offset, engine, offsets)
-                self._send(self.settings.topics["state"], state_key(group, anchor.topic, anchor.partition),
-                           encode_checkpoint(cp))
+                writer = self.writers.setdefault(anchor, ChunkWriter())
+                write = writer.prepare(cp)
+                key = state_key(group, anchor.topic, anchor.partition)
+                for chunk, value in write.chunks:  # 3a: the chunks that changed, to the unreferenced slot
+                    self._send(self.settings.topics["state"], chunk_key(key, chunk), value)
+                writes.append((writer, write, key))
+            self._confirm()
+            for _, write, key in writes:  # 3b: the manifests, once every chunk is delivered
+                self._send(self.settings.topics["state"], key, write.manifest)
             self._fault("produced_state")
             self._confirm()
+            for writer, write, _ in writes:
+                writer.commit(write)
+                self.metrics.state_bytes.inc(write.written_bytes)
+                self.metrics.state_chunks.inc(len(write.chunks))
             self._fault("state_written")
             offsets = {TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(p.next_offset, "", -1)
                        for ms in todo.values() for tp, p in ms}
