@@ -17,6 +17,7 @@ Detectors do no I/O, read no environment and configure no logging.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from typing import Any, ClassVar
@@ -118,7 +119,7 @@ class Detector:
         state: dict[str, Any] = {"type": type(self).__name__, "params": self.get_params()}
         for name in self._state:
             value = getattr(self, name)
-            state[name] = value.copy() if isinstance(value, np.ndarray) else _copy_plain(value)
+            state[name] = _snapshot(value) if isinstance(value, np.ndarray) else _copy_plain(value)
         return state
 
     @classmethod
@@ -134,6 +135,25 @@ class Detector:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
+
+
+_VIEWS = [False]
+
+
+@contextlib.contextmanager
+def state_views():
+    """Within this block ``state_dict()`` returns the detectors' own arrays instead of copies:
+    for a reader that is done with the state before the detectors change again (a checkpoint
+    written synchronously), it saves a copy of the whole state."""
+    _VIEWS[0] = True
+    try:
+        yield
+    finally:
+        _VIEWS[0] = False
+
+
+def _snapshot(array: np.ndarray) -> np.ndarray:
+    return array if _VIEWS[0] else array.copy()
 
 
 def _copy_plain(value):

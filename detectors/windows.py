@@ -33,8 +33,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import numpy as np
+
+from detectors.base import _snapshot
 
 __all__ = ["EventClock", "ClockPlan", "Round", "WindowedAggregate", "grow_rows", "rows_of"]
 
@@ -420,7 +423,7 @@ class WindowedAggregate:
             getattr(self, name)[series] = -1 if name == "base_bucket" else 0
 
     def state_dict(self) -> dict:
-        d = {name: getattr(self, name).copy() for name in self._arrays}
+        d: dict[str, Any] = {name: _snapshot(getattr(self, name)) for name in self._arrays}
         d["layout"] = [self.window, self.baseline, self.cap, list(self.row), self.dtype.str,
                        list(self.recent_buckets), self.phases]
         return d

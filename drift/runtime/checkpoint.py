@@ -156,17 +156,26 @@ CHUNK_MAGIC = b"DRCK"
 SLOTS = "ab"
 
 
-def _split(state, path: str, blobs: dict):
-    """The engine state with every large array replaced by a reference into ``blobs``."""
-    if isinstance(state, np.ndarray) and state.dtype != object and state.nbytes >= BLOB_MIN:
-        arr = np.ascontiguousarray(state)
-        blobs[path] = arr
-        return {"__blob__": [path, arr.dtype.str, list(arr.shape)]}
-    if isinstance(state, dict):
-        return {k: _split(v, f"{path}/{k}", blobs) for k, v in state.items()}
-    if isinstance(state, (list, tuple)):
-        return [_split(v, f"{path}/{i}", blobs) for i, v in enumerate(state)]
-    return _to_plain(state)
+def _split(state) -> tuple[bytes, dict[str, np.ndarray]]:
+    """The engine state as msgpack with every large array replaced by a reference into the
+    returned blobs (named by their order: the state's layout is stable between checkpoints)."""
+    blobs: dict[str, np.ndarray] = {}
+
+    def hook(obj):
+        if isinstance(obj, np.ndarray):
+            if obj.dtype == object:
+                return {"__list__": obj.tolist()}
+            arr = np.ascontiguousarray(obj)
+            if arr.nbytes >= BLOB_MIN:
+                name = str(len(blobs) + 1)
+                blobs[name] = arr
+                return {"__blob__": [name, arr.dtype.str, list(arr.shape)]}
+            return {"__nd__": [arr.dtype.str, list(arr.shape), arr.tobytes()]}
+        if isinstance(obj, np.generic):
+            return obj.item()
+        raise TypeError(f"cannot checkpoint a {type(obj).__name__}")
+
+    return msgspec.msgpack.Encoder(enc_hook=hook).encode(state), blobs
 
 
 def _join(skel, blobs: dict):
@@ -236,9 +245,8 @@ class ChunkWriter:
         """The records of checkpoint ``cp`` (its ``engine`` the state dict). Nothing changes in
         the writer until :meth:`commit` (call it once the records are delivered)."""
         epoch = self.epoch + 1
-        blobs: dict[str, np.ndarray] = {}
-        skel = _split(cp.engine, "", blobs)
-        views = {"": memoryview(msgspec.msgpack.encode(skel))}
+        skel, blobs = _split(cp.engine)
+        views = {"": memoryview(skel)}
         views.update((p, a.reshape(-1).view(np.uint8).data) for p, a in blobs.items())
         used = {v[0] for v in self.table.values()}
         free = (n for n in itertools.count() if n not in used)

@@ -35,6 +35,7 @@ from typing import Any
 
 from kafka import ConsumerRebalanceListener
 
+from detectors.base import state_views
 from drift.core import alerts as _alerts
 from drift.core.config import Settings
 from drift.core.engine import Engine, parse_command
@@ -767,9 +768,10 @@ class Service(KafkaLoop):
                 engine = ms[0][1].engine
                 offsets = {tp.topic: p.next_offset for tp, p in ms} if len(ms) > 1 or anchor != ms[0][0] else None
                 first = next((p for tp, p in ms if tp == anchor), ms[0][1])
-                cp = new_checkpoint(group, anchor.topic, anchor.partition, first.next_offset, engine, offsets)
                 writer = self.writers.setdefault(anchor, ChunkWriter())
-                write = writer.prepare(cp)
+                with state_views():  # the writer digests and compresses the arrays before they change
+                    cp = new_checkpoint(group, anchor.topic, anchor.partition, first.next_offset, engine, offsets)
+                    write = writer.prepare(cp)
                 key = state_key(group, anchor.topic, anchor.partition)
                 for chunk, value in write.chunks:  # 3a: the chunks that changed, to the unreferenced slot
                     self._send(self.settings.topics["state"], chunk_key(key, chunk), value)
