@@ -16,7 +16,7 @@ from kafka.structs import TopicPartition
 from drift.core.config import load_settings
 from drift.core.engine import Engine
 from drift.core.events import kafka_key
-from drift.runtime.checkpoint import decode_checkpoint, state_key
+from drift.runtime.checkpoint import MAGIC, MAX_RECORD, decode_checkpoint, state_key
 from drift.runtime.reseed import Reseeder, partition_for
 from drift.runtime.service import input_topics
 from kafka_harness import ServeProcess, alert_ids, messages_of, produce, read_topic, service_topics
@@ -116,8 +116,11 @@ def test_reseeder_offline(halves, tmp_path):
     assert len(records) == 9 and len({k for k, _, _ in records}) == 9
     fingerprint = Engine(settings).fingerprint()
     for key, value, seed in records:
-        cp = decode_checkpoint(value, fingerprint=fingerprint)
-        assert key == state_key(settings.group_id, cp.topic, cp.partition) and seed.checkpoint_bytes == len(value)
+        assert all(k.rsplit(b"/", 1)[0] == key and len(v) <= MAX_RECORD for k, v in seed.chunks)
+        cp = decode_checkpoint(value, fingerprint=fingerprint,
+                               chunks={k.rsplit(b"/", 1)[1].decode(): v for k, v in seed.chunks})
+        assert key == state_key(settings.group_id, cp.topic, cp.partition)
+        assert seed.checkpoint_bytes == len(value) + sum(len(v) for _, v in seed.chunks)
         if inputs[cp.topic] == "scores":
             assert cp.offsets == {t: 100 + cp.partition for t, s in inputs.items()
                                   if s in ("scores", "labels", "feedback", "control")}
@@ -164,7 +167,7 @@ def test_reseed_then_serve_continues(broker, topic_factory, halves, tmp_path):
         for r in read_topic(broker.bootstrap, topics[name]):
             assert r.partition == partition_for(r.key, 3)
             ends[TopicPartition(topics[name], r.partition)] += 1
-    state = read_topic(broker.bootstrap, topics["state"])
+    state = [r for r in read_topic(broker.bootstrap, topics["state"]) if r.value[:4] == MAGIC]  # the manifests
     assert len(state) == 9
     joined = {topics["scores"], topics["labels"], topics["feedback"]}
     for r in state:

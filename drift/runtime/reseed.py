@@ -42,7 +42,7 @@ from drift.core.config import Settings
 from drift.core.engine import Engine, parse_command
 from drift.core.events import EventDecoder, kafka_key, stream_of
 from drift.core.streams import STREAMS
-from drift.runtime.checkpoint import encode_checkpoint, new_checkpoint, state_key
+from drift.runtime.checkpoint import ChunkWriter, chunk_key, new_checkpoint, state_key
 from drift.runtime.replay import RejectedLine, iter_lines
 from drift.runtime.service import JOINED, engine_groups, input_topics
 
@@ -89,8 +89,9 @@ class EngineSeed:
     rejected: int = 0
     alerts: int = 0
     commands: int = 0
-    checkpoint_bytes: int = 0
-    state_offset: int | None = None  # where the checkpoint landed on topics.state
+    checkpoint_bytes: int = 0  # the manifest and its chunks
+    chunks: list = dataclasses.field(default_factory=list)  # (key, value) of the checkpoint's chunk records
+    state_offset: int | None = None  # where the checkpoint's manifest landed on topics.state
     offsets: dict[str, int] | None = None  # what the checkpoint says each member resumes at
     next_offset: int = 0
     buf: list = dataclasses.field(default_factory=list)  # (stream, raw, source, line, event index map)
@@ -343,8 +344,9 @@ class Reseeder:
 
     # -- the checkpoints --------------------------------------------------------------------------
     def checkpoints(self) -> list[tuple[bytes, bytes, EngineSeed]]:
-        """(state key, checkpoint, engine) per engine, as ``Service.checkpoint`` writes them, with
-        every member partition at its end offset."""
+        """(state key, manifest, engine) per engine, as ``Service.checkpoint`` writes them, with
+        every member partition at its end offset; each engine's chunk records are in its
+        ``chunks`` (written, and confirmed, before the manifests)."""
         group = self.settings.group_id
         out = []
         for anchor, seed in self.seeds.items():
@@ -353,9 +355,13 @@ class Reseeder:
             seed.next_offset = self.ends[anchor]
             seed.offsets = offsets
             cp = new_checkpoint(group, anchor.topic, anchor.partition, self.ends[anchor], seed.engine, offsets)
-            value = encode_checkpoint(cp)
-            seed.checkpoint_bytes = len(value)
-            out.append((state_key(group, anchor.topic, anchor.partition), value, seed))
+            # chunked as drift serve writes it (records of at most 1 MB); a fresh writer: the
+            # manifest written last replaces the group's state for this partition
+            write = ChunkWriter().prepare(cp)
+            key = state_key(group, anchor.topic, anchor.partition)
+            seed.chunks = [(chunk_key(key, c), v) for c, v in write.chunks]
+            seed.checkpoint_bytes = len(write.manifest) + sum(len(v) for _, v in write.chunks)
+            out.append((key, write.manifest, seed))
         for tp, n in sorted(self.routed.items()):
             if n > self.ends.get(tp, 0):
                 self.report.notes.append(
@@ -484,6 +490,10 @@ def reseed(paths: Iterable[str], settings: Settings, *, golden: dict | None = No
     except (KafkaError, OSError) as exc:
         raise ReseedError(f"Kafka: {_why(exc)}", 1) from None
     try:
+        chunks = [producer.send(settings.topics["state"], key=k, value=v) for _, _, seed in records for k, v in seed.chunks]
+        producer.flush(timeout=timeout)
+        for chunk in chunks:
+            chunk.get(timeout=timeout)
         futures = [(producer.send(settings.topics["state"], key=key, value=value), seed) for key, value, seed in records]
         producer.flush(timeout=timeout)
         for fut, seed in futures:
