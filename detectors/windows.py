@@ -434,4 +434,7 @@ class WindowedAggregate:
         if list(state["layout"]) != layout:
             raise ValueError(f"window state layout {state['layout']} does not match {layout}")
         for name in self._arrays:
-            setattr(self, name, np.array(state[name], dtype=getattr(self, name).dtype))
+            # a decoded checkpoint's arrays are taken as they are (restoring 100,000 series must not
+            # copy their rings once more); anything read-only or of another dtype is copied
+            a = np.asarray(state[name], dtype=getattr(self, name).dtype)
+            setattr(self, name, a if a.flags.writeable and a.flags.c_contiguous else a.copy())

@@ -182,7 +182,7 @@ def _join(skel, blobs: dict):
     if isinstance(skel, dict):
         if "__blob__" in skel and len(skel) == 1:
             path, dtype, shape = skel["__blob__"]
-            return np.frombuffer(blobs[path], dtype=np.dtype(dtype)).reshape(shape).copy()
+            return blobs[path].view(np.dtype(dtype)).reshape(shape)  # the array owns its buffer
         if "__nd__" in skel and len(skel) == 1:
             return _from_plain(skel)
         return {k: _join(v, blobs) for k, v in skel.items()}
@@ -302,33 +302,43 @@ def _table(table: dict) -> dict:
 
 
 def _assemble(cp: Checkpoint, chunks: dict[str, bytes]) -> dict:
-    """The engine state of manifest ``cp`` from its chunk records (``chunk id -> newest value``)."""
+    """The engine state of manifest ``cp`` from its chunk records (``chunk id -> newest value``).
+
+    Each array is decompressed piece by piece into its own buffer (no joined copies): restoring
+    100,000 series must not need several times their state in memory."""
     assert cp.chunks is not None
-    parts: dict[str, list[bytes]] = collections.defaultdict(list)
     digests = {}
-    for path, i, n, slot, epoch in _pieces(cp.chunks):
-        cid = f"{n}{SLOTS[slot]}"
-        raw = chunks.get(cid)
-        if raw is None:
-            raise CheckpointError(f"chunk {cid} of checkpoint epoch {cp.chunks['epoch']} is missing")
-        if raw[:4] != CHUNK_MAGIC or len(raw) < 29 or raw[4] != FORMAT_VERSION:
-            raise CheckpointError(f"chunk {cid} is not a drift checkpoint chunk of format {FORMAT_VERSION}")
-        got = int.from_bytes(raw[5:13], "big")
-        if got != epoch:
-            raise CheckpointError(f"chunk {cid} holds epoch {got}, the checkpoint needs epoch {epoch} "
-                                  "(overwritten by a later checkpoint)")
-        try:
-            piece = zlib.decompress(raw[29:])
-        except zlib.error as exc:
-            raise CheckpointError(f"chunk {cid} unreadable: {exc}") from None
-        digest = bytes(raw[13:29])
-        if xxhash.xxh3_128_digest(piece) != digest:
-            raise CheckpointError(f"chunk {cid} checksum mismatch (corrupted)")
-        parts[path].append(piece)
-        digests[(path, i)] = digest
-    blobs = {p: b"".join(ps) for p, ps in parts.items()}
+    blobs: dict[str, np.ndarray] = {}
+    for path, ns, slots, epochs in zip(cp.chunks["paths"], cp.chunks["n"], cp.chunks["slot"], cp.chunks["epochs"]):
+        pieces = []
+        for n, slot, epoch in zip(ns.tolist(), slots.tolist(), epochs.tolist()):
+            cid = f"{n}{SLOTS[slot]}"
+            raw = chunks.get(cid)
+            if raw is None:
+                raise CheckpointError(f"chunk {cid} of checkpoint epoch {cp.chunks['epoch']} is missing")
+            if raw[:4] != CHUNK_MAGIC or len(raw) < 29 or raw[4] != FORMAT_VERSION:
+                raise CheckpointError(f"chunk {cid} is not a drift checkpoint chunk of format {FORMAT_VERSION}")
+            got = int.from_bytes(raw[5:13], "big")
+            if got != epoch:
+                raise CheckpointError(f"chunk {cid} holds epoch {got}, the checkpoint needs epoch {epoch} "
+                                      "(overwritten by a later checkpoint)")
+            pieces.append((cid, raw))
+        buf = np.empty(len(pieces) * PIECE, np.uint8)
+        at = 0
+        for i, (cid, raw) in enumerate(pieces):
+            try:
+                piece = zlib.decompress(raw[29:])
+            except zlib.error as exc:
+                raise CheckpointError(f"chunk {cid} unreadable: {exc}") from None
+            digest = bytes(raw[13:29])
+            if xxhash.xxh3_128_digest(piece) != digest:
+                raise CheckpointError(f"chunk {cid} checksum mismatch (corrupted)")
+            buf[at:at + len(piece)] = np.frombuffer(piece, np.uint8)
+            at += len(piece)
+            digests[(path, i)] = digest
+        blobs[path] = buf[:at]
     cp.chunks["digests"] = digests
-    skel = msgspec.msgpack.decode(blobs.pop(""))
+    skel = msgspec.msgpack.decode(blobs.pop("").tobytes())
     return _join(skel, blobs)
 
 
