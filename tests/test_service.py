@@ -7,6 +7,7 @@ import uuid
 import pytest
 
 from drift.core.config import load_settings
+from drift.runtime.checkpoint import MAX_RECORD, checkpoints_from_records
 from kafka_harness import ServeProcess, alert_ids, committed, messages_of, produce, read_topic
 from scenario_harness import run_lines
 
@@ -51,6 +52,12 @@ def test_parity_with_replay(broker, topics, cleanup_events):
     assert sorted(set(got)) == expected
     assert len(got) == len(expected)
     assert any(d.get("msg") == "stopped cleanly" for d in svc.lines)
+    # the state: chunk records and manifests, each at most 1 MB, one whole checkpoint per engine
+    state = read_topic(broker.bootstrap, topics["state"])
+    assert state and max(len(r.value) for r in state) <= MAX_RECORD
+    newest = checkpoints_from_records(state)
+    assert sorted(cp.partition for cp in newest.values() if cp.topic == topics["scores"]) == [0, 1, 2]
+    assert sum(v for cp in newest.values() for k, v in cp.engine["counts"].items() if k.endswith(".events")) == len(events)
 
 
 def _half_way(svc, total):
