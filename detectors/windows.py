@@ -49,7 +49,10 @@ def grow_rows(array: np.ndarray, n: int, fill=0) -> np.ndarray:
     if array.shape[0] >= n:
         return array
     new = max(n, 2 * array.shape[0], 8)
-    out = np.full((new,) + array.shape[1:], fill, dtype=array.dtype)
+    # zeros come from calloc: the capacity beyond the rows in use stays unmapped until written,
+    # so the doubling's slack costs address space, not resident memory
+    shape = (new,) + array.shape[1:]
+    out = np.zeros(shape, array.dtype) if fill == 0 else np.full(shape, fill, dtype=array.dtype)
     out[: array.shape[0]] = array
     return out
 
