@@ -16,7 +16,20 @@ import sys
 import tempfile
 import time
 
-from benchmarks import core, cost, detection, embedding, ingest, judge, kafka_e2e, operating, sampling, state, volumes
+from benchmarks import (
+    core,
+    cost,
+    detection,
+    embedding,
+    ingest,
+    judge,
+    kafka_e2e,
+    operating,
+    sampling,
+    scale_out,
+    state,
+    volumes,
+)
 
 
 def machine() -> dict:
@@ -34,7 +47,7 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke test, figures not meaningful")
     p.add_argument("--only", action="append", help="run only these benchmarks (ks, drop_rate, decode, replay, kafka, ingest, detection, "
-                   "operating, judge, embedding, volumes, sampling, cost, state); repeatable")
+                   "operating, judge, embedding, volumes, sampling, cost, state, scale_out); repeatable")
     p.add_argument("--out", default=None, help="results file (default benchmarks/results.json; none with --quick)")
     args = p.parse_args(argv)
     results = []
@@ -53,6 +66,7 @@ def main(argv=None) -> int:
                 "sampling": lambda: [sampling.run(args.quick)],
                 "cost": lambda: [cost.run(args.quick)],
                 "state": lambda: [state.run(args.quick)],
+                "scale_out": lambda: [scale_out.run(args.quick)],
                 "embedding": lambda: embedding.bench_centroid(args.quick) + embedding.bench_encoder(args.quick)}
         for name, fn in plan.items():
             if args.only and name not in args.only:
