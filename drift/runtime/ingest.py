@@ -86,7 +86,15 @@ import msgspec
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from drift.core.config import ConfigError, Settings
-from drift.runtime.checkpoint import Checkpoint, CheckpointError, decode_checkpoint, encode_checkpoint, state_key
+from drift.runtime.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    ChunkWriter,
+    chunk_key,
+    decode_checkpoint,
+    encode_checkpoint,
+    state_key,
+)
 from drift.runtime.http import Health, HttpServer, Metrics
 from drift.runtime.service import DeliveryError, KafkaLoop, _Listener, read_states
 
@@ -328,6 +336,7 @@ class IngestService(KafkaLoop):
         self.http_host = http_host
         self.stop_requested = False
         self.parts: dict[Any, IngestPartition] = {}
+        self.writers: dict[Any, ChunkWriter] = {}  # per partition: its state in chunk records of at most 1 MB
         self.produced_end: dict[tuple[str, int], int] = {}  # internal partition -> after our last record there
         self.pending: list = []
         self.dlq_window: collections.deque = collections.deque()
@@ -404,6 +413,7 @@ class IngestService(KafkaLoop):
             self.checkpoint(mine, complete=True)
             for tp in mine:
                 del self.parts[tp]
+                self.writers.pop(tp, None)
         self._count_assigned()
         log.info("partitions revoked", extra={"partitions": [f"{tp.topic}/{tp.partition}" for tp in mine]})
 
@@ -417,8 +427,9 @@ class IngestService(KafkaLoop):
         """
         self.health.set_ready(False, "restoring state")
         keys = {state_key(self.group, tp.topic, tp.partition): tp for tp in tps}
+        chunks: dict[bytes, dict[str, bytes]] = {}
         found = read_states(self._consumer_factory, self.settings.topics["state"], set(keys),
-                            self.settings.service["restore_timeout"])
+                            self.settings.service["restore_timeout"], chunks)
         claims = []
         for key, tp in keys.items():
             part = self._new_part(tp)
@@ -426,7 +437,7 @@ class IngestService(KafkaLoop):
             restored: Checkpoint | None = None
             for raw in reversed(found.get(key, [])):  # newest first; fall back to older ones
                 try:
-                    cp = decode_checkpoint(raw, fingerprint=STATE_FORMAT)
+                    cp = decode_checkpoint(raw, fingerprint=STATE_FORMAT, chunks=chunks.get(key, {}))
                     if cp.next_offset >= 0 and part.mapper is not None:
                         part.mapper.load_state(cp.engine["mapper"])
                     restored = cp
@@ -460,6 +471,7 @@ class IngestService(KafkaLoop):
                 self.metrics.restores.labels("fresh").inc()
                 log.info("no state: starting at the committed offset", extra={"partition": where})
             self.parts[tp] = part
+            self.writers[tp] = ChunkWriter.from_checkpoint(restored)
         for key, tp in claims:
             cp = Checkpoint(self.group, tp.topic, tp.partition, CLAIM, STATE_FORMAT, time.time(), {"claim": True})
             self._send(self.settings.topics["state"], key, encode_checkpoint(cp))
@@ -722,15 +734,25 @@ class IngestService(KafkaLoop):
                        encode_checkpoint(cp))
             p.complete_written = True  # confirmed below
         if todo:
+            writes = []
             for tp, p in todo:  # 3: state tagged with the offset it covers
                 assert p.next_offset is not None
                 doc = {"stage": p.stage, "event_time": p.event_time, "watermark": p.watermark, "complete": complete,
                        "mapper": p.mapper.state_dict() if p.mapper is not None else None}
                 cp = Checkpoint(self.group, tp.topic, tp.partition, p.next_offset, STATE_FORMAT, time.time(), doc)
-                self._send(self.settings.topics["state"], state_key(self.group, tp.topic, tp.partition),
-                           encode_checkpoint(cp))
+                writer = self.writers.setdefault(tp, ChunkWriter())
+                write = writer.prepare(cp)
+                key = state_key(self.group, tp.topic, tp.partition)
+                for chunk, value in write.chunks:  # the chunks that changed, then (below) the manifest
+                    self._send(self.settings.topics["state"], chunk_key(key, chunk), value)
+                writes.append((writer, write, key))
+            self._confirm()
+            for _, write, key in writes:
+                self._send(self.settings.topics["state"], key, write.manifest)
             self._fault("produced_state")
             self._confirm()
+            for writer, write, _ in writes:
+                writer.commit(write)
             self._fault("state_written")
             offsets = {TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(p.next_offset, "", -1)
                        for tp, p in todo}
