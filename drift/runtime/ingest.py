@@ -90,7 +90,6 @@ from drift.runtime.checkpoint import (
     Checkpoint,
     CheckpointError,
     ChunkWriter,
-    chunk_key,
     decode_checkpoint,
     encode_checkpoint,
     state_key,
@@ -741,18 +740,8 @@ class IngestService(KafkaLoop):
                        "mapper": p.mapper.state_dict() if p.mapper is not None else None}
                 cp = Checkpoint(self.group, tp.topic, tp.partition, p.next_offset, STATE_FORMAT, time.time(), doc)
                 writer = self.writers.setdefault(tp, ChunkWriter())
-                write = writer.prepare(cp)
-                key = state_key(self.group, tp.topic, tp.partition)
-                for chunk, value in write.chunks:  # the chunks that changed, then (below) the manifest
-                    self._send(self.settings.topics["state"], chunk_key(key, chunk), value)
-                writes.append((writer, write, key))
-            self._confirm()
-            for _, write, key in writes:
-                self._send(self.settings.topics["state"], key, write.manifest)
-            self._fault("produced_state")
-            self._confirm()
-            for writer, write, _ in writes:
-                writer.commit(write)
+                writes.append((writer, writer.prepare(cp), state_key(self.group, tp.topic, tp.partition)))
+            self._write_states(writes)
             self._fault("state_written")
             offsets = {TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(p.next_offset, "", -1)
                        for tp, p in todo}

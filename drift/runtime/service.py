@@ -44,6 +44,7 @@ from drift.core.sinks import DeliveryError, Sink
 from drift.core.streams import STREAMS
 from drift.runtime.checkpoint import (
     CheckpointError,
+    ChunkWrite,
     ChunkWriter,
     chunk_key,
     decode_checkpoint,
@@ -311,6 +312,22 @@ class KafkaLoop:
                     self._send(topic, key, value, headers)
                 else:
                     self.pending.append((fut, (topic, key, value, headers)))
+
+    def _write_states(self, writes: list[tuple[ChunkWriter, ChunkWrite, bytes]]) -> None:
+        """Step 3 of the commit order for prepared checkpoints ``(writer, write, state key)``: the
+        chunks that changed, confirmed, then the manifests, confirmed; only then do the writers
+        take the new chunk table (a failed send leaves them where the delivered manifests are)."""
+        topic = self.settings.topics["state"]
+        for _, write, key in writes:
+            for chunk, value in write.chunks:  # to the slots the delivered manifests do not reference
+                self._send(topic, chunk_key(key, chunk), value)
+        self._confirm()
+        for _, write, key in writes:
+            self._send(topic, key, write.manifest)
+        self._fault("produced_state")
+        self._confirm()
+        for writer, write, _ in writes:
+            writer.commit(write)
 
     def dlq_overflow(self) -> str | None:
         """A message when most recent input was rejected (the service should stop)."""
@@ -771,18 +788,9 @@ class Service(KafkaLoop):
                 writer = self.writers.setdefault(anchor, ChunkWriter())
                 with state_views():  # the writer digests and compresses the arrays before they change
                     cp = new_checkpoint(group, anchor.topic, anchor.partition, first.next_offset, engine, offsets)
-                    write = writer.prepare(cp)
-                key = state_key(group, anchor.topic, anchor.partition)
-                for chunk, value in write.chunks:  # 3a: the chunks that changed, to the unreferenced slot
-                    self._send(self.settings.topics["state"], chunk_key(key, chunk), value)
-                writes.append((writer, write, key))
-            self._confirm()
-            for _, write, key in writes:  # 3b: the manifests, once every chunk is delivered
-                self._send(self.settings.topics["state"], key, write.manifest)
-            self._fault("produced_state")
-            self._confirm()
-            for writer, write, _ in writes:
-                writer.commit(write)
+                    writes.append((writer, writer.prepare(cp), state_key(group, anchor.topic, anchor.partition)))
+            self._write_states(writes)
+            for _, write, _ in writes:
                 self.metrics.state_bytes.inc(write.written_bytes)
                 self.metrics.state_chunks.inc(len(write.chunks))
             self._fault("state_written")
