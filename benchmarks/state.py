@@ -125,7 +125,8 @@ def _checkpoints(eng: Engine, pairs: int, hours: int, per_hour: int) -> dict:
     topic.update(inc.chunks)
     t = time.perf_counter()
     restored = Engine(load_settings())
-    restored.load_state(decode_checkpoint(inc.manifest, chunks=topic).engine)
+    with state_views():  # as drift serve restores: the engine takes the decoded arrays
+        restored.load_state(decode_checkpoint(inc.manifest, chunks=topic).engine)
     restore_s = time.perf_counter() - t
     whole, whole_s = b"", float("nan")
     if pairs <= 2000:  # the one-record format needs several copies of the state in memory

@@ -142,9 +142,11 @@ _VIEWS = [False]
 
 @contextlib.contextmanager
 def state_views():
-    """Within this block ``state_dict()`` returns the detectors' own arrays instead of copies:
-    for a reader that is done with the state before the detectors change again (a checkpoint
-    written synchronously), it saves a copy of the whole state."""
+    """Within this block ``state_dict()`` returns the detectors' own arrays instead of copies
+    (for a reader that is done with the state before the detectors change again: a checkpoint
+    written synchronously), and ``load_state`` takes the given state's writable arrays instead of
+    copying them (for a state nobody else holds: a decoded checkpoint). Either way it saves a
+    copy of the whole state."""
     _VIEWS[0] = True
     try:
         yield
@@ -154,6 +156,15 @@ def state_views():
 
 def _snapshot(array: np.ndarray) -> np.ndarray:
     return array if _VIEWS[0] else array.copy()
+
+
+def _adopt(value, dtype) -> np.ndarray:
+    """``value`` as an array of ``dtype`` for a detector to own: itself within :func:`state_views`
+    when it can be (writable, contiguous, that dtype), otherwise a copy."""
+    if _VIEWS[0]:
+        a = np.asarray(value, dtype=dtype)
+        return a if a.flags.writeable and a.flags.c_contiguous else a.copy()
+    return np.array(value, dtype=dtype)
 
 
 def _copy_plain(value):

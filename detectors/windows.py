@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from detectors.base import _snapshot
+from detectors.base import _adopt, _snapshot
 
 __all__ = ["EventClock", "ClockPlan", "Round", "WindowedAggregate", "grow_rows", "rows_of"]
 
@@ -437,7 +437,4 @@ class WindowedAggregate:
         if list(state["layout"]) != layout:
             raise ValueError(f"window state layout {state['layout']} does not match {layout}")
         for name in self._arrays:
-            # a decoded checkpoint's arrays are taken as they are (restoring 100,000 series must not
-            # copy their rings once more); anything read-only or of another dtype is copied
-            a = np.asarray(state[name], dtype=getattr(self, name).dtype)
-            setattr(self, name, a if a.flags.writeable and a.flags.c_contiguous else a.copy())
+            setattr(self, name, _adopt(state[name], getattr(self, name).dtype))

@@ -570,7 +570,8 @@ class Service(KafkaLoop):
             for raw in reversed(found.get(key, [])):  # newest first; fall back to older ones
                 try:
                     cp = decode_checkpoint(raw, fingerprint=fingerprint, chunks=chunks.get(key, {}))
-                    engine.load_state(cp.engine)
+                    with state_views():  # the engine takes the decoded arrays (nobody else holds them)
+                        engine.load_state(cp.engine)
                     restored = cp
                     break
                 except (CheckpointError, ValueError, KeyError) as exc:
