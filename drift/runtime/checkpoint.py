@@ -237,9 +237,9 @@ class ChunkWriter:
     @classmethod
     def from_checkpoint(cls, cp: Checkpoint | None) -> ChunkWriter:
         """The writer that continues restored checkpoint ``cp`` (a fresh one for None or format 1)."""
-        if cp is None or cp.chunks is None or "digests" not in cp.chunks:
+        if cp is None or cp.chunks is None or "table" not in cp.chunks:
             return cls()
-        return cls(_table(cp.chunks), int(cp.chunks["epoch"]))
+        return cls(cp.chunks["table"], int(cp.chunks["epoch"]))
 
     def prepare(self, cp: Checkpoint) -> ChunkWrite:
         """The records of checkpoint ``cp`` (its ``engine`` the state dict). Nothing changes in
@@ -289,25 +289,13 @@ class ChunkWriter:
         self.table, self.epoch = write.table, write.epoch
 
 
-def _pieces(table: dict):
-    """(path, piece, chunk number, slot, epoch) of a manifest's chunk table."""
-    for path, ns, slots, epochs in zip(table["paths"], table["n"], table["slot"], table["epochs"]):
-        for i, (n, slot, epoch) in enumerate(zip(ns.tolist(), slots.tolist(), epochs.tolist())):
-            yield path, i, n, slot, epoch
-
-
-def _table(table: dict) -> dict:
-    digests = table["digests"]
-    return {(p, i): [n, slot, epoch, digests[(p, i)]] for p, i, n, slot, epoch in _pieces(table)}
-
-
 def _assemble(cp: Checkpoint, chunks: dict[str, bytes]) -> dict:
     """The engine state of manifest ``cp`` from its chunk records (``chunk id -> newest value``).
 
     Each array is decompressed piece by piece into its own buffer (no joined copies): restoring
     100,000 series must not need several times their state in memory."""
     assert cp.chunks is not None
-    digests = {}
+    table = {}  # (path, piece) -> [chunk number, slot, epoch, digest]: what a writer continues from
     blobs: dict[str, np.ndarray] = {}
     for path, ns, slots, epochs in zip(cp.chunks["paths"], cp.chunks["n"], cp.chunks["slot"], cp.chunks["epochs"]):
         pieces = []
@@ -322,10 +310,10 @@ def _assemble(cp: Checkpoint, chunks: dict[str, bytes]) -> dict:
             if got != epoch:
                 raise CheckpointError(f"chunk {cid} holds epoch {got}, the checkpoint needs epoch {epoch} "
                                       "(overwritten by a later checkpoint)")
-            pieces.append((cid, raw))
+            pieces.append((cid, raw, [n, slot, epoch]))
         buf = np.empty(len(pieces) * PIECE, np.uint8)
         at = 0
-        for i, (cid, raw) in enumerate(pieces):
+        for i, (cid, raw, entry) in enumerate(pieces):
             try:
                 piece = zlib.decompress(raw[29:])
             except zlib.error as exc:
@@ -335,9 +323,9 @@ def _assemble(cp: Checkpoint, chunks: dict[str, bytes]) -> dict:
                 raise CheckpointError(f"chunk {cid} checksum mismatch (corrupted)")
             buf[at:at + len(piece)] = np.frombuffer(piece, np.uint8)
             at += len(piece)
-            digests[(path, i)] = digest
+            table[(path, i)] = [*entry, digest]
         blobs[path] = buf[:at]
-    cp.chunks["digests"] = digests
+    cp.chunks["table"] = table
     skel = msgspec.msgpack.decode(blobs.pop("").tobytes())
     return _join(skel, blobs)
 
