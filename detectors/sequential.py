@@ -113,6 +113,7 @@ class _Cusum(BucketedDetector):
 
     alternatives: tuple[float, ...] = ALTERNATIVES
     weights: tuple[float, ...] = (0.8, 0.1, 0.1)  # share of the false-alarm budget of each alternative
+    _compact_from: int  # the baseline ring's first log-stored column (see WindowedAggregate's compact)
 
     # -- hooks of the two kinds ---------------------------------------------------------------
     def _rows(self, x: np.ndarray) -> np.ndarray:
@@ -168,7 +169,8 @@ class _Cusum(BucketedDetector):
         if self._rec > self._w:
             raise ValueError(f"recovery ({recovery} s) must not be longer than guard ({guard} s)")
         self.agg = WindowedAggregate(self._w, self._bl, self.clock.ahead, row, np.float64, recent=(self._rec,),
-                                     phases=phases, phase_of=self._hour_of_bucket if phases else None)
+                                     phases=phases, phase_of=self._hour_of_bucket if phases else None,
+                                     compact=self._compact_from)
         k = len(self.alternatives)
         self.S = np.zeros((0, k))
         self.smax = np.zeros((0, k))
@@ -413,6 +415,8 @@ class RateCusum(_Cusum):
                "min_rate", "z", "min_n", "for_buckets", "resolve_after", "resolve_ratio")
     _state = BucketedDetector._state + _Cusum._cusum_state + ("p0", "p0u", "llr")
 
+    _compact_from = 2  # counts and flags: float32 holds them exactly
+
     def __init__(self, ratio=2.0, false_alarm_rate=1e-4, bucket=3600.0, guard=2 * 86400.0,
                  baseline=14 * 86400.0, recovery=86400.0, lateness=600.0, min_ref_n=200, min_rate=0.005,
                  z=2.0, min_n=20, for_buckets=1, resolve_after=24, resolve_ratio=0.5, min_ref_span=7 * 86400.0):
@@ -548,6 +552,8 @@ class MeanCusum(_Cusum):
     alternatives = (1.0, 2.0)
     weights = (0.9, 0.1)
     _state = BucketedDetector._state + _Cusum._cusum_state + ("lam", "logm", "mu0", "sd0", "offset")
+
+    _compact_from = 3  # count, sum, square in float32; the tilted moments as logs
 
     def __init__(self, threshold=0.05, false_alarm_rate=1e-4, bucket=3600.0, guard=2 * 86400.0,
                  baseline=14 * 86400.0, recovery=86400.0, lateness=600.0, min_ref_n=300, z=2.0, min_n=30,

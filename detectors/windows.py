@@ -57,6 +57,15 @@ def grow_rows(array: np.ndarray, n: int, fill=0) -> np.ndarray:
     return out
 
 
+def _acc_dtype(store: np.dtype, buckets: int) -> np.dtype:
+    """Sums of up to ``buckets`` buckets stored as ``store``: float64 for floats, int32 for
+    unsigned counts that cannot pass it there, otherwise int64."""
+    if store.kind == "f":
+        return np.dtype(np.float64)
+    narrow = store.kind == "u" and buckets * int(np.iinfo(store).max) < 2**31
+    return np.dtype(np.int32 if narrow else np.int64)
+
+
 def rows_of(series: np.ndarray):
     """Index for ``series``: a slice when it is a run of consecutive ids (sorted, unique).
 
@@ -276,7 +285,11 @@ class WindowedAggregate:
         ``(bins,)`` for a histogram.
     dtype : numpy dtype
         ``float64`` for sums (added with ``np.add.at`` in event order, so sums do not depend on
-        batching) or an integer type for histograms.
+        batching) or an integer type for histograms. An unsigned type is the widest the
+        buckets may need: they start as ``uint8`` and widen (``uint16``, then the given type)
+        the moment a count would not fit, for all series at once, and the window and baseline
+        sums are ``int32`` while full buckets cannot pass it. Counts stay exact; a histogram of
+        a few hundred events a day per series takes a quarter of the room of ``uint32``.
     recent : tuple of int
         Lengths (buckets, at most ``window``) of shorter windows ending at the last closed
         bucket whose sums are also kept (:meth:`recent`).
@@ -286,6 +299,16 @@ class WindowedAggregate:
         hour of the day, so a detector can take a daily cycle out of its reference.
     phase_of : callable
         Bucket indices (int array) to phases in ``[0, phases)``; required when ``phases > 0``.
+    compact : int, optional
+        For float sums: the baseline ring (the largest part, one row per bucket of the
+        baseline) keeps each bucket in float32, columns from ``compact`` on as natural logs
+        (positive sums that span many decades, such as tilted moments ``sum e^(-lambda x)``,
+        which float32 would underflow; a bucket whose first column, its count, is 0 is empty).
+        ``compact`` equal to the row's width stores float32 values only. The baseline's sums
+        (``base_sum``, ``phase_sum``) add and remove the stored values, so they stay the exact
+        sums of what the ring holds; a bucket's sums lose about 1e-7 of their value (counts
+        below 2**24 not at all; a log-stored sum at most 1.5e-5 at ``lambda`` = 256), far below
+        the reference's sampling error. The window and its open buckets stay float64.
 
     Notes
     -----
@@ -294,9 +317,12 @@ class WindowedAggregate:
     """
 
     def __init__(self, window: int, baseline: int, ahead: int, row: tuple, dtype=np.float64,
-                 recent: tuple = (), phases: int = 0, phase_of=None):
+                 recent: tuple = (), phases: int = 0, phase_of=None, compact: int | None = None):
         if phases and phase_of is None:
             raise ValueError("phases > 0 needs phase_of")
+        if compact is not None and (np.dtype(dtype).kind != "f" or len(row) != 1 or not 0 < compact <= row[0]):
+            raise ValueError(f"compact={compact!r} needs float rows of one dimension and 0 < compact <= width")
+        self.compact = compact
         self.phases = int(phases)
         self.phase_of = phase_of
         self.recent_buckets = tuple(int(k) for k in recent)
@@ -307,15 +333,18 @@ class WindowedAggregate:
         self.cap = int(window) + int(ahead) + 2
         self.row = tuple(row)
         self.dtype = np.dtype(dtype)
-        acc = np.float64 if self.dtype.kind == "f" else np.int64
-        self.acc_dtype = np.dtype(acc)
-        self.ring = np.zeros((0, self.cap) + self.row, self.dtype)
+        # the buckets' storage: unsigned counts start narrow and widen when they must (_make_room)
+        store = np.dtype(np.uint8) if self.dtype.kind == "u" else self.dtype
+        self.acc_dtype = _acc_dtype(store, max(self.window, self.baseline))
+        acc = self.acc_dtype
+        self.ring = np.zeros((0, self.cap) + self.row, store)
         self.win = np.zeros((0,) + self.row, acc)
         # one bucket's contents per slot, as the ring holds them: the ring's own dtype is exact
-        # (uint32 histograms take half of int64's room; sums stay in the accumulator dtype)
-        self.base_ring = np.zeros((0, self.baseline) + self.row, self.dtype)
+        # (narrow histograms take a fraction of int64's room; sums stay in the accumulator dtype)
+        self.base_ring = np.zeros((0, self.baseline) + self.row, np.float32 if compact else store)
         self.base_sum = np.zeros((0,) + self.row, acc)
-        self.base_bucket = np.zeros((0, self.baseline), np.int64)
+        # bucket indices: int32 holds hourly ones for 245,000 years (int64 once one would not fit)
+        self.base_bucket = np.zeros((0, self.baseline), np.int32)
         self.base_pushes = np.zeros(0, np.int64)
         self.ref = np.zeros((0,) + self.row, acc)
         self.ref_span = np.zeros((0, 2), np.int64)  # first and last bucket of the reference
@@ -325,6 +354,51 @@ class WindowedAggregate:
 
     _arrays = ("ring", "win", "base_ring", "base_sum", "base_bucket", "base_pushes", "ref",
                "ref_span", "has_ref", "recent_sum", "phase_sum")
+    _stored = ("ring", "base_ring")  # one bucket's contents: the storage dtype
+    _summed = ("win", "base_sum", "ref", "recent_sum", "phase_sum")  # the accumulator dtype
+
+    def _compacted(self, state: dict) -> dict:
+        """A state saved with a float64 baseline ring, as this compact aggregate holds it: the
+        ring encoded, and the baseline's sums rebuilt from what it now holds."""
+        state = dict(state)
+        bb = np.asarray(state["base_bucket"])
+        stored = self._encode(np.asarray(state["base_ring"]))
+        held = self._decode(stored)  # an unused slot holds zeros
+        state["base_ring"], state["base_sum"] = stored, held.sum(axis=1)
+        if self.phases:
+            phase = np.zeros_like(np.asarray(state["phase_sum"]))
+            s_idx = np.broadcast_to(np.arange(bb.shape[0])[:, None], bb.shape)
+            np.add.at(phase, (s_idx, self.phase_of(np.maximum(bb, 0))), held)
+            state["phase_sum"] = phase
+        return state
+
+    def _store_as(self, store: np.dtype) -> None:
+        """Store the buckets as ``store`` (an unsigned type) from now on, for every series."""
+        self.acc_dtype = _acc_dtype(store, max(self.window, self.baseline))
+        for name in self._stored:
+            setattr(self, name, getattr(self, name).astype(store))
+        for name in self._summed:
+            setattr(self, name, getattr(self, name).astype(self.acc_dtype))
+
+    def _make_room(self, cells: np.ndarray, amounts: np.ndarray | None) -> None:
+        """Widen the unsigned buckets if adding ``amounts`` (1 each when None) at the flat
+        ``cells`` of the ring could pass their type's maximum."""
+        store = self.ring.dtype
+        if store.kind != "u" or store == self.dtype or cells.size == 0:
+            return
+        top = int(np.iinfo(store).max)
+        before = int(self.ring.reshape(-1)[cells].max())
+        total = cells.size if amounts is None else int(amounts.sum())
+        if before + total <= top:  # the common case: even all of it in one cell would fit
+            return
+        uniq, inv = np.unique(cells, return_inverse=True)
+        added = np.bincount(inv, weights=amounts, minlength=uniq.size)
+        need = int((self.ring.reshape(-1)[uniq] + added).max())
+        if need > top:
+            for wider in (np.uint16, np.uint32, np.uint64):
+                if need <= np.iinfo(wider).max or np.dtype(wider) == self.dtype:
+                    break
+            self._store_as(np.dtype(wider))
 
     def ensure(self, n_series: int) -> None:
         for name in self._arrays:
@@ -341,6 +415,8 @@ class WindowedAggregate:
         width = int(np.prod(self.row))
         base = (series * self.cap + bucket % self.cap) * width
         if bins is not None:
+            self._make_room(base + bins, None)
+            flat = self.ring.reshape(-1)
             np.add.at(flat, base + bins, np.ones(bins.shape[0], flat.dtype))
         else:
             assert rows is not None
@@ -362,6 +438,8 @@ class WindowedAggregate:
         for j, k in enumerate(self.recent_buckets):  # shorter windows ending at b, kept the same way
             self.recent_sum[rows, j] += incoming - self.ring[rows, (b - k) % self.cap]
         self.ring[rows, slot_out] = 0
+        if b >= 2**31 and self.base_bucket.dtype != np.int64:
+            self.base_bucket = self.base_bucket.astype(np.int64)
         steady = ~frozen
         push = series if steady.all() else series[steady]
         if push.size:
@@ -372,16 +450,39 @@ class WindowedAggregate:
                 bslot = int(bslot[0])  # series in step (the common case): one slot, no gather
             else:
                 prows = push  # a slot per series: gather by (series, slot) pairs
-            evicted = self.base_ring[prows, bslot].copy()
+            if self.compact:  # the baseline holds (and its sums add) the bucket as stored
+                stored = self._encode(out)
+                out = self._decode(stored)
+                evicted = self._decode(self.base_ring[prows, bslot])
+            else:
+                stored = out
+                evicted = self.base_ring[prows, bslot].copy()
             if self.phases:  # rows of ``prows`` are those of ``push``, in its order
                 old_b = self.base_bucket[prows, bslot]
                 # an unused slot holds zeros: subtracting it from any phase changes nothing
                 self.phase_sum[push, self.phase_of(np.maximum(old_b, 0))] -= evicted
                 self.phase_sum[push, self.phase_of(np.full(push.size, b - self.window))] += out
             self.base_sum[prows] += out - evicted
-            self.base_ring[prows, bslot] = out
+            self.base_ring[prows, bslot] = stored
             self.base_bucket[prows, bslot] = b - self.window
             self.base_pushes[prows] += 1
+
+    def _encode(self, rows: np.ndarray) -> np.ndarray:
+        """Float64 bucket rows as the compact baseline ring stores them."""
+        out = rows.astype(np.float32)
+        c = self.compact
+        if c < self.row[0]:
+            with np.errstate(divide="ignore"):
+                out[..., c:] = np.log(rows[..., c:])
+        return out
+
+    def _decode(self, stored: np.ndarray) -> np.ndarray:
+        """The compact baseline ring's rows as float64 sums (0 for an empty bucket)."""
+        out = stored.astype(np.float64)
+        c = self.compact
+        if c < self.row[0]:
+            out[..., c:] = np.where(out[..., :1] > 0, np.exp(out[..., c:]), 0.0)
+        return out
 
     def recent(self, series: np.ndarray, j: int) -> np.ndarray:
         """Rows summed over the ``recent[j]`` most recently closed buckets of ``series``."""
@@ -436,5 +537,15 @@ class WindowedAggregate:
                   list(self.recent_buckets), self.phases]
         if list(state["layout"]) != layout:
             raise ValueError(f"window state layout {state['layout']} does not match {layout}")
+        if self.dtype.kind == "u":  # the buckets as narrow as the state's (or an older state's) counts allow
+            top = max(int(np.max(state[name], initial=0)) for name in self._stored)
+            store = next(np.dtype(t) for t in (np.uint8, np.uint16, np.uint32, np.uint64)
+                         if top <= np.iinfo(t).max or np.dtype(t) == self.dtype)
+            if self.ring.dtype != store:
+                self._store_as(store)
+        if self.compact and np.asarray(state["base_ring"]).dtype == np.float64:
+            state = self._compacted(state)
+        wide = int(np.max(state["base_bucket"], initial=0)) >= 2**31
+        self.base_bucket = self.base_bucket.astype(np.int64 if wide else np.int32)
         for name in self._arrays:
             setattr(self, name, _adopt(state[name], getattr(self, name).dtype))

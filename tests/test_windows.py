@@ -1,6 +1,7 @@
 """Event-time clock and windowed aggregates."""
 
 import numpy as np
+import pytest
 
 from detectors.windows import EventClock, WindowedAggregate
 
@@ -90,8 +91,8 @@ def test_state_round_trip_keeps_layout_checked():
 
 
 def test_histogram_baseline_ring_is_kept_in_the_ring_dtype_and_old_states_load():
-    """The baseline ring holds single buckets, as the ring does: a uint32 histogram's takes half
-    an int64's room, with the same sums; a state written with the old int64 ring loads and goes
+    """The baseline ring holds single buckets, as the ring does: a histogram of small counts is
+    kept as uint8 with int32 sums; a state written with the old int64 ring loads narrow and goes
     on to the same numbers."""
     rng = np.random.default_rng(3)
 
@@ -104,13 +105,13 @@ def test_histogram_baseline_ring_is_kept_in_the_ring_dtype_and_old_states_load()
 
     agg = WindowedAggregate(window=3, baseline=4, ahead=2, row=(8,), dtype=np.uint32)
     agg.ensure(2)
-    assert agg.base_ring.dtype == np.uint32 and agg.base_sum.dtype == np.int64
+    assert agg.base_ring.dtype == np.uint8 and agg.base_sum.dtype == np.int32  # narrow until counts need more
     run(agg, 0, 12)
     old = agg.state_dict()
     old["base_ring"] = old["base_ring"].astype(np.int64)  # as checkpoints before the change hold it
     restored = WindowedAggregate(window=3, baseline=4, ahead=2, row=(8,), dtype=np.uint32)
     restored.load_state(old)
-    assert restored.base_ring.dtype == np.uint32
+    assert restored.base_ring.dtype == np.uint8
     state = rng.bit_generator.state
     run(agg, 12, 30)
     rng.bit_generator.state = state
@@ -118,3 +119,38 @@ def test_histogram_baseline_ring_is_kept_in_the_ring_dtype_and_old_states_load()
     for name in WindowedAggregate._arrays:
         np.testing.assert_array_equal(getattr(restored, name), getattr(agg, name))
     np.testing.assert_array_equal(agg.base_sum, agg.base_ring.sum(axis=1))  # the ring still sums exactly
+
+
+@pytest.mark.parametrize("batch", [97, 5_000, 250_000])
+def test_histogram_counts_widen_exactly_when_a_bucket_outgrows_its_type(batch):
+    """Unsigned buckets start as uint8 and widen (uint16, uint32, with int64 sums) the moment a
+    count would not fit: the counts equal those of an int64 aggregate fed the same events, at
+    every close, whatever the batch size; a state saved narrow or wide loads and continues."""
+    rng = np.random.default_rng(batch)
+    narrow = WindowedAggregate(window=3, baseline=4, ahead=2, row=(4,), dtype=np.uint32)
+    exact = WindowedAggregate(window=3, baseline=4, ahead=2, row=(4,), dtype=np.int64)
+    narrow.ensure(2)
+    exact.ensure(2)
+    seen = set()
+    for b in range(14):
+        # one busy series (bin 0 takes most of it: 100,000 events a bucket by the end) and a quiet one
+        n = 40 if b < 4 else 600 if b < 8 else 100_000
+        series = np.r_[np.zeros(n, np.int64), np.ones(5, np.int64)]
+        bins = np.r_[np.where(rng.random(n) < 0.9, 0, rng.integers(0, 4, n)), rng.integers(0, 4, 5)]
+        order = rng.permutation(series.size)
+        for lo in range(0, series.size, batch):
+            part = order[lo:lo + batch]
+            for agg in (narrow, exact):
+                agg.add(series[part], np.full(part.size, b), bins=bins[part])
+        for agg in (narrow, exact):
+            agg.close(np.arange(2), b, frozen=np.zeros(2, bool))
+        seen.add(narrow.ring.dtype.name)
+        for name in WindowedAggregate._arrays:
+            np.testing.assert_array_equal(getattr(narrow, name), getattr(exact, name), err_msg=name)
+        if b == 6:  # restored mid-way, while uint16
+            again = WindowedAggregate(window=3, baseline=4, ahead=2, row=(4,), dtype=np.uint32)
+            again.load_state(narrow.state_dict())
+            assert again.ring.dtype == narrow.ring.dtype == np.uint16 and again.win.dtype == np.int32
+            narrow = again
+    assert seen == {"uint8", "uint16", "uint32"}
+    assert narrow.win.dtype == narrow.base_sum.dtype == np.int64
