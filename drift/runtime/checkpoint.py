@@ -191,6 +191,46 @@ def _join(skel, blobs: dict):
     return skel
 
 
+def _row_groups(blobs: dict[str, np.ndarray]) -> list[tuple[str, list[str], int]]:
+    """How the blobs are cut: ``(path, member blob names, rows per chunk)``; rows 0 = flat pieces.
+
+    Consecutive blobs with the same number of rows (a detector's per-series arrays, in the order
+    its state lists them) form a *row group*, path ``"{first}-{last}"``: a chunk holds the same
+    rows (series) of every member, as many as fit in :data:`PIECE`, so a series that moved
+    rewrites about ``PIECE`` bytes, not a piece of every array it has a row in (an 8-byte
+    per-series array's 64 KB piece covers 8,192 series). A blob whose one row is larger than
+    ``PIECE`` is cut into flat pieces under its own name."""
+    out: list[tuple[str, list[str], int]] = []
+    group: list[str] = []
+    width = 0
+
+    def close():
+        if group:
+            rows = max(1, PIECE // width)
+            out.append((f"{group[0]}-{group[-1]}", list(group), rows))
+            group.clear()
+
+    for name, arr in blobs.items():
+        row = arr.nbytes // arr.shape[0] if arr.ndim and arr.shape[0] else 0
+        if not row or row > PIECE:
+            close()
+            width = 0
+            out.append((name, [name], 0))
+            continue
+        if group and (arr.shape[0] != blobs[group[0]].shape[0] or width + row > PIECE):
+            close()
+            width = 0
+        group.append(name)
+        width += row
+    close()
+    return out
+
+
+def _rows2d(arr: np.ndarray) -> np.ndarray:
+    """``arr``'s bytes (C-contiguous, rows of at least one byte), one row per first-axis index."""
+    return arr.reshape(arr.shape[0], -1).view(np.uint8)
+
+
 def chunk_key(base: bytes, chunk: str) -> bytes:
     """``{group}/{topic}/{partition}/{chunk}``: the record of one chunk of ``base``'s state."""
     return base + b"/" + chunk.encode()
@@ -210,6 +250,7 @@ class ChunkWrite:
     epoch: int
     full_bytes: int  # raw bytes of the whole state (for the ratio: written / full)
     written_bytes: int  # raw bytes of the chunks written
+    written_by: dict[str, int] = dataclasses.field(default_factory=dict)  # of those, per unit ("" the skeleton)
 
     @property
     def records(self) -> list[tuple[str | None, bytes]]:
@@ -246,21 +287,36 @@ class ChunkWriter:
         the writer until :meth:`commit` (call it once the records are delivered)."""
         epoch = self.epoch + 1
         skel, blobs = _split(cp.engine)
-        views = {"": memoryview(skel)}
-        views.update((p, a.reshape(-1).view(np.uint8).data) for p, a in blobs.items())
         used = {v[0] for v in self.table.values()}
         free = (n for n in itertools.count() if n not in used)
         table: dict[tuple[str, int], list] = {}
         chunks: list[tuple[str, bytes]] = []
         full = written = 0
-        cols: dict[str, Any] = {"epoch": epoch, "paths": [], "n": [], "slot": [], "epochs": []}
-        for path, mv in views.items():
-            full += len(mv)
-            count = max(1, -(-len(mv) // PIECE))
+        written_by: dict[str, int] = {}
+        cols: dict[str, Any] = {"epoch": epoch, "paths": [], "n": [], "slot": [], "epochs": [], "rows": []}
+        units = [("", [memoryview(skel)], 0)]
+        for path, names, rows in _row_groups(blobs):
+            if rows:
+                units.append((path, [_rows2d(blobs[nm]).data for nm in names], rows))
+            else:
+                units.append((path, [blobs[path].reshape(-1).view(np.uint8).data], 0))
+        for path, parts, rows in units:
+            if rows:  # a row group: rows [i * rows, (i + 1) * rows) of every member
+                count = max(1, -(-len(parts[0]) // rows))
+                pieces = ([m[i * rows:(i + 1) * rows] for m in parts] for i in range(count))
+            else:
+                mv = parts[0]
+                count = max(1, -(-len(mv) // PIECE))
+                pieces = ([mv[i * PIECE:(i + 1) * PIECE]] for i in range(count))
             ns, slots, epochs = np.zeros(count, np.int64), np.zeros(count, np.uint8), np.zeros(count, np.int64)
-            for i in range(count):
-                piece = mv[i * PIECE:(i + 1) * PIECE]
-                digest = xxhash.xxh3_128_digest(piece)
+            for i, members in enumerate(pieces):
+                h = xxhash.xxh3_128()
+                size = 0
+                for m in members:
+                    h.update(m)
+                    size += m.nbytes
+                digest = h.digest()
+                full += size
                 old = self.table.get((path, i))
                 if old is not None and old[3] == digest:
                     entry = old
@@ -268,14 +324,17 @@ class ChunkWriter:
                     n = old[0] if old is not None else next(free)
                     slot = 1 - old[1] if old is not None else 0
                     entry = [n, slot, epoch, digest]
+                    piece = members[0] if len(members) == 1 else b"".join(members)
                     chunks.append((f"{n}{SLOTS[slot]}", _chunk_value(epoch, digest, piece)))
-                    written += len(piece)
+                    written += size
+                    written_by[path] = written_by.get(path, 0) + size
                 table[(path, i)] = entry
                 ns[i], slots[i], epochs[i] = entry[0], entry[1], entry[2]
             cols["paths"].append(path)
             cols["n"].append(ns)
             cols["slot"].append(slots)
             cols["epochs"].append(epochs)
+            cols["rows"].append(rows)
         head = {f.name: getattr(cp, f.name) for f in dataclasses.fields(cp) if f.name not in ("engine", "chunks")}
         head["engine"] = None
         head["chunks"] = cols
@@ -283,7 +342,7 @@ class ChunkWriter:
         manifest = MAGIC + bytes([FORMAT_VERSION]) + hashlib.sha256(body).digest() + body
         if len(manifest) > MAX_RECORD:
             raise CheckpointError(f"the checkpoint manifest is {len(manifest):,} bytes, over {MAX_RECORD:,}")
-        return ChunkWrite(chunks, manifest, table, epoch, full, written)
+        return ChunkWrite(chunks, manifest, table, epoch, full, written, written_by)
 
     def commit(self, write: ChunkWrite) -> None:
         self.table, self.epoch = write.table, write.epoch
@@ -293,13 +352,16 @@ def _assemble(cp: Checkpoint, chunks: dict[str, bytes]) -> dict:
     """The engine state of manifest ``cp`` from its chunk records (``chunk id -> newest value``).
 
     Each array is decompressed piece by piece into its own buffer (no joined copies): restoring
-    100,000 series must not need several times their state in memory."""
+    100,000 series must not need several times their state in memory. The skeleton comes first:
+    its references give the shapes a row group's chunks are cut back into."""
     assert cp.chunks is not None
     table = {}  # (path, piece) -> [chunk number, slot, epoch, digest]: what a writer continues from
-    blobs: dict[str, np.ndarray] = {}
-    for path, ns, slots, epochs in zip(cp.chunks["paths"], cp.chunks["n"], cp.chunks["slot"], cp.chunks["epochs"]):
-        pieces = []
-        for n, slot, epoch in zip(ns.tolist(), slots.tolist(), epochs.tolist()):
+    units = list(zip(cp.chunks["paths"], cp.chunks["n"], cp.chunks["slot"], cp.chunks["epochs"],
+                     cp.chunks.get("rows") or [0] * len(cp.chunks["paths"])))
+
+    def pieces(path, ns, slots, epochs):
+        """Each chunk of unit ``path``, decompressed and checked, in order."""
+        for i, (n, slot, epoch) in enumerate(zip(ns.tolist(), slots.tolist(), epochs.tolist())):
             cid = f"{n}{SLOTS[slot]}"
             raw = chunks.get(cid)
             if raw is None:
@@ -310,10 +372,6 @@ def _assemble(cp: Checkpoint, chunks: dict[str, bytes]) -> dict:
             if got != epoch:
                 raise CheckpointError(f"chunk {cid} holds epoch {got}, the checkpoint needs epoch {epoch} "
                                       "(overwritten by a later checkpoint)")
-            pieces.append((cid, raw, [n, slot, epoch]))
-        buf = np.empty(len(pieces) * PIECE, np.uint8)
-        at = 0
-        for i, (cid, raw, entry) in enumerate(pieces):
             try:
                 piece = zlib.decompress(raw[29:])
             except zlib.error as exc:
@@ -321,13 +379,59 @@ def _assemble(cp: Checkpoint, chunks: dict[str, bytes]) -> dict:
             digest = bytes(raw[13:29])
             if xxhash.xxh3_128_digest(piece) != digest:
                 raise CheckpointError(f"chunk {cid} checksum mismatch (corrupted)")
+            table[(path, i)] = [n, slot, epoch, digest]
+            yield piece
+
+    def flat(unit) -> np.ndarray:
+        buf = np.empty(len(unit[1]) * PIECE, np.uint8)
+        at = 0
+        for piece in pieces(*unit[:4]):
             buf[at:at + len(piece)] = np.frombuffer(piece, np.uint8)
             at += len(piece)
-            table[(path, i)] = [*entry, digest]
-        blobs[path] = buf[:at]
+        return buf[:at]
+
+    skel_unit = next(u for u in units if u[0] == "")
+    skel = msgspec.msgpack.decode(flat(skel_unit).tobytes())
+    refs: dict[str, tuple[str, list[int]]] = {}
+    _blob_refs(skel, refs)
+    blobs: dict[str, np.ndarray] = {}
+    for unit in units:
+        path, rows = unit[0], int(unit[4])
+        if path == "":
+            continue
+        if not rows:
+            blobs[path] = flat(unit)
+            continue
+        first, last = (int(x) for x in path.split("-"))
+        names = [str(k) for k in range(first, last + 1)]
+        arrays = {nm: np.empty(refs[nm][1], np.dtype(refs[nm][0])) for nm in names}
+        parts = [_rows2d(arrays[nm]) for nm in names]
+        for i, piece in enumerate(pieces(*unit[:4])):
+            at, lo = 0, i * rows
+            for m in parts:
+                block = m[lo:lo + rows]
+                if block.nbytes > len(piece) - at:
+                    raise CheckpointError(f"a chunk of {path} is shorter than its rows")
+                block[...] = np.frombuffer(piece, np.uint8, block.nbytes, at).reshape(block.shape)
+                at += block.nbytes
+        for nm, arr in arrays.items():
+            blobs[nm] = arr.reshape(-1).view(np.uint8)
     cp.chunks["table"] = table
-    skel = msgspec.msgpack.decode(blobs.pop("").tobytes())
     return _join(skel, blobs)
+
+
+def _blob_refs(skel, out: dict) -> None:
+    """Every ``__blob__`` reference of a decoded skeleton: name -> (dtype, shape)."""
+    if isinstance(skel, dict):
+        if "__blob__" in skel and len(skel) == 1:
+            name, dtype, shape = skel["__blob__"]
+            out[name] = (dtype, list(shape))
+            return
+        for v in skel.values():
+            _blob_refs(v, out)
+    elif isinstance(skel, list):
+        for v in skel:
+            _blob_refs(v, out)
 
 
 def checkpoints_from_records(records, group: str | None = None) -> dict[bytes, Checkpoint]:
