@@ -28,6 +28,7 @@ from benchmarks import (
     sampling,
     scale_out,
     state,
+    throughput,
     volumes,
 )
 
@@ -47,7 +48,7 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke test, figures not meaningful")
     p.add_argument("--only", action="append", help="run only these benchmarks (ks, drop_rate, decode, replay, kafka, ingest, detection, "
-                   "operating, judge, embedding, volumes, sampling, cost, state, scale_out); repeatable")
+                   "operating, judge, embedding, volumes, sampling, cost, state, scale_out, throughput); repeatable")
     p.add_argument("--out", default=None, help="results file (default benchmarks/results.json; none with --quick)")
     args = p.parse_args(argv)
     results = []
@@ -67,6 +68,7 @@ def main(argv=None) -> int:
                 "cost": lambda: [cost.run(args.quick)],
                 "state": lambda: [state.run(args.quick)],
                 "scale_out": lambda: [scale_out.run(args.quick)],
+                "throughput": lambda: throughput.run(args.quick, tmp),
                 "embedding": lambda: embedding.bench_centroid(args.quick) + embedding.bench_encoder(args.quick)}
         for name, fn in plan.items():
             if args.only and name not in args.only:

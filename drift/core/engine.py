@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -78,21 +79,24 @@ class SeriesTable:
         return len(self.keys)
 
     def lookup(self, *columns) -> tuple[np.ndarray, list[int]]:
-        """Ids of the keys formed by zipping ``columns``; also the ids that are new."""
-        get = self.ids.get
-        keys = list(zip(*(c.tolist() if isinstance(c, np.ndarray) else c for c in columns)))
-        out = [get(k, -1) for k in keys]
+        """Ids of the keys formed by zipping ``columns``; also the ids that are new.
+
+        Known keys are found in one pass in C (``map(dict.get, zip(...))``); only the events
+        whose key was not known before the call are visited one by one, in order, so new keys
+        are numbered in order of first appearance."""
+        cols = [c.tolist() if isinstance(c, np.ndarray) else c for c in columns]
+        out = np.fromiter(map(self.ids.get, zip(*cols), itertools.repeat(-1)), np.int64, len(cols[0]))
         new = []
-        if -1 in out:
-            for i, k in enumerate(keys):
-                if out[i] == -1:
-                    sid = self.ids.get(k)
-                    if sid is None:
-                        sid = self.ids[k] = len(self.keys)
-                        self.keys.append(k)
-                        new.append(sid)
-                    out[i] = sid
-        return np.array(out, dtype=np.int64), new
+        miss = np.flatnonzero(out < 0).tolist()
+        if miss:
+            for i, k in zip(miss, zip(*([c[i] for i in miss] for c in cols))):
+                sid = self.ids.get(k)
+                if sid is None:
+                    sid = self.ids[k] = len(self.keys)
+                    self.keys.append(k)
+                    new.append(sid)
+                out[i] = sid
+        return out, new
 
     def labels(self, sid: int) -> dict[str, str]:
         return dict(zip(self.fields, self.keys[sid]))
@@ -202,6 +206,24 @@ class RuleRunner:
         if family is not None and hasattr(self.detector, "set_families"):
             self.detector.set_families(np.array([self.local[sid]]), family)
 
+    def register_many(self, sids: list[int], families: list[int | None]) -> None:
+        """:meth:`register` of several series, in order: the same local ids, and one call of the
+        detector's ``set_families`` for all of them instead of one per series."""
+        cap = self.local.shape[0]
+        for sid in sids:  # the capacity register() would reach, one series at a time
+            if cap <= sid:
+                cap = max(sid + 1, 2 * cap, 16)
+        if cap > self.local.shape[0]:
+            grown = np.full(cap, -1, np.int64)
+            grown[: self.local.shape[0]] = self.local
+            self.local = grown
+        local = np.arange(len(self.sids), len(self.sids) + len(sids), dtype=np.int64)
+        self.local[np.array(sids, dtype=np.int64)] = local
+        self.sids.extend(sids)
+        has = np.array([f is not None for f in families], bool)
+        if has.any() and hasattr(self.detector, "set_families"):
+            self.detector.set_families(local[has], np.array([f for f in families if f is not None], np.int64))
+
     def registered(self, sids: np.ndarray) -> np.ndarray:
         """Which of the stream series ``sids`` this runner watches."""
         n = self.local.shape[0]
@@ -228,6 +250,25 @@ class StreamState:
         self.info: list[SeriesInfo] = []
         self.examples: dict[int, list] = {}  # sid -> newest (t, trace_id) pairs
         self._cols: tuple[np.ndarray, np.ndarray] | None = None
+        self._families = np.zeros(0, np.int64)  # family (app/intent) id per series
+        self._families_of: list | None = None  # the key list they were read from
+
+    def families_of(self, families: SeriesTable, sids: np.ndarray) -> np.ndarray:
+        """The (app, intent) family ids of the series ``sids``, from a per-series array (the
+        family is looked up once per series, not per event); -1 for a stream without both."""
+        keys = self.series.keys
+        if self._families_of is not keys:  # a restored state brings a new key list
+            self._families, self._families_of = np.zeros(0, np.int64), keys
+        done = self._families.shape[0]
+        if done < len(keys):
+            fields = self.series.fields
+            if "app" in fields and "intent" in fields:
+                a, i = fields.index("app"), fields.index("intent")
+                more = families.lookup([k[a] for k in keys[done:]], [k[i] for k in keys[done:]])[0]
+            else:
+                more = np.full(len(keys) - done, -1, np.int64)
+            self._families = np.concatenate([self._families, more])
+        return self._families[sids]
 
     def columns(self, sids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Value kind and ``(lo, hi, higher_is_better)`` of the series ``sids``."""
@@ -400,19 +441,24 @@ class Engine:
 
     def _register(self, name: str, st: StreamState, new: list[int]) -> None:
         stream = st.stream
-        for sid in new:
-            labels = st.series.labels(sid)
+        todo: dict[int, tuple[RuleRunner, list[int], list[int | None]]] = {}  # per runner, in order
+        labels_of = [st.series.labels(sid) for sid in new]
+        families: list[int | None] = [None] * len(new)
+        if "app" in st.series.fields and "intent" in st.series.fields:
+            families = self.families.lookup([lb["app"] for lb in labels_of], [lb["intent"] for lb in labels_of])[0].tolist()
+        for sid, labels, fam in zip(new, labels_of, families):
             info = stream.describe(self, labels)
             st.info.append(info)
-            fam = None
-            if "app" in labels and "intent" in labels:
-                fam = int(self.families.lookup([labels["app"]], [labels["intent"]])[0][0])
             for spec in self.rules.values():
                 if spec.stream != name or info.kind not in spec.kinds or not spec.matches(labels):
                     continue
                 runner = self._runner(spec, labels, stream)
                 if runner is not None:
-                    runner.register(sid, fam)
+                    _, sids, fams = todo.setdefault(id(runner), (runner, [], []))
+                    sids.append(sid)
+                    fams.append(fam)
+        for runner, sids, fams in todo.values():
+            runner.register_many(sids, fams)
 
     def _screen(self, stream, batch, sids, clock) -> tuple[np.ndarray, list[EventRejection]]:
         """Late and far-future events: mask of the ones to keep, and their rejections."""
@@ -502,7 +548,7 @@ class Engine:
         self.counts[f"{name}.events"] += int(idx.size)
         out: list[tuple[float, Alert]] = []
         if stream.changes and idx.size:
-            fams, _ = self.families.lookup(b.app[idx], b.intent[idx])
+            fams = st.families_of(self.families, sids)
             notices = {attr: spec for spec in self.notice_rules.get(name, ()) for attr in spec.kinds}
             for attr, column in stream.changes.items():
                 for f in self.trackers[(name, attr)].update_many(fams, t, getattr(b, column)[idx]):

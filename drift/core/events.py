@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import itertools
+import operator
 import re
 from typing import Any
 
@@ -23,8 +25,8 @@ import msgspec
 import numpy as np
 
 __all__ = [
-    "AnyEvent", "Rejection", "ScoreBatch", "RetrievalBatch", "QueryBatch", "Decoded",
-    "EventDecoder", "KINDS", "to_epoch", "format_time", "stream_of", "kafka_key",
+    "AnyEvent", "Rejection", "ScoreBatch", "RetrievalBatch", "QueryBatch", "Decoded", "Events",
+    "EventDecoder", "KINDS", "to_epoch", "format_time", "stream_of", "kafka_key", "column", "factorize",
 ]
 
 KINDS = ("scores", "retrieval", "queries")
@@ -113,6 +115,93 @@ def format_time(t: float | None) -> str | None:
     return _dt.datetime.fromtimestamp(t, _UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+class Events(list):
+    """Decoded events (structs) that are read a field at a time: :meth:`column` is one field of
+    every event as an object array, read once and kept. When every event is of one struct type
+    with the given ``fields`` (the decoder's ``AnyEvent``), the first column read reads them all,
+    in one pass over the structs (``msgspec.structs.astuple``): each struct is visited once, not
+    once per field. A selection (:meth:`take`) reads its columns from the whole when the whole
+    has them or it is at least half of it (so the decoder's selections of one batch read each
+    field once), else its own. It is a list, so a stream plug-in may read its events one by one
+    as well."""
+
+    __slots__ = ("_cols", "_of", "_fields")
+
+    def __init__(self, events=(), fields: tuple[str, ...] | None = None):
+        super().__init__(events)
+        self._cols: dict[str, np.ndarray] = {}
+        self._of: tuple[Events, np.ndarray] | None = None  # (the whole, positions in it)
+        self._fields = fields
+
+    def column(self, name: str) -> np.ndarray:
+        """Field ``name`` of every event (None where an event's type lacks it)."""
+        col = self._cols.get(name)
+        if col is not None:
+            return col
+        if self._of is not None:
+            whole, pos = self._of
+            if name in whole._cols or 2 * pos.size >= len(whole):
+                col = whole.column(name)[pos]
+        if col is None and self._fields is not None and name in self._fields:
+            n, k = len(self), len(self._fields)
+            rows = np.fromiter(itertools.chain.from_iterable(map(msgspec.structs.astuple, self)), object,
+                               n * k).reshape(n, k)
+            for i, f in enumerate(self._fields):
+                self._cols.setdefault(f, rows[:, i])
+            col = self._cols[name]
+        if col is None:
+            try:
+                col = np.fromiter(map(operator.attrgetter(name), self), object, len(self))
+            except AttributeError:  # a stream's own event type without this field
+                col = np.fromiter((getattr(e, name, None) for e in self), object, len(self))
+        self._cols[name] = col
+        return col
+
+    def take(self, pos: np.ndarray) -> Events:
+        """The events at the (increasing) positions ``pos``."""
+        if pos.size == len(self):
+            return self
+        out = Events(map(self.__getitem__, pos.tolist()), self._fields)
+        out._of = (self, pos)
+        return out
+
+
+def column(events, name: str) -> np.ndarray:
+    """Field ``name`` of every event of ``events`` (an :class:`Events` or any list of structs)
+    as an object array (None where an event lacks it)."""
+    if isinstance(events, Events):
+        return events.column(name)
+    return np.fromiter((getattr(e, name, None) for e in events), object, len(events))
+
+
+def factorize(values) -> tuple[list, np.ndarray]:
+    """Distinct values in order of first appearance, and each value's position among them:
+    one dict pass in C, so labels are handled once per distinct value, not per event.
+
+    >>> factorize(np.array(["b", "a", "b"], dtype=object))
+    (['b', 'a'], array([0, 1, 0]))
+    """
+    first = dict.fromkeys(values)
+    code = {v: i for i, v in enumerate(first)}
+    return list(first), np.fromiter(map(code.__getitem__, values), np.intp, len(values))
+
+
+_TZINFO = operator.attrgetter("tzinfo")
+
+
+def epoch_seconds(ts: np.ndarray) -> np.ndarray:
+    """Event times (an object array of datetimes and floats, as decoded) to Unix seconds,
+    exactly as :func:`to_epoch` (naive datetimes are UTC). Aware datetimes, the usual case,
+    are converted in one C pass."""
+    n = ts.shape[0]
+    kinds = set(map(type, ts))
+    if kinds == {float}:
+        return np.fromiter(ts, np.float64, n)
+    if kinds == {_dt.datetime} and None not in set(map(_TZINFO, ts)):
+        return np.fromiter(map(_dt.datetime.timestamp, ts), np.float64, n)
+    return np.fromiter(map(to_epoch, ts), np.float64, n)
+
+
 @dataclasses.dataclass(frozen=True)
 class Rejection:
     """A rejected message (``event`` is the index inside a JSON array, or None)."""
@@ -139,7 +228,7 @@ class _Columns:
         kw: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            kw[f.name] = [o for o, k in zip(v, mask) if k] if isinstance(v, list) else v[mask]
+            kw[f.name] = take_events(v, mask) if isinstance(v, list) else v[mask]
         return type(self)(**kw)
 
     def event_json(self, i: int) -> bytes:
@@ -147,14 +236,22 @@ class _Columns:
 
     def trace_ids(self, idx: np.ndarray) -> list:
         """The ``trace_id`` of the events at ``idx`` (None where an event has none)."""
-        objs = self.objs
-        return [getattr(objs[i], "trace_id", None) for i in idx.tolist()]
+        return column(self.objs, "trace_id")[idx].tolist()
 
     def costs(self, idx: np.ndarray) -> np.ndarray:
         """The ``cost_usd`` of the events at ``idx`` (NaN where an event has none)."""
-        objs = self.objs
-        out = [getattr(objs[i], "cost_usd", None) for i in idx.tolist()]
-        return np.array([np.nan if c is None else c for c in out], dtype=np.float64)
+        c = column(self.objs, "cost_usd")[idx]
+        out = np.full(c.shape[0], np.nan)
+        has = np.not_equal(c, None)  # type: ignore[call-overload]  # numpy's stubs refuse None
+        out[has] = c[has].astype(np.float64)
+        return out
+
+
+def take_events(events: list, mask: np.ndarray) -> list:
+    """The events of ``events`` where ``mask`` is set (an :class:`Events` keeps its columns)."""
+    if isinstance(events, Events):
+        return events.take(np.flatnonzero(mask))
+    return [o for o, k in zip(events, mask) if k]
 
 
 @dataclasses.dataclass
@@ -271,9 +368,10 @@ class EventDecoder:
 
     def _validate(self, ok: list[int], objs: list, rejected: list[Rejection], kind: str | None,
                   n_messages: int) -> Decoded:
-        evs: list[AnyEvent] = []
-        msg: list[int] = []
-        idx: list[int] = []
+        # without streams of their own event type, every event is an AnyEvent
+        evs = Events(fields=None if self._typed else AnyEvent.__struct_fields__)
+        msgs: list[int] = []
+        sizes: list[int] = []  # events per message; -1: a single event, not an array
         for m, obj in zip(ok, objs):
             if obj.__class__ is Rejection:
                 rejected.append(dataclasses.replace(obj, message=m))
@@ -282,45 +380,43 @@ class EventDecoder:
                     rejected.append(Rejection(m, "SchemaError", "empty array: no events"))
                     continue
                 evs.extend(obj)
-                msg.extend([m] * len(obj))
-                idx.extend(range(len(obj)))
+                msgs.append(m)
+                sizes.append(len(obj))
             else:
                 evs.append(obj)
-                msg.append(m)
-                idx.append(-1)
-        msg_a = np.array(msg, dtype=np.int64)
-        idx_a = np.array(idx, dtype=np.int64)
+                msgs.append(m)
+                sizes.append(-1)
+        size = np.array(sizes, dtype=np.int64)
+        count = np.abs(size)
+        msg_a = np.repeat(np.array(msgs, dtype=np.int64), count)
+        idx_a = np.arange(msg_a.shape[0], dtype=np.int64) - np.repeat(np.cumsum(count) - count, count)
+        idx_a[np.repeat(size < 0, count)] = -1
         kinds = self._kinds(evs, kind)
         bad_msgs: dict[int, Rejection] = {}
 
-        def reject(mask, cls, reason_of):
-            for j in np.flatnonzero(mask):
+        def reject(pos, cls, reason_of):
+            for j in pos.tolist():
                 m = int(msg_a[j])
                 if m not in bad_msgs:
                     i = int(idx_a[j])
                     bad_msgs[m] = Rejection(m, cls, reason_of(j), None if i < 0 else i)
 
-        reject(kinds < 0, "UnknownEventKind", lambda j: (
+        reject(np.flatnonzero(kinds < 0), "UnknownEventKind", lambda j: (
             "cannot tell the event kind: expected `dimension` (score), `scores` (retrieval) or "
             "`text`/`embedding` (query), or a valid `stream`"))
-        for k, name in enumerate(self._names):
-            stream = self.streams[name]
-            bad = np.zeros(len(evs), bool)
-            why = {}
-            for j in np.flatnonzero(kinds == k):
-                e = stream.schema_error(evs[j])
-                if e:
-                    bad[j] = True
-                    why[j] = e
-            reject(bad, "SchemaError", why.get)
+        sels = [np.flatnonzero(kinds == k) for k in range(len(self._names))]
+        subsets = [evs.take(sel) for sel in sels]
+        for name, sel, sub in zip(self._names, sels, subsets):
+            why = self.streams[name].schema_errors(sub) if sel.size else None
+            if why:
+                at = sorted(why)
+                reject(sel[at], "SchemaError", dict(zip(sel[at].tolist(), (why[j] for j in at))).get)
         if bad_msgs:
-            good = ~np.isin(msg_a, np.fromiter(bad_msgs, np.int64, len(bad_msgs)))
-        else:
-            good = np.ones(len(evs), bool)
-        batches = {}
-        for k, name in enumerate(self._names):
-            sel = np.flatnonzero((kinds == k) & good)
-            batches[name] = self.streams[name].build(self, [evs[j] for j in sel], msg_a[sel], idx_a[sel])
+            bad = np.fromiter(bad_msgs, np.int64, len(bad_msgs))
+            keep = [np.flatnonzero(~np.isin(msg_a[sel], bad)) for sel in sels]
+            sels, subsets = [sel[k] for sel, k in zip(sels, keep)], [sub.take(k) for sub, k in zip(subsets, keep)]
+        batches = {name: self.streams[name].build(self, sub, msg_a[sel], idx_a[sel])
+                   for name, sel, sub in zip(self._names, sels, subsets)}
         # column checks: a message with any bad event is rejected whole
         late_bad: dict[int, Rejection] = {}
         for name, batch in batches.items():
@@ -373,7 +469,7 @@ class EventDecoder:
                 append(self._decode_one(r, decoder))
         return out
 
-    def _kinds(self, evs: list, forced: str | None) -> np.ndarray:
+    def _kinds(self, evs: Events, forced: str | None) -> np.ndarray:
         """Stream index per event (-1 when it cannot be told)."""
         n = len(evs)
         if forced is not None:
@@ -382,18 +478,26 @@ class EventDecoder:
         if n == 0:
             return out
         # events of a stream's own type belong to it; the others are claimed by their fields
-        plain = np.array([e.__class__ is AnyEvent for e in evs], bool)
-        if not plain.all():
+        todo = np.arange(n)
+        if self._typed:
+            types = np.fromiter(map(type, evs), object, n)
             for k, name in enumerate(self._names):
                 typ = self.streams[name].event_type
                 if typ is not AnyEvent:
-                    out[np.array([e.__class__ is typ for e in evs], bool)] = k
-        sel = np.flatnonzero(plain)
-        some = [evs[j] for j in sel] if not plain.all() else evs
+                    out[types == typ] = k
+            todo = np.flatnonzero(types == AnyEvent)
+        # the highest precedence claims first and keeps what it claims (of equal precedence,
+        # the later stream): the same owner as letting every stream claim, highest last
         order = sorted(range(len(self._names)), key=lambda k: self.streams[self._names[k]].precedence)
-        for k in order:  # the highest precedence claims last, and wins
-            out[sel[self.streams[self._names[k]].claims(some)]] = k
-        stream = np.array([getattr(e, "stream", None) for e in evs], dtype=object)
+        some = evs.take(todo)
+        for k in reversed(order):
+            if not todo.size:
+                break
+            got = np.asarray(self.streams[self._names[k]].claims(some), bool)
+            if got.any():
+                out[todo[got]] = k
+                todo, some = todo[~got], some.take(np.flatnonzero(~got))
+        stream = evs.column("stream")
         has_stream = np.not_equal(stream, None)  # type: ignore[call-overload]  # numpy's stubs refuse None
         if has_stream.any():
             for k, name in enumerate(self._names):
@@ -404,11 +508,14 @@ class EventDecoder:
     # -- building columns -------------------------------------------------------------------
     @staticmethod
     def _common(evs, msg, idx):
-        ts = np.array([t if t.__class__ is float else (t.timestamp() if t.tzinfo else to_epoch(t))
-                       for t in [e.ts for e in evs]], dtype=np.float64)
-        app = np.array([e.app for e in evs], dtype=object)
-        intent = np.array([e.intent if e.intent is not None else "all" for e in evs], dtype=object)
-        return msg, idx, ts.reshape(-1), app, intent
+        ts = epoch_seconds(column(evs, "ts"))
+        app = column(evs, "app")
+        intent = column(evs, "intent")
+        none = np.equal(intent, None)
+        if none.any():
+            intent = intent.copy()
+            intent[none] = "all"
+        return msg, idx, ts, app, intent
 
     # -- column checks ----------------------------------------------------------------------
     @staticmethod

@@ -24,12 +24,23 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import itertools
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from drift.core.events import AnyEvent, QueryBatch, RetrievalBatch, ScoreBatch, _Columns, format_time
+from drift.core.events import (
+    AnyEvent,
+    QueryBatch,
+    RetrievalBatch,
+    ScoreBatch,
+    _Columns,
+    column,
+    factorize,
+    format_time,
+    take_events,
+)
 from drift.core.rules import NOVELTY_QUANTILE, RULE_KINDS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -83,6 +94,16 @@ class Stream:
         """Why one event lacks what this stream needs (None: it is fine)."""
         return None
 
+    def schema_errors(self, events: list) -> dict[int, str]:
+        """:meth:`schema_error` of the events that have one, by position in ``events`` (a
+        stream may find the candidates column-wise first: see :func:`missing`)."""
+        out = {}
+        for j, e in enumerate(events):
+            why = self.schema_error(e)
+            if why:
+                out[j] = why
+        return out
+
     def build(self, decoder, events: list, msg: np.ndarray, idx: np.ndarray):
         """Columns of the accepted events (a ``_Columns`` subclass)."""
         raise NotImplementedError
@@ -132,6 +153,14 @@ def _obj(values) -> np.ndarray:
     return np.array(values, dtype=object)
 
 
+def missing(events: list, *fields: str) -> np.ndarray:
+    """Positions of the events that lack (have None in) any of ``fields``, read column-wise."""
+    bad = np.zeros(len(events), bool)
+    for f in fields:
+        bad |= np.equal(column(events, f), None)  # type: ignore[call-overload]  # numpy's stubs refuse None
+    return np.flatnonzero(bad)
+
+
 @dataclasses.dataclass
 class Columns(_Columns):
     """A batch of a plug-in stream: the common columns plus ``cols`` (name -> array)."""
@@ -146,7 +175,7 @@ class Columns(_Columns):
 
     def take(self, mask: np.ndarray):
         return Columns(self.msg[mask], self.idx[mask], self.ts[mask], self.app[mask], self.intent[mask],
-                       [o for o, k in zip(self.objs, mask) if k], {k: v[mask] for k, v in self.cols.items()})
+                       take_events(self.objs, mask), {k: v[mask] for k, v in self.cols.items()})
 
 
 class ScalarStream(Stream):
@@ -159,20 +188,23 @@ class ScalarStream(Stream):
     label_fields: tuple[str, ...] = ()
 
     def claims(self, events):
-        f = self.value_field
-        return np.array([getattr(e, f, None) is not None and getattr(e, "stream", None) in (None, self.name)
-                         for e in events], bool)
+        stream = column(events, "stream")
+        return (np.not_equal(column(events, self.value_field), None)
+                & (np.equal(stream, None) | (stream == self.name)))
 
     def schema_error(self, e):
         if getattr(e, self.value_field, None) is None:
             return f"missing required field `{self.value_field}`"
         return None
 
+    def schema_errors(self, events):
+        return {j: self.schema_error(events[j]) for j in missing(events, self.value_field).tolist()}
+
     def build(self, decoder, evs, msg, idx):
         msg, idx, ts, app, intent = decoder._common(evs, msg, idx)
-        cols = {self.value_field: np.array([getattr(e, self.value_field) for e in evs], dtype=np.float64)}
+        cols = {self.value_field: column(evs, self.value_field).astype(np.float64)}
         for f in self.label_fields:
-            cols[f] = _obj([getattr(e, f, None) for e in evs])
+            cols[f] = column(evs, f)
         return Columns(msg, idx, ts, app, intent, evs, cols)
 
     def check(self, decoder, b):
@@ -199,7 +231,7 @@ class ScoresStream(Stream):
     precedence = 3
 
     def claims(self, events):
-        return np.not_equal(_obj([e.dimension for e in events]), None) if events else np.zeros(0, bool)
+        return np.not_equal(column(events, "dimension"), None)
 
     def schema_error(self, e):
         if e.dimension is None:
@@ -208,17 +240,19 @@ class ScoresStream(Stream):
             return "missing required field `score`"
         return None
 
+    def schema_errors(self, events):
+        return {j: self.schema_error(events[j]) for j in missing(events, "dimension", "score").tolist()}
+
     def build(self, decoder, evs, msg, idx):
         msg, idx, ts, app, intent = decoder._common(evs, msg, idx)
-        return ScoreBatch(msg, idx, ts, app, intent, evs, _obj([e.dimension for e in evs]),
-                          np.array([e.score for e in evs], dtype=np.float64),
-                          _obj([e.prompt_hash for e in evs]), _obj([e.model for e in evs]))
+        return ScoreBatch(msg, idx, ts, app, intent, evs, column(evs, "dimension"),
+                          column(evs, "score").astype(np.float64), column(evs, "prompt_hash"), column(evs, "model"))
 
     def check(self, decoder, b):
         out = decoder._check_time(b)
         finite = np.isfinite(b.score)
         out += decoder._first_bad(b, ~finite, "NonFiniteValue", lambda j: f"score is {float(b.score[j])!r}")
-        dims, inv = np.unique(b.dimension.astype(str), return_inverse=True) if len(b) else ([], np.zeros(0, int))
+        dims, inv = factorize(b.dimension)
         spec = np.array([decoder._scale(d) for d in dims], dtype=np.float64).reshape(-1, 3)
         lo, hi, binary = spec[inv, 0], spec[inv, 1], spec[inv, 2] > 0
         outside = finite & ((b.score < lo) | (b.score > hi))
@@ -237,22 +271,23 @@ class ScoresStream(Stream):
     def feed(self, engine, state, b, idx, sids, t, runners):
         score = b.score[idx]
         kind, scale = state.columns(sids)
+        flag, check = kind == "flag", kind == "check"
         lo, hi, hib = scale[:, 0], scale[:, 1], scale[:, 2] > 0
         # detectors see values on [0, 1], higher is better; flags and check failures as 1 = bad
         x = (score - lo) / (hi - lo)
         x = np.where(hib, x, 1.0 - x)
-        x = np.where(kind == "check", 1.0 - score, np.where(kind == "flag", score, x))
+        x = np.where(check, 1.0 - score, np.where(flag, score, x))
         if engine.judge is not None:
             # the judge's verdicts wait in the join for the labels and feedback of their trace,
             # on the scale the labels are read on (quality: higher is better; flags/checks as sent)
-            verdict = np.where((kind == "flag") | (kind == "check"), score, x)
+            verdict = np.where(flag | check, score, x)
             engine.judge.offer_scores(b.dimension[idx], t, verdict, b.trace_ids(idx))
         if engine.cost is not None and idx.size:
             # one record per request for the cost rules: its cost, its quality and its model
             qd = engine.cost_quality_dimension
             is_q = (b.dimension[idx] == qd) if qd else (kind == "quality")
-            fams, _ = engine.families.lookup(b.app[idx], b.intent[idx])
-            good = np.where(kind == "check", score, np.where(kind == "flag", 1.0 - score, x))  # 1 = good
+            fams = state.families_of(engine.families, sids)
+            good = np.where(check, score, np.where(flag, 1.0 - score, x))  # 1 = good
             engine.cost.offer(fams, t, b.trace_ids(idx), b.costs(idx), np.where(is_q, good, np.nan), b.model[idx])
         for runner in runners:
             yield runner, sids, t, (score if runner.kind.values == "raw" else x)
@@ -290,7 +325,8 @@ class RetrievalStream(Stream):
     precedence = 2
 
     def claims(self, events):
-        return np.array([e.scores is not None or e.score is not None for e in events], bool)
+        return (np.not_equal(column(events, "scores"), None)
+                | np.not_equal(column(events, "score"), None))
 
     def schema_error(self, e):
         if e.scores is None and e.score is None:
@@ -299,12 +335,27 @@ class RetrievalStream(Stream):
             return "`scores` is empty"
         return None
 
+    def schema_errors(self, events):
+        scores = column(events, "scores")
+        has = np.flatnonzero(np.not_equal(scores, None))
+        empty = has[np.fromiter(map(len, scores[has]), np.intp, has.size) == 0]
+        neither = np.flatnonzero(np.equal(scores, None) & np.equal(column(events, "score"), None))
+        return {j: self.schema_error(events[j]) for j in np.union1d(neither, empty).tolist()}
+
     def build(self, decoder, evs, msg, idx):
         msg, idx, ts, app, intent = decoder._common(evs, msg, idx)
-        top1 = np.fromiter(((max(e.scores) if e.scores is not None else e.score) for e in evs),
-                           np.float64, len(evs))
-        b = RetrievalBatch(msg, idx, ts, app, intent, evs, top1, _obj([e.index_version for e in evs]))
-        b._all_finite = np.fromiter((e.scores is None or all(np.isfinite(e.scores)) for e in evs), bool, len(evs))
+        scores = column(evs, "scores")
+        top1 = column(evs, "score").copy()
+        finite = np.ones(len(evs), bool)
+        has = np.flatnonzero(np.not_equal(scores, None))
+        if has.size:  # the top-k lists, flat: one max and one finiteness test per list (none is empty)
+            size = np.fromiter(map(len, scores[has]), np.intp, has.size)
+            flat = np.fromiter(itertools.chain.from_iterable(scores[has]), np.float64, int(size.sum()))
+            starts = np.cumsum(size) - size
+            top1[has] = np.maximum.reduceat(flat, starts)
+            finite[has] = np.logical_and.reduceat(np.isfinite(flat), starts)
+        b = RetrievalBatch(msg, idx, ts, app, intent, evs, top1.astype(np.float64), column(evs, "index_version"))
+        b._all_finite = finite
         return b
 
     def check(self, decoder, b):
@@ -336,8 +387,9 @@ class QueriesStream(Stream):
     precedence = 1
 
     def claims(self, events):
-        return np.array([e.text is not None or e.embedding is not None or e.embedding_b64 is not None
-                         for e in events], bool)
+        return (np.not_equal(column(events, "text"), None)
+                | np.not_equal(column(events, "embedding"), None)
+                | np.not_equal(column(events, "embedding_b64"), None))
 
     def schema_error(self, e):
         if e.text is None and e.embedding is None and e.embedding_b64 is None:
@@ -491,7 +543,7 @@ class LabelsStream(Stream):
     precedence = 4
 
     def claims(self, events):
-        return np.array([e.label is not None for e in events], bool)
+        return np.not_equal(column(events, "label"), None)
 
     def schema_error(self, e):
         for f in ("trace_id", "dimension", "label"):
@@ -543,7 +595,8 @@ class FeedbackStream(Stream):
     no_cause = "no template change recorded for this stream: compare with the scores' prompt and model timeline"
 
     def claims(self, events):
-        return np.array([e.kind is not None and e.dimension is None for e in events], bool)
+        return (np.not_equal(column(events, "kind"), None)
+                & np.equal(column(events, "dimension"), None))
 
     def schema_error(self, e):
         if e.trace_id is None:
