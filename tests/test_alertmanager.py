@@ -327,6 +327,168 @@ def test_auth_headers_reach_the_server_and_are_not_logged(webhook, caplog):
         srv.server_close()
 
 
+_OPENSSL_CNF = """\
+[req]
+distinguished_name = dn
+[dn]
+[ca]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign
+subjectKeyIdentifier = hash
+[server]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+[client]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = clientAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+"""
+
+
+def _test_pki(d: Path) -> dict[str, Path]:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate (EC P-256,
+    two days), made with the ``openssl`` CLI or else the ``cryptography`` package:
+    ``{"ca", "server", "server_key", "client", "client_key"}`` (PEM files in ``d``)."""
+    out = {k: d / f"{k}.pem" for k in ("ca", "ca_key", "server", "server_key", "client", "client_key")}
+    openssl = shutil.which("openssl")
+    if openssl:
+        cnf = d / "openssl.cnf"
+        cnf.write_text(_OPENSSL_CNF)
+        key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        run = lambda *args: subprocess.run([openssl, *args], check=True, capture_output=True, timeout=30)  # noqa: E731
+        run("req", "-x509", "-config", cnf, "-extensions", "ca", *key, "-keyout", out["ca_key"], "-out", out["ca"],
+            "-days", "2", "-subj", "/CN=drift test CA")
+        for name, cn in (("server", "127.0.0.1"), ("client", "drift-client")):
+            csr = d / f"{name}.csr"
+            run("req", "-new", "-config", cnf, *key, "-keyout", out[f"{name}_key"], "-out", csr, "-subj", f"/CN={cn}")
+            run("x509", "-req", "-in", csr, "-CA", out["ca"], "-CAkey", out["ca_key"], "-set_serial",
+                str(uuid.uuid4().int >> 64), "-days", "2", "-extfile", cnf, "-extensions", name, "-out", out[name])
+        return out
+    try:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    except ImportError:
+        pytest.skip("no `openssl` CLI and no `cryptography` package to make a test certificate: "
+                    "apt-get install openssl (or pip install cryptography)")
+    import datetime
+    import ipaddress
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def make(cn, issuer=None, issuer_key=None, ca=False, usage=None):
+        k = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+        b = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer or name).public_key(k.public_key())
+             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+             .not_valid_after(now + datetime.timedelta(days=2))
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+             .add_extension(x509.KeyUsage(digital_signature=not ca, key_cert_sign=ca, crl_sign=ca,
+                                          content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                          key_agreement=False, encipher_only=False, decipher_only=False),
+                            critical=True)
+             .add_extension(x509.SubjectKeyIdentifier.from_public_key(k.public_key()), critical=False))
+        if issuer_key is not None:
+            b = b.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+                                critical=False)
+        if usage == "server":
+            b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            b = b.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                                critical=False)
+        elif usage == "client":
+            b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        return k, name, b.sign(issuer_key or k, hashes.SHA256())
+
+    def write(stem, k, cert):
+        out[stem].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        out[f"{stem}_key"].write_bytes(k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()))
+
+    ca_key, ca_name, ca_cert = make("drift test CA", ca=True)
+    write("ca", ca_key, ca_cert)
+    for stem, cn in (("server", "127.0.0.1"), ("client", "drift-client")):
+        k, _, cert = make(cn, ca_name, ca_key, usage=stem)
+        write(stem, k, cert)
+    return out
+
+
+def test_https_verification_ca_file_insecure_skip_verify_and_client_certificate(tmp_path):
+    """The sink's TLS settings against an HTTPS ``POST /api/v2/alerts`` on loopback (a certificate
+    of a throwaway CA, for 127.0.0.1; client certificates asked for, not required): without the
+    CA the post fails verification (CERTIFICATE_VERIFY_FAILED in last_error and, past the grace
+    period, in the readiness reason), nothing reaches the server and confirm() is False; with
+    ``ca_file`` it is delivered; with ``insecure_skip_verify`` too (no CA); with
+    ``cert_file``/``key_file`` and a ``bearer_token`` the server sees the client certificate and
+    the token, and the settings dump shows the token as ``***``."""
+    import ssl
+
+    pki = _test_pki(tmp_path)
+    seen: list[tuple[str, str | None, int]] = []  # (Authorization, client certificate CN, alerts)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server API)
+            alerts = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+            peer = self.connection.getpeercert()
+            cn = dict(x[0] for x in peer["subject"])["commonName"] if peer else None
+            seen.append((self.headers.get("Authorization", ""), cn, len(alerts)))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.daemon_threads = True
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pki["server"], pki["server_key"])
+    ctx.load_verify_locations(pki["ca"])
+    ctx.verify_mode = ssl.CERT_OPTIONAL
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"https://127.0.0.1:{srv.server_address[1]}"
+
+    def deliver(**tls) -> tuple[bool, AlertmanagerSink]:
+        sink = _sink([url], settings=_settings([url], **tls), confirm_timeout=1.0)
+        try:
+            sink.emit([_alert()])
+            return sink.confirm(timeout=10 if tls else 1.0), sink
+        finally:
+            if tls:
+                sink.close()
+
+    try:
+        ok, sink = deliver()  # the system CAs only: the throwaway CA is not among them
+        try:
+            assert ok is False and seen == []
+            assert "CERTIFICATE_VERIFY_FAILED" in sink.last_error and url in sink.last_error
+            time.sleep(0.6)  # past the grace period (0.5 s): readiness says why
+            assert "CERTIFICATE_VERIFY_FAILED" in (sink.problem() or "")
+        finally:
+            sink.close()
+        assert deliver(ca_file=str(pki["ca"]))[0] is True
+        assert seen[-1] == ("", None, 1)
+        assert deliver(insecure_skip_verify=True)[0] is True
+        assert seen[-1] == ("", None, 1)
+        tls = {"ca_file": str(pki["ca"]), "cert_file": str(pki["client"]), "key_file": str(pki["client_key"]),
+               "bearer_token": "tok-tls-7"}
+        assert deliver(**tls)[0] is True
+        assert seen[-1] == ("Bearer tok-tls-7", "drift-client", 1)
+        shown = _settings([url], **tls).describe()["alertmanager"]
+        assert shown["bearer_token"] == "***" and "tok-tls-7" not in json.dumps(shown)
+        assert shown["cert_file"] == str(pki["client"])
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
 def test_permanent_rejection_counts_as_delivered_and_outages_are_retried(caplog):
     """A 400 refuses the alert itself: logged with the alert and the (truncated) answer, counted,
     delivered for the commit order and not re-sent; 503, 429 and 401 are outages: retried."""
@@ -481,38 +643,110 @@ def test_ha_pair_success_when_one_accepts(alertmanager, webhook):
 
 
 # ------------------------------------------------------------------------------ through drift serve
-@pytest.mark.kafka
-def test_drift_serve_delivers_through_alertmanager(broker, topic_factory, alertmanager, webhook, format_events):
-    from kafka_harness import ServeProcess, messages_of, produce
-
-    am = alertmanager()
-    topics = {"scores": topic_factory(1, "scores"), "retrieval": topic_factory(1, "retrieval"),
-              "queries": topic_factory(1, "queries"), "labels": topic_factory(1, "labels"),
-              "feedback": topic_factory(1, "feedback"), "alerts": topic_factory(1, "alerts"),
-              "dlq": topic_factory(1, "dlq"), "state": topic_factory(1, "state")}
-    msgs = messages_of(format_events, max_batch=200)
-    produce(broker.bootstrap, topics, msgs)
-    svc = ServeProcess(broker.bootstrap, f"g-{uuid.uuid4().hex[:6]}", topics,
-                       {"DRIFT_ALERTMANAGER_URLS": am.url,
-                        "DRIFT_ALERTMANAGER_RUNBOOK_URL": "https://runbooks.example/{rule}"})
-    try:
-        webhook.wait(lambda: webhook.alerts("firing", alertname="format_failure_spike"), timeout=60,
-                     what="format_failure_spike via Alertmanager")
-        got = webhook.alerts("firing", alertname="format_failure_spike")[0]
-        assert got["labels"]["app"] == "support-bot" and got["labels"]["dimension"] == "format_valid"
-        assert got["annotations"]["runbook_url"] == "https://runbooks.example/format_failure_spike"
-        success = 'drift_alertmanager_sent_total{result="success",url="' + am.url + '"}'
-        svc.wait_for(lambda: svc.metric(success) >= 1, 20, "the success metric")
-        assert svc.get("/readyz")[0] == 200
-    finally:
-        assert svc.stop() == 0
-
-
 def _serve_topics(topic_factory):
     return {"scores": topic_factory(1, "scores"), "retrieval": topic_factory(1, "retrieval"),
             "queries": topic_factory(1, "queries"), "labels": topic_factory(1, "labels"),
             "feedback": topic_factory(1, "feedback"), "alerts": topic_factory(1, "alerts"),
             "dlq": topic_factory(1, "dlq"), "state": topic_factory(1, "state")}
+
+
+@pytest.fixture(scope="module")
+def format_rollback(format_events):
+    """The continuation of ``format_events``: four days (from 2026-01-17) of the same series with
+    the payments template rolled back (the old prompt_hash, format_valid pass rate 0.97 again;
+    the base traffic of ``stable``). With the offline engine, the format_failure_spike of
+    ``format_events`` resolves in it: ``(events, firing alert, resolved alert)`` (the data of
+    each, as on the alert topic)."""
+    import msgspec
+
+    from drift.tools.simulate import iter_events, simulate
+    from scenario_harness import run_lines
+
+    sim = simulate("stable", seed=0, days=4, start="2026-01-17T00:00:00Z")
+    events = [e for e in iter_events(sim) if e.get("app") == "support-bot" and e.get("intent") == "billing"
+              and e.get("dimension") == "format_valid"]
+    assert events[0]["prompt_hash"] == format_events[0]["prompt_hash"] != format_events[-1]["prompt_hash"]
+    enc = msgspec.json.Encoder()
+    alerts, rejected, _ = run_lines([enc.encode(e) for e in format_events + events])
+    assert rejected == []
+    spikes = [a["data"] for a in alerts if a["data"]["rule"] == "format_failure_spike"]
+    assert [d["status"] for d in spikes] == ["firing", "resolved"], spikes
+    assert spikes[0]["alert_id"] == spikes[1]["alert_id"] and spikes[1]["ends_at"] < events[-1]["ts"]
+    return events, spikes[0], spikes[1]
+
+
+@pytest.mark.kafka
+def test_drift_serve_fires_and_resolves_through_alertmanager_across_its_restart(
+        broker, topic_factory, alertmanager, webhook, format_events, format_rollback):
+    """Issue 16, end to end: `drift serve` reads 12 days of prompt_cleanup (support-bot/billing
+    format_valid) and its format_failure_spike reaches the webhook through Alertmanager's routing
+    with the series' labels and the annotations (alert_id, runbook_url). Alertmanager is then
+    stopped, and the stream goes on while it is down: four days with the template rolled back,
+    in which the episode resolves (the engine's own resolution, not a reset). drift serve holds
+    the resolution (pending) until Alertmanager is back (same port and storage), and then the
+    receiver gets it: same labels and alert_id, endsAt = the engine's ends_at. Across the restart
+    nothing is lost and nothing is repeated: ONE firing and ONE resolved notification for the
+    label set, and Alertmanager holds no active alert."""
+    from collections import Counter
+
+    from kafka_harness import ServeProcess, messages_of, produce, read_topic
+
+    rollback, fired, resolved = format_rollback
+    am = alertmanager()
+    topics = _serve_topics(topic_factory)
+    n = produce(broker.bootstrap, topics, messages_of(format_events, max_batch=200))
+    svc = ServeProcess(broker.bootstrap, f"g-{uuid.uuid4().hex[:6]}", topics,
+                       {"DRIFT_ALERTMANAGER_URLS": am.url,
+                        "DRIFT_ALERTMANAGER_RUNBOOK_URL": "https://runbooks.example/{rule}"})
+    labels = {"alertname": "format_failure_spike", "severity": "warning", "stream": "scores",
+              "app": "support-bot", "intent": "billing", "dimension": "format_valid"}
+    pending = "drift_alertmanager_pending"
+    try:
+        webhook.wait(lambda: webhook.alerts("firing", alertname="format_failure_spike"), timeout=60,
+                     what="format_failure_spike via Alertmanager")
+        got = webhook.alerts("firing", alertname="format_failure_spike")[0]
+        assert got["labels"] == labels
+        assert got["annotations"]["alert_id"] == fired["alert_id"]
+        assert got["annotations"]["runbook_url"] == "https://runbooks.example/format_failure_spike"
+        assert got["startsAt"].startswith(fired["starts_at"][:19])
+        success = 'drift_alertmanager_sent_total{result="success",url="' + am.url + '"}'
+        svc.wait_for(lambda: svc.metric(success) >= 1, 20, "the success metric")
+        assert svc.get("/readyz")[0] == 200
+
+        # Alertmanager goes down (SIGTERM: it writes its notification log to its storage, which
+        # remembers the firing notification; a resolution of a group it never notified is not
+        # sent); the stream goes on, and the episode resolves meanwhile
+        am.stop()
+        n += produce(broker.bootstrap, topics, messages_of(rollback, max_batch=200, seed=1))
+        svc.wait_consumed(n, timeout=60)
+
+        def on_topic() -> list[dict]:
+            return [d for d in (json.loads(r.value)["data"] for r in read_topic(broker.bootstrap, topics["alerts"]))
+                    if d["rule"] == "format_failure_spike"]
+
+        svc.wait_for(lambda: [d["status"] for d in on_topic()] == ["firing", "resolved"], 30,
+                     "the resolution on the alert topic")
+        assert on_topic()[1]["alert_id"] == fired["alert_id"] and on_topic()[1]["ends_at"] == resolved["ends_at"]
+        svc.wait_for(lambda: svc.metric(pending) >= 1, 20, "the resolution held as pending")
+        assert webhook.alerts("resolved") == []
+
+        am.start()
+        webhook.wait(lambda: webhook.alerts("resolved", alertname="format_failure_spike"), timeout=30,
+                     what="the resolution after Alertmanager's restart")
+        res = webhook.alerts("resolved", alertname="format_failure_spike")[0]
+        assert res["labels"] == labels and res["annotations"]["alert_id"] == fired["alert_id"]
+        assert res["endsAt"].startswith(resolved["ends_at"][:19])
+        svc.wait_for(lambda: svc.metric(pending) == 0, 20, "nothing pending")
+        time.sleep(3)  # group_wait + group_interval, and more: a repeat would be here
+        per_label_set = Counter((n["status"], json.dumps(a["labels"], sort_keys=True))
+                                for n in webhook.notifications for a in n["alerts"])
+        key = json.dumps(labels, sort_keys=True)
+        assert per_label_set == {("firing", key): 1, ("resolved", key): 1}, webhook.notifications
+        assert len(webhook.notifications) == 2
+        assert _am_alerts(am, alertname="format_failure_spike") == []
+        assert svc.get("/readyz")[0] == 200
+    finally:
+        assert svc.stop() == 0
 
 
 @pytest.mark.kafka
