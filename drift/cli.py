@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -32,6 +33,11 @@ def _cmd_replay(args) -> int:
     if not args.write_state and (args.bootstrap_servers or args.group_id):
         print("drift replay: --bootstrap-servers and --group-id apply only with --write-state", file=sys.stderr)
         return 2
+    for path in args.events:
+        if path != "-" and not os.path.isfile(path):
+            what = "is a folder, not an events file" if os.path.isdir(path) else "no such file"
+            print(f"drift replay: {path}: {what}", file=sys.stderr)
+            return 2
     settings = _settings(args, {**_kafka_overrides(args), "queries": {"golden": args.golden}})
     golden, encoder = _golden(settings)
     from drift.core.engine import Engine
@@ -208,6 +214,10 @@ def _event_time(text: str) -> float:
 def _cmd_baseline_reset(args) -> int:
     from drift.runtime.control import reset_command, send_command
 
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        print(f"drift baseline reset: --timeout must be a positive number of seconds, got {args.timeout:g}",
+              file=sys.stderr)
+        return 2
     settings = _settings(args, _kafka_overrides(args))
     by = args.by if args.by is not None else os.environ.get("USER", "")
     now = args.at if args.at is not None else time.time()
@@ -381,14 +391,17 @@ dimension. Labels may be binary (0/1, true/false), categories (strings) or ordin
 (e.g. 1-5); numeric judge scores become labels with --threshold or --bins.
 
 The interval is a percentile bootstrap that resamples items within each of the human's classes
-(so the count of the minority class, which drives the width, is kept). The report also gives
+(so the count of the minority class, which drives the width, is kept); where the judge gave one
+label to each class and every resample has the same kappa (perfect agreement on a few items),
+it is the exact binomial bound on how often the judge departs from those labels. The report also gives
 raw agreement, the human's prevalence, the minority class count and n_more: how many more
 labelled items would bring the interval's half-width to 0.10."""
 
 _CALIBRATE_EPILOG = """Exit codes: 0 every gated dimension passes; 1 a gated dimension's kappa (with --strict: the
-interval's lower end) is below --min-kappa, or undefined; 2 bad input (a one-line message names
-the file, line and column: missing file or column, empty value, non-numeric score with
---threshold/--bins, duplicate id, no rows).
+interval's lower end) is below --min-kappa, or undefined; 2 bad input (a one-line message
+names the file, line and column: missing file or column, a file that is not UTF-8, empty value, non-numeric score with --threshold/--bins,
+duplicate id, no rows; or the option: --min-kappa outside [-1, 1], --n-boot below 200, a
+negative --seed).
 
 Example: drift calibrate data/pandalm/gpt-3.5-turbo.csv --by intent --json"""
 
@@ -647,12 +660,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--map-human", action="store_true",
                    help="map the human columns with --threshold/--bins too (when they are scores on the same scale)")
     p.add_argument("--min-kappa", type=float, default=0.6, metavar="K",
-                   help="gate: exit 1 when a gated dimension's kappa is below K (default 0.6)")
+                   help="gate: exit 1 when a gated dimension's kappa is below K, a number in [-1, 1] (default 0.6)")
     p.add_argument("--strict", action="store_true", help="gate on the interval's lower end instead of kappa")
     p.add_argument("--gate", action="append", metavar="DIM",
                    help="gate only this dimension (repeatable; default: all dimensions)")
-    p.add_argument("--n-boot", type=int, default=2000, metavar="N", help="bootstrap resamples (default 2000)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--n-boot", type=int, default=2000, metavar="N",
+                   help="bootstrap resamples (default 2000; at least 200, so that each 2.5%% tail of the 95%% "
+                        "percentile interval holds at least 5 resamples)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed, a non-negative integer (default 0)")
     p.set_defaults(func=_cmd_calibrate)
 
     p = sub.add_parser("gate", help="gate a release on a golden set: floors and a paired regression test vs a baseline",
@@ -712,7 +727,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="event time of the reset, RFC 3339 or epoch seconds (default: now; for backfills, "
                         "where the service is reading old input: it applies the reset once it has read up to TIME)")
     p.add_argument("--bootstrap-servers", metavar="HOST:PORT[,…]", help="Kafka bootstrap servers (default localhost:9092)")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the broker (default 30)")
+    p.add_argument("--timeout", type=float, default=30.0,
+                   help="seconds to wait for the broker, more than 0 (default 30)")
     p.add_argument("--json", action="store_true", help="print where the command went as JSON")
     p.set_defaults(func=_cmd_baseline_reset)
 

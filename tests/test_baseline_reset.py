@@ -217,6 +217,16 @@ def test_cli_checks_the_rule_and_fields_before_sending(capsys):
     assert "--rule: 'nope'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("timeout", ["-1", "0", "nan", "inf"])
+def test_cli_rejects_a_timeout_that_is_not_positive(capsys, timeout):
+    from drift.cli import main
+
+    assert main(["baseline", "reset", "--rule", "quality_drop", "--app", "bot", "--bootstrap-servers",
+                 "127.0.0.1:1", "--timeout", timeout]) == 2
+    err = capsys.readouterr().err
+    assert err == f"drift baseline reset: --timeout must be a positive number of seconds, got {float(timeout):g}\n"
+
+
 def test_reset_command_keys_like_the_series():
     from drift.runtime.control import reset_command
 

@@ -15,7 +15,14 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 
 from drift.tools import broker as broker_mod
-from drift.tools.broker import DEFAULT_TOPICS, BrokerError, EmbeddedBroker, create_topics, tansu_binary
+from drift.tools.broker import (
+    DEFAULT_TOPICS,
+    BrokerError,
+    EmbeddedBroker,
+    create_topics,
+    default_topics,
+    tansu_binary,
+)
 
 kafka = pytest.mark.kafka
 
@@ -243,6 +250,42 @@ def test_create_topics_is_idempotent(broker, capsys):
         described = {t["name"]: len(t["partitions"]) for t in admin.describe_topics([a, b])}
     assert described == {a: 2, b: 1}
     assert create_topics(broker.bootstrap, {}) == {}
+
+
+def test_default_topics_follow_the_settings_names_and_keep_the_join_co_partitioned():
+    from drift.core.config import load_settings
+
+    topics = load_settings(None, {}, None).topics
+    assert set(topics) == {name.split(".", 1)[1] for name in DEFAULT_TOPICS}  # every role has its default topic
+    assert default_topics(topics) == DEFAULT_TOPICS == default_topics()
+    renamed = default_topics({**topics, "scores": "s", "labels": "l", "feedback": "f", "control": ""})
+    assert renamed["s"] == renamed["l"] == renamed["f"] == DEFAULT_TOPICS["llm.scores"] == 3
+    assert "drift.control" not in renamed and "" not in renamed  # a role turned off is not created
+
+
+def test_live_demo_creates_labels_and_feedback_co_partitioned_with_scores(monkeypatch):
+    """`drift demo` creates the topics of `drift broker --create-default-topics` (it used to leave
+    llm.labels and llm.feedback to auto-creation, with another partition count than llm.scores)."""
+    import types
+
+    from drift.core.config import load_settings
+    from drift.tools import demo
+
+    class Created(Exception):
+        pass
+
+    created: dict[str, int] = {}
+
+    def fake_create_topics(bootstrap, topics, **kw):
+        created.update(topics)
+        raise Created  # stop the demo there: nothing else is wanted from it
+
+    monkeypatch.setattr(broker_mod, "create_topics", fake_create_topics)
+    settings = load_settings(None, {}, {"topics": {"labels": "my.labels"}})
+    with pytest.raises(Created):
+        demo._run_live(types.SimpleNamespace(bootstrap_servers="127.0.0.1:1"), settings, [], print, None)
+    assert created == default_topics(settings.topics)
+    assert created["my.labels"] == created["llm.feedback"] == created["llm.scores"]
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.stats
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import cohen_kappa_score
 from statsmodels.stats.inter_rater import cohens_kappa
@@ -459,6 +460,62 @@ def test_duplicate_ids_in_different_dimensions_are_fine(tmp_path, capsys):
     path = _write_csv(tmp_path / "d.csv", ["id", "dimension", "judge", "human"], rows)
     rc, rep = _json(capsys, path)
     assert rc == 0 and rep["a"]["kappa"] == rep["b"]["kappa"] == 1.0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seed", "-1"], "--seed must be a non-negative integer, got -1"),
+    (["--min-kappa", "nan"], "--min-kappa must be a number from -1 to 1"),
+    (["--min-kappa", "inf"], "--min-kappa must be a number from -1 to 1"),
+    (["--min-kappa", "1.5"], "--min-kappa must be a number from -1 to 1"),
+    (["--min-kappa", "-1.01"], "--min-kappa must be a number from -1 to 1"),
+    (["--n-boot", "1"], "--n-boot must be at least 200"),
+    (["--n-boot", "199"], "--n-boot must be at least 200"),
+])
+def test_bad_options_exit_2_naming_the_option(tmp_path, capsys, argv, message):
+    path = _write_csv(tmp_path / "in.csv", ["id", "judge", "human"], [[i, i % 2, i % 3 % 2] for i in range(40)])
+    rc, out, err = _run(capsys, path, *argv)
+    assert rc == 2 and out == "" and message in err and len(err.strip().splitlines()) == 1, err
+    assert _run(capsys, path, "--n-boot", "200", "--seed", "3", "--min-kappa", "-1")[0] == 0  # the bounds pass
+
+
+@pytest.mark.parametrize("name, data, line", [
+    ("latin1.csv", "id,judge,human\n1,1,1\n2,0,0\n3,caf\u00e9,1\n".encode("latin-1"), 4),
+    ("latin1.jsonl", '{"id": 1, "judge": 1, "human": 1}\n{"id": 2, "judge": "caf\u00e9", "human": 1}\n'
+                     .encode("latin-1"), 2),
+    ("binary.dat", b"\x7fELF\x02\x01\x01\x00" + bytes(range(128, 256)) * 4, 1),
+])
+def test_input_that_is_not_utf8_exits_2_naming_file_and_line(tmp_path, capsys, name, data, line):
+    path = tmp_path / name
+    path.write_bytes(data)
+    rc, out, err = _run(capsys, path)
+    assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert f"{path}, line {line}: not UTF-8 text" in err
+
+
+def test_where_every_resample_agrees_the_interval_is_the_exact_departure_bound(tmp_path, capsys):
+    """2 agreeing items: kappa 1 in every resample, a bootstrap interval [1, 1] that measures
+    nothing. The interval is the exact binomial bound on how often the judge departs from its
+    labels instead: [-0.68, 1] for 2 items (``--strict`` fails), narrow for 500."""
+    path = _write_csv(tmp_path / "two.csv", ["id", "judge", "human"], [[1, 1, 1], [2, 0, 0]])
+    rc, out, _ = _run(capsys, path, "--strict", "--min-kappa", "0.8")
+    assert rc == 1 and "gate: FAIL: all with ci_low below 0.8" in out
+    assert _run(capsys, path)[0] == 0  # gating on kappa, as documented: 1.0
+    rc, rep = _json(capsys, path, "--strict")
+    entry = rep["all"]
+    assert rc == 1 and entry["ci_high"] == entry["kappa"] == 1.0
+    assert entry["ci_low"] == pytest.approx(1 - (1 - 0.025 ** 0.5) / 0.5, abs=1e-12)  # -0.68
+    assert "exact binomial bound" in entry["reason"] and entry["n_more"] > 0
+    # 500 agreeing items: 0 departures of 500 is at most 0.74 % (Clopper-Pearson), kappa >= 0.985
+    path = _write_csv(tmp_path / "many.csv", ["id", "judge", "human"], [[i, i % 2, i % 2] for i in range(500)])
+    rc, rep = _json(capsys, path, "--strict", "--min-kappa", "0.98")
+    u = 1 - 0.025 ** (1 / 500)
+    assert rc == 0 and rep["all"]["ci_low"] == pytest.approx(1 - u / 0.5, abs=1e-12)
+    assert scipy.stats.beta.ppf(0.975, 1, 500) == pytest.approx(u, rel=1e-9)  # the Clopper-Pearson upper end
+    # one disagreement: the bootstrap's own interval, gated as before
+    path = _write_csv(tmp_path / "one_miss.csv", ["id", "judge", "human"],
+                      [[i, i % 2, i % 2] for i in range(12)] + [[12, 0, 1]])
+    rc, rep = _json(capsys, path, "--min-kappa", "0")
+    assert rc == 0 and rep["all"]["ci_low"] < rep["all"]["ci_high"] and "reason" not in rep["all"]
 
 
 def test_help_documents_exit_codes(capsys):

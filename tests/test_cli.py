@@ -117,3 +117,10 @@ def test_rules_lists_builtins_declared_rules_overrides_and_kinds(tmp_path):
     bad.write_text('[rules.mine]\nkind = "nope"\n')
     r = run_cli("rules", "--config", str(bad))
     assert r.returncode == 2 and b"rules.mine.kind" in r.stderr and b"Traceback" not in r.stderr
+
+
+def test_replay_of_a_missing_file_or_a_folder_is_one_line_exit_2(tmp_path, capsys):
+    assert main(["replay", str(tmp_path / "nope.jsonl")]) == 2
+    assert capsys.readouterr().err.strip() == f"drift replay: {tmp_path / 'nope.jsonl'}: no such file"
+    assert main(["replay", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == f"drift replay: {tmp_path}: is a folder, not an events file"

@@ -331,6 +331,16 @@ def test_missing_file_is_one_line_without_a_traceback(tmp_path):
     assert r.returncode == 2 and "b.csv: no such file" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_input_that_is_not_utf8_is_one_line_naming_file_and_line(tmp_path, capsys):
+    run = tmp_path / "run.csv"
+    run.write_bytes("id,faithfulness,slice\n1,0.9,a\n2,0.8,caf\u00e9\n".encode("latin-1"))
+    err = _bad(capsys, run)
+    assert err == f"drift gate: {run}, line 3: not UTF-8 text (byte 0xe9, column 10); save it as UTF-8\n"
+    base = tmp_path / "base.bin"
+    base.write_bytes(b"\x7fELF\x02\x01\x01\x00" + bytes(range(128, 256)))
+    assert f"{base}, line 1: not UTF-8 text" in _bad(capsys, CAND, "--baseline", base)
+
+
 def test_bad_input_names_file_line_and_field(tmp_path, capsys):
     dup = _write(tmp_path / "dup.csv", "id,score\na,1\nb,2\na,3\n")
     assert _bad(capsys, dup) == f"drift gate: {dup}, line 4, column id: duplicate id 'a' (first on line 2)\n"

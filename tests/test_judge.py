@@ -283,6 +283,22 @@ def test_the_join_store_expires_bounds_and_round_trips():
     assert k.counts["labels.too_far_apart"] == 1
 
 
+def test_replay_summary_counts_labels_and_feedback_waiting_for_their_score(tmp_path, capsys):
+    """No labels at all: nothing is waiting on the labels' side (joined pairs held for release
+    count as joined, not as waiting); a thumbs-down without a score is waiting on its own side."""
+    from drift.cli import main
+
+    s, _, fb = judged_stream(days=3, per_day=30, change_day=1000, feedback=True, seed=5)
+    down = next(f for f in fb if f["kind"] == "thumbs_down")
+    lost = {**down, "ts": fb[-1]["ts"], "trace_id": "no-such-trace"}
+    path = tmp_path / "events.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in by_time(s, fb, [lost])))
+    assert main(["replay", str(path), "--quiet"]) == 0  # thumbs-downs meet the `relevance` score by default
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("judge join"))
+    assert "labels joined 0 (never joined 0, waiting for their score 0)" in line, line
+    assert "(waiting for their score 1)" in line and "thumbs-downs joined 0 " not in line, line
+
+
 def test_replay_reports_the_join_and_writes_escalated_traces(tmp_path, capsys):
     from drift.cli import main
 

@@ -69,8 +69,9 @@ class ReplayReport:
         if self.judge or self.escalations:
             j = self.judge
             lines.insert(-1, f"judge join        labels joined {j.get('labels.joined', 0):,} (never joined "
-                             f"{j.get('labels.unjoined', 0):,}, waiting {j.get('waiting', 0):,}), thumbs-downs joined "
-                             f"{j.get('feedback.joined', 0):,}; escalated traces {len(self.escalations):,}")
+                             f"{j.get('labels.unjoined', 0):,}, waiting for their score {j.get('labels.waiting', 0):,}), "
+                             f"thumbs-downs joined {j.get('feedback.joined', 0):,} (waiting for their score "
+                             f"{j.get('feedback.waiting', 0):,}); escalated traces {len(self.escalations):,}")
         if self.cost:
             c = self.cost
             skipped = [f"{what} {c[key]:,}" for key, what in (("no_trace_id", "without trace_id"),
@@ -148,7 +149,6 @@ def replay(paths: Iterable[str], settings: Settings, *, chunk: int = 20_000, chu
             report.escalations += engine.take_escalations()
         if engine.judge is not None:
             report.judge = {k[6:]: v for k, v in engine.counts.items() if k.startswith("judge.")}
-            report.judge["waiting"] = engine.judge.n_rights + len(engine.judge.pending)
         if engine.cost is not None:
             report.cost = {k[5:]: v for k, v in engine.counts.items() if k.startswith("cost.")}
             report.cost["waiting"] = len(engine.cost.open)
@@ -169,5 +169,11 @@ def replay(paths: Iterable[str], settings: Settings, *, chunk: int = 20_000, chu
             size = 0
     if buf:
         flush()
+    if engine.judge is not None and report.judge:
+        # labels and thumbs-downs still waiting for the score of their trace (not joined pairs held
+        # for release in event time: those count as joined)
+        waiting = Counter(r[0] for rights in engine.judge.rights.values() for r in rights)
+        report.judge["labels.waiting"] = waiting["labels"]
+        report.judge["feedback.waiting"] = waiting["feedback"]
     report.seconds = time.perf_counter() - started
     return report

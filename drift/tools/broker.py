@@ -13,6 +13,7 @@ Public surface::
     EmbeddedBroker(port=None, ...)       context manager; .start() .stop() .bootstrap
     create_topics(bootstrap, {name: n})  idempotent, waits for the metadata
     DEFAULT_TOPICS                       the topics of ``drift broker --create-default-topics``
+    default_topics(settings.topics)      the same under the names the settings give them
     main(argv)                           the ``drift broker`` command
 
 Nothing in here may leak into the product path: ``drift serve`` only ever gets a
@@ -125,6 +126,7 @@ __all__ = [
     "DEVNULL",
     "EmbeddedBroker",
     "create_topics",
+    "default_topics",
     "main",
     "tansu_binary",
 ]
@@ -566,6 +568,20 @@ def _pdeathsig_hook():
 
 
 # --------------------------------------------------------------------------- topics
+
+
+def default_topics(names: Mapping[str, str] | None = None) -> dict[str, int]:
+    """:data:`DEFAULT_TOPICS` (``{name: partitions}``) under the names of ``names``.
+
+    ``names`` maps each role to its topic, as the settings' ``[topics]`` do (``settings.topics``:
+    ``{"scores": "llm.scores", "labels": "my.labels", ...}``); a default topic's role is its name
+    after the first dot (``llm.labels``: ``labels``). Roles ``names`` does not give keep the
+    default name, so the labels and feedback topics stay co-partitioned with the scores topic
+    however the topics are renamed. A role ``names`` turns off (e.g. ``control = ""``) is left out.
+    """
+    names = names or {}
+    topics = {names.get(name.split(".", 1)[1], name): n for name, n in DEFAULT_TOPICS.items()}
+    return {name: n for name, n in topics.items() if name}
 
 
 def create_topics(

@@ -28,7 +28,8 @@ Input
 
 Bad input (:class:`CalibrateError`, exit 2) names the file, line and column: a missing file, a
 missing ``id``/``judge``/``human`` column, an empty value, a non-numeric judge score with a
-mapping, a duplicate id within a dimension, more than 127 distinct labels in a dimension, no rows.
+mapping, a duplicate id within a dimension, more than 127 distinct labels in a dimension, no rows,
+bytes that are not UTF-8; and options out of range (``--min-kappa``, ``--n-boot``, ``--seed``).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from detectors.agreement import (
     confusion,
     kappa_from_confusion,
     stratified_bootstrap_kappa,
+    weight_matrix,
 )
 from drift.tools.tabular import jsonl_rows, open_lines
 
@@ -69,6 +71,8 @@ __all__ = [
     "WORKABLE_FROM",
     "HIGH_STAKES_FROM",
     "TARGET_HALF_WIDTH",
+    "MIN_BOOT",
+    "departure_interval",
 ]
 
 WORKABLE_FROM = 0.6
@@ -77,6 +81,10 @@ HIGH_STAKES_FROM = 0.8
 """Kappa from which a judge is trusted for ``high_stakes`` decisions."""
 TARGET_HALF_WIDTH = 0.10
 """The confidence interval half-width that ``n_more`` plans for."""
+MIN_BOOT = 200
+"""The fewest bootstrap resamples (``--n-boot``): each 2.5 % tail of the 95 % percentile interval
+then holds at least 5 resamples; fewer give ends that are single draws, or an interval of one
+resample that need not contain kappa."""
 MAX_LABELS = 127
 """Distinct labels per dimension (one signed byte per item and rater)."""
 
@@ -463,6 +471,9 @@ def _stats(dim: DimensionLabels, codes: Codes, human_classes: np.ndarray, weight
     low, high = stratified_bootstrap_kappa(judge, human, k, weights, n_boot=n_boot, seed=seed)
     if not math.isfinite(kappa):
         low = high = math.nan
+    degenerate = math.isfinite(kappa) and high <= low
+    if degenerate:
+        low, high = departure_interval(table, weights)
     human_counts = table.sum(axis=0)
     if dim.numeric and k == 2:
         prevalence = human_counts[1] / n  # binary: the share of the higher label (1 / true)
@@ -474,6 +485,10 @@ def _stats(dim: DimensionLabels, codes: Codes, human_classes: np.ndarray, weight
         only = dim.levels[int(human[0])]
         out["reason"] = (f"the judge and the human gave all {n} items the label {str(only)!r}: "
                          "kappa is undefined (no disagreement is expected by chance); label items of other classes")
+    elif degenerate:
+        out["reason"] = (f"on these {n} items the judge gives one label to each of the human's classes, so every "
+                         "bootstrap resample has the same kappa; the interval is the exact binomial bound on how "
+                         f"often the judge departs from that label (0 of {n} seen); label more items")
     h2 = codes.extra.get("human_2")
     human_human = None
     if h2 is not None:
@@ -491,6 +506,31 @@ def _stats(dim: DimensionLabels, codes: Codes, human_classes: np.ndarray, weight
     return out
 
 
+def departure_interval(table: np.ndarray, weights: Weights = None) -> tuple[float, float]:
+    """A 95 % interval for kappa where the bootstrap has none: the judge gave one label to each of
+    the human's classes, so resampling within those classes always gives the same kappa (perfect
+    agreement on a few items gives ``[1, 1]``, which measures nothing).
+
+    What is unknown is how often the judge departs from the label it gave a class; none of the
+    ``n`` items did, so the exact (Clopper-Pearson) 95 % bound on that share is
+    ``u = 1 - 0.025 ** (1 / n)``. The interval moves the observed disagreement ``D_o`` by ``u``
+    times the largest disagreement weight either way, with the disagreement expected by chance
+    ``D_e`` as observed: ``1 - (D_o +- u w_max) / D_e``, within [-1, 1].
+
+    >>> [round(x, 3) for x in departure_interval(np.array([[1, 0], [0, 1]]))]  # 2 agreeing items
+    [-0.684, 1.0]
+    >>> [round(x, 3) for x in departure_interval(np.array([[250, 0], [0, 250]]))]  # 500
+    [0.985, 1.0]
+    """
+    table = np.asarray(table, dtype=np.float64)
+    n = table.sum()
+    w = weight_matrix(table.shape[0], weights)
+    d_o = float((w * table).sum() / n)
+    d_e = float((w * np.outer(table.sum(axis=1), table.sum(axis=0))).sum() / (n * n))
+    move = (1.0 - 0.025 ** (1.0 / n)) * float(w.max())
+    return float(max(1.0 - (d_o + move) / d_e, -1.0)), float(min(1.0 - max(d_o - move, 0.0) / d_e, 1.0))
+
+
 def _merge(codes: Iterable[Codes]) -> Codes:
     parts = list(codes)
     names = sorted({r for c in parts for r in c.extra})
@@ -505,7 +545,8 @@ def calibrate(labels: LabelSet, *, weights: Weights = None, by_intent: bool = Fa
 
     Keys of each dimension's object: ``kappa``, ``ci_low``, ``ci_high`` (stratified bootstrap,
     95 %, resampling within the human's classes), ``n``, ``verdict`` (``reason`` when
-    ``undefined``), ``agreement`` (raw share of items the two agree on), ``prevalence`` (binary
+    ``undefined``, and where the bootstrap's interval has no width and :func:`departure_interval`
+    gives it), ``agreement`` (raw share of items the two agree on), ``prevalence`` (binary
     numeric labels: the share of the human's higher label, 1/true; otherwise of the human's most
     common label), ``minority_n`` (the count of the human's rarest class, over the classes the
     human used in the dimension; both classes of a binary scale), ``n_more`` (:func:`n_more`),
@@ -543,7 +584,7 @@ def gate_failures(report: dict[str, dict[str, Any]], *, min_kappa: float = WORKA
     """The gated dimensions that fail: kappa (``strict``: the CI's lower end) below ``min_kappa``.
 
     An undefined kappa fails too: agreement that cannot be measured is not shown. ``gates``
-    restricts the gate to those dimensions (default: all).
+    restricts the gate to those dimensions (default: all). ``min_kappa`` must lie in [-1, 1].
 
     Examples
     --------
@@ -551,12 +592,18 @@ def gate_failures(report: dict[str, dict[str, Any]], *, min_kappa: float = WORKA
     >>> gate_failures(rep), gate_failures(rep, strict=True), gate_failures(rep, strict=True, gates=["safety"])
     ([], ['tone'], [])
     """
+    _check_min_kappa(min_kappa)
     names = list(report) if not gates else list(dict.fromkeys(gates))
     unknown = [g for g in names if g not in report]
     if unknown:
         raise CalibrateError(f"--gate {unknown[0]}: no such dimension (dimensions: {', '.join(report)})")
     key = "ci_low" if strict else "kappa"
     return [g for g in names if report[g][key] is None or report[g][key] < min_kappa]
+
+
+def _check_min_kappa(min_kappa: float) -> None:
+    if not (math.isfinite(min_kappa) and -1.0 <= min_kappa <= 1.0):
+        raise CalibrateError(f"--min-kappa must be a number from -1 to 1 (a kappa), got {min_kappa:g}")
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:
@@ -595,8 +642,12 @@ def run(path: str, *, mapping: ScoreMapping | None = None, weights: Weights = No
     Raises :class:`CalibrateError` on bad input (the command prints it and exits 2).
     """
     out = out or sys.stdout
-    if n_boot < 1:
-        raise CalibrateError(f"--n-boot must be at least 1, got {n_boot}")
+    if n_boot < MIN_BOOT:
+        raise CalibrateError(f"--n-boot must be at least {MIN_BOOT} (resamples of a 95% percentile interval), "
+                             f"got {n_boot}")
+    if seed < 0:
+        raise CalibrateError(f"--seed must be a non-negative integer, got {seed}")
+    _check_min_kappa(min_kappa)
     labels = read_labels(path, mapping)
     report = calibrate(labels, weights=weights, by_intent=by_intent, n_boot=n_boot, seed=seed)
     failures = gate_failures(report, min_kappa=min_kappa, strict=strict, gates=gates)

@@ -338,7 +338,7 @@ def _run_live(args, settings, events, say, printer, deliver=None):
 
     from drift.runtime.feed import follow_alerts
     from drift.runtime.service import Service, setup_logging
-    from drift.tools.broker import EmbeddedBroker, create_topics
+    from drift.tools.broker import EmbeddedBroker, create_topics, default_topics
 
     broker = None
     bootstrap = args.bootstrap_servers or os.environ.get("DRIFT_KAFKA_BOOTSTRAP_SERVERS")
@@ -348,8 +348,8 @@ def _run_live(args, settings, events, say, printer, deliver=None):
         say(f"started the embedded Kafka-compatible broker (Tansu) on {bootstrap}")
     try:
         t = settings.topics
-        create_topics(bootstrap, {t["scores"]: 3, t["retrieval"]: 3, t["queries"]: 3,
-                                  t["alerts"]: 1, t["dlq"]: 1, t["state"]: 1})
+        # as `drift broker --create-default-topics`: labels and feedback co-partitioned with scores
+        create_topics(bootstrap, default_topics(t))
         settings = load_settings(getattr(args, "config", None), os.environ, {
             "kafka": {"bootstrap_servers": bootstrap, "group_id": f"drift-demo-{int(time.time())}"},
             "http": {"port": 0}, "service": {"session_timeout_ms": 6000, "checkpoint_interval": 2},
