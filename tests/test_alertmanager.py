@@ -538,6 +538,31 @@ def test_permanent_rejection_counts_as_delivered_and_outages_are_retried(caplog)
         srv.close()
 
 
+def test_an_alert_emitted_while_a_round_is_posting_goes_at_once_not_at_the_resend():
+    """A change that arrives while a post is in flight is sent as soon as that post returns, not a
+    resend interval later (the live demo's last alert waited 60 s for it and timed out)."""
+    started = threading.Event()
+
+    def answer(alerts):
+        started.set()
+        time.sleep(0.5)  # a slow Alertmanager: the next alert arrives mid-post
+        return 200, ""
+
+    srv = Answering(answer)
+    sink = _sink([srv.url], CollectorRegistry(), resend_interval=60.0, confirm_timeout=5.0)
+    try:
+        sink.emit([_alert(app="first")])
+        assert started.wait(5)
+        sink.emit([_alert(app="second")])
+        t0 = time.monotonic()
+        assert sink.confirm(timeout=5.0) is True
+        assert time.monotonic() - t0 < 5.0
+        assert {a["labels"]["app"] for post in srv.posts for a in post} == {"first", "second"}
+    finally:
+        sink.close()
+        srv.close()
+
+
 # ------------------------------------------------------------------------------ a real Alertmanager
 def test_firing_and_resolved_reach_the_webhook(alertmanager, webhook):
     am = alertmanager()

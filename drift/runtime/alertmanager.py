@@ -611,7 +611,9 @@ class AlertmanagerSink:
                         log.info("Alertmanager accepts alerts again",
                                  extra={"outage_s": round(now - self._failing_since, 1)})
                     self._failing_since, self._backoff = None, 0.0
-                    self._next_round = now + self.resend_interval
+                    # a change that arrived while this round was posting goes at once, not at the resend
+                    dirty = any(e.accepted < e.version for e in self._entries.values())
+                    self._next_round = 0.0 if dirty else now + self.resend_interval
                 else:
                     if self._failing_since is None:
                         self._failing_since = now
