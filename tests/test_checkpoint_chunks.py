@@ -3,6 +3,7 @@ the chunks that changed, restore from the newest record per key (as on a compact
 back the engine exactly, and a crash between the chunks and the manifest leaves the previous
 checkpoint whole."""
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import msgspec
@@ -214,3 +215,25 @@ def test_a_series_that_moved_rewrites_its_rows_of_each_detector_and_flat_manifes
     again = w.prepare(new_checkpoint("g", "t", 0, 3, probe))
     topic = {**dict(flat_first.chunks), **dict(again.chunks)}
     _same_state(decode_checkpoint(again.manifest, chunks=topic).engine, probe.state_dict())
+
+
+def test_a_state_saved_by_the_previous_version_restores_and_fires_the_same_alerts():
+    """``fixtures/state_v5_c86ced3.drst``: a format-1 checkpoint written by commit c86ced3 (CUSUM
+    baseline rings in float64, histograms in uint32, bucket numbers in int64): ``provider_update``
+    at volume 0.2, seed 0, only docs-qa/api, its first 14 days. Restored by this version, which
+    keeps that state compact, and fed the remaining days, it raises the same alerts with the same
+    ids as this version running all 30 days (a quality drop and a quality shift)."""
+    from alert_id_fixture import ids_of
+    from scenario_harness import run_lines, scenario_lines
+
+    _, lines = scenario_lines("provider_update", 0, 30, 0.2)
+    lines = [x for x in lines if b'"app":"docs-qa"' in x and b'"intent":"api"' in x]
+    cp = decode_checkpoint((Path(__file__).parent / "fixtures" / "state_v5_c86ced3.drst").read_bytes())
+    restored = Engine(load_settings())
+    restored.load_state(cp.engine)
+    kinds = {r.kind.name: r.detector for r in restored.runners.values()}
+    assert kinds["cusum_mean"].agg.base_ring.dtype == np.float32 and kinds["ks"].agg.ring.dtype == np.uint8
+    later, rejected, _ = run_lines(lines[cp.next_offset:], engine=restored)
+    whole, _, _ = run_lines(lines)
+    assert rejected == [] and len(whole) == 2
+    assert ids_of(later) == ids_of(whole)
