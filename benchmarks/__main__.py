@@ -1,4 +1,4 @@
-"""Run the benchmarks: ``python -m benchmarks [--quick] [--only NAME] [--out FILE]``.
+"""Run the benchmarks: ``python -m benchmarks [--quick] [--only NAME | --skip NAME] [--out FILE]``.
 
 Every measurement puts its competitor in the same run and prints the ratio; results go to
 ``benchmarks/results.json`` (unless ``--quick``, which is the smoke test CI runs). ``detection``
@@ -49,6 +49,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke test, figures not meaningful")
     p.add_argument("--only", action="append", help="run only these benchmarks (ks, drop_rate, decode, replay, kafka, ingest, detection, "
                    "operating, judge, embedding, volumes, sampling, cost, state, scale_out, throughput); repeatable")
+    p.add_argument("--skip", action="append", default=[], help="run all benchmarks but these; repeatable")
     p.add_argument("--out", default=None, help="results file (default benchmarks/results.json; none with --quick)")
     args = p.parse_args(argv)
     results = []
@@ -71,7 +72,7 @@ def main(argv=None) -> int:
                 "throughput": lambda: throughput.run(args.quick, tmp),
                 "embedding": lambda: embedding.bench_centroid(args.quick) + embedding.bench_encoder(args.quick)}
         for name, fn in plan.items():
-            if args.only and name not in args.only:
+            if (args.only and name not in args.only) or name in args.skip:
                 continue
             t0 = time.perf_counter()
             print(f"running {name}…", file=sys.stderr, flush=True)
@@ -94,7 +95,7 @@ def main(argv=None) -> int:
     out = args.out or (None if args.quick else os.path.join(os.path.dirname(__file__), "results.json"))
     if out:
         doc = {"machine": machine(), "quick": args.quick, "results": results, **others}
-        if args.only and os.path.exists(out):  # keep the benchmarks that were not run
+        if (args.only or args.skip) and os.path.exists(out):  # keep the benchmarks that were not run
             with open(out) as fh:
                 old = json.load(fh)
             ran = {r["name"] for r in results}
