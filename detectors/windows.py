@@ -420,6 +420,8 @@ class WindowedAggregate:
             np.add.at(flat, base + bins, np.ones(bins.shape[0], flat.dtype))
         else:
             assert rows is not None
+            if self.ring.dtype.kind == "u":
+                raise TypeError("an unsigned (histogram) aggregate counts bins; rows need a float or signed dtype")
             rows = rows.reshape(rows.shape[0], width)
             for k in range(width):
                 np.add.at(flat, base + k, rows[:, k])
@@ -539,8 +541,12 @@ class WindowedAggregate:
             raise ValueError(f"window state layout {state['layout']} does not match {layout}")
         if self.dtype.kind == "u":  # the buckets as narrow as the state's (or an older state's) counts allow
             top = max(int(np.max(state[name], initial=0)) for name in self._stored)
+            # the sums too: the long-term reference may hold a busier past than the rings do now
+            total = max(int(np.max(np.abs(np.asarray(state[name])), initial=0)) for name in self._summed)
             store = next(np.dtype(t) for t in (np.uint8, np.uint16, np.uint32, np.uint64)
-                         if top <= np.iinfo(t).max or np.dtype(t) == self.dtype)
+                         if (top <= np.iinfo(t).max
+                             and (total < 2**31 or _acc_dtype(np.dtype(t), max(self.window, self.baseline)) == np.int64))
+                         or np.dtype(t) == self.dtype)
             if self.ring.dtype != store:
                 self._store_as(store)
         if self.compact and np.asarray(state["base_ring"]).dtype == np.float64:

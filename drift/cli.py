@@ -33,8 +33,8 @@ def _cmd_replay(args) -> int:
     if not args.write_state and (args.bootstrap_servers or args.group_id):
         print("drift replay: --bootstrap-servers and --group-id apply only with --write-state", file=sys.stderr)
         return 2
-    for path in args.events:
-        if path != "-" and not os.path.isfile(path):
+    for path in args.events:  # a file, or a pipe (`<(zcat ev.jsonl.gz)`, /dev/stdin); not a folder
+        if path != "-" and (os.path.isdir(path) or not os.path.exists(path)):
             what = "is a folder, not an events file" if os.path.isdir(path) else "no such file"
             print(f"drift replay: {path}: {what}", file=sys.stderr)
             return 2

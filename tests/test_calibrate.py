@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import doctest
 import io
+import itertools
 import json
 import warnings
 from collections import Counter
@@ -34,7 +35,7 @@ from detectors.agreement import (
     weight_matrix,
 )
 from drift.cli import main
-from drift.tools.calibrate import ScoreMapping, n_more, read_labels
+from drift.tools.calibrate import ScoreMapping, departure_interval, n_more, read_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 PANDALM = ROOT / "data" / "pandalm"
@@ -511,6 +512,28 @@ def test_where_every_resample_agrees_the_interval_is_the_exact_departure_bound(t
     u = 1 - 0.025 ** (1 / 500)
     assert rc == 0 and rep["all"]["ci_low"] == pytest.approx(1 - u / 0.5, abs=1e-12)
     assert scipy.stats.beta.ppf(0.975, 1, 500) == pytest.approx(u, rel=1e-9)  # the Clopper-Pearson upper end
+    # the lower end bounds every table the allowed departures reach (a rare class: chance agreement moves too)
+    for table in ([[18, 0], [0, 2]], [[6, 0], [0, 7]], [[40, 0, 0], [0, 5, 0], [0, 0, 3]]):
+        table = np.array(table)
+        k, n = table.shape[0], int(table.sum())
+        allowed = int((1 - 0.025 ** (1 / n)) * n)
+        for weights in (None, "linear"):
+            low, _ = departure_interval(table, weights)
+            worst = 1.0
+            # every way to move up to ``allowed`` items of each human class to another judge label
+            off = [(c, j) for c in range(k) for j in range(k) if c != j]
+            for moves in itertools.product(range(allowed + 1), repeat=len(off)):
+                if sum(moves) > allowed:
+                    continue
+                t = table.astype(float).copy()
+                for (c, j), m in zip(off, moves):  # m items of human class c the judge now calls j
+                    t[c, c] -= m
+                    t[j, c] += m
+                if (t < 0).any():
+                    continue
+                kappa = kappa_from_confusion(t, weights)
+                worst = min(worst, kappa) if np.isfinite(kappa) else worst
+            assert low <= worst + 1e-12, (table.tolist(), weights, low, worst)
     # one disagreement: the bootstrap's own interval, gated as before
     path = _write_csv(tmp_path / "one_miss.csv", ["id", "judge", "human"],
                       [[i, i % 2, i % 2] for i in range(12)] + [[12, 0, 1]])

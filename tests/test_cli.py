@@ -1,8 +1,11 @@
 """The `drift` command: replay, simulate, help, config errors."""
 
 import json
+import os
 import subprocess
 import sys
+import threading
+from pathlib import Path
 
 import pytest
 
@@ -124,3 +127,17 @@ def test_replay_of_a_missing_file_or_a_folder_is_one_line_exit_2(tmp_path, capsy
     assert capsys.readouterr().err.strip() == f"drift replay: {tmp_path / 'nope.jsonl'}: no such file"
     assert main(["replay", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == f"drift replay: {tmp_path}: is a folder, not an events file"
+
+
+def test_replay_reads_a_named_pipe(tmp_path, cleanup_events, capsys):
+    """`drift replay <(zcat events.jsonl.gz)`: a pipe is not a regular file, and is read."""
+    fifo = tmp_path / "events.pipe"
+    os.mkfifo(fifo)
+    data = Path(cleanup_events).read_bytes()
+    writer = threading.Thread(target=fifo.write_bytes, args=(data,))
+    writer.start()
+    assert main(["replay", str(fifo), "--quiet"]) == 0
+    writer.join()
+    out = capsys.readouterr().out
+    lines = data.count(b"\n")
+    assert f"lines read        {lines:,}\n" in out and "rejected          0\n" in out

@@ -154,3 +154,24 @@ def test_histogram_counts_widen_exactly_when_a_bucket_outgrows_its_type(batch):
             narrow = again
     assert seen == {"uint8", "uint16", "uint32"}
     assert narrow.win.dtype == narrow.base_sum.dtype == np.int64
+
+
+def test_a_long_term_reference_from_a_busier_past_keeps_wide_sums_when_a_quiet_state_loads():
+    """The rings of a state may hold small counts while its accepted reference holds the sums of a
+    busier past: loading it narrow must not wrap the reference into int32."""
+    agg = WindowedAggregate(window=2, baseline=400, ahead=2, row=(2,), dtype=np.uint32)
+    agg.ensure(1)
+    agg.add(np.zeros(70_000, np.int64), np.zeros(70_000, np.int64), bins=np.zeros(70_000, np.int64))
+    assert agg.ring.dtype == np.uint32  # one busy bucket widened the buckets
+    for b in range(3):
+        agg.close(np.zeros(1, np.int64), b, frozen=np.zeros(1, bool))
+    agg.accept_reference(np.zeros(1, np.int64))
+    agg.ref[0, 0] = 2_400_000_000  # a reference summed over a busier baseline than int32 holds
+    for b in range(3, 410):  # quiet since: the rings hold counts of at most 1
+        agg.add(np.zeros(1, np.int64), np.full(1, b), bins=np.ones(1, np.int64))
+        agg.close(np.zeros(1, np.int64), b, frozen=np.zeros(1, bool))
+    back = WindowedAggregate(window=2, baseline=400, ahead=2, row=(2,), dtype=np.uint32)
+    back.load_state(agg.state_dict())
+    assert back.ref[0, 0] == 2_400_000_000 and back.ref.dtype == np.int64
+    with pytest.raises(TypeError, match="counts bins"):
+        back.add(np.zeros(1, np.int64), np.full(1, 500), rows=np.ones((1, 2)))

@@ -487,8 +487,8 @@ def _stats(dim: DimensionLabels, codes: Codes, human_classes: np.ndarray, weight
                          "kappa is undefined (no disagreement is expected by chance); label items of other classes")
     elif degenerate:
         out["reason"] = (f"on these {n} items the judge gives one label to each of the human's classes, so every "
-                         "bootstrap resample has the same kappa; the interval is the exact binomial bound on how "
-                         f"often the judge departs from that label (0 of {n} seen); label more items")
+                         "bootstrap resample has the same kappa; the interval bounds kappa by the exact binomial "
+                         f"bound on how often the judge departs from those labels (0 of {n} seen); label more items")
     h2 = codes.extra.get("human_2")
     human_human = None
     if h2 is not None:
@@ -513,22 +513,31 @@ def departure_interval(table: np.ndarray, weights: Weights = None) -> tuple[floa
 
     What is unknown is how often the judge departs from the label it gave a class; none of the
     ``n`` items did, so the exact (Clopper-Pearson) 95 % bound on that share is
-    ``u = 1 - 0.025 ** (1 / n)``. The interval moves the observed disagreement ``D_o`` by ``u``
-    times the largest disagreement weight either way, with the disagreement expected by chance
-    ``D_e`` as observed: ``1 - (D_o +- u w_max) / D_e``, within [-1, 1].
+    ``u = 1 - 0.025 ** (1 / n)``. Up to ``u n`` departures move the observed disagreement ``D_o``
+    by at most ``u`` times the largest disagreement weight, and the disagreement expected by
+    chance, ``D_e = sum_i r_i g_i / n^2`` (judge label counts ``r``, ``g = w @ human counts``), by
+    at most ``u (max g - min g) / n``. Kappa ``1 - D_o / D_e`` at the worse of both ends bounds
+    every such table, within [-1, 1]: conservative where the two worst cases cannot meet.
 
     >>> [round(x, 3) for x in departure_interval(np.array([[1, 0], [0, 1]]))]  # 2 agreeing items
     [-0.684, 1.0]
     >>> [round(x, 3) for x in departure_interval(np.array([[250, 0], [0, 250]]))]  # 500
     [0.985, 1.0]
+    >>> [round(x, 3) for x in departure_interval(np.array([[18, 0], [0, 2]]))]  # 20, a rare class
+    [-1.0, 1.0]
     """
     table = np.asarray(table, dtype=np.float64)
     n = table.sum()
     w = weight_matrix(table.shape[0], weights)
+    g = w @ table.sum(axis=0)  # D_e's weight of each judge label
     d_o = float((w * table).sum() / n)
-    d_e = float((w * np.outer(table.sum(axis=1), table.sum(axis=0))).sum() / (n * n))
-    move = (1.0 - 0.025 ** (1.0 / n)) * float(w.max())
-    return float(max(1.0 - (d_o + move) / d_e, -1.0)), float(min(1.0 - max(d_o - move, 0.0) / d_e, 1.0))
+    d_e = float(table.sum(axis=1) @ g / (n * n))
+    u = 1.0 - 0.025 ** (1.0 / n)
+    moved_o, moved_e = u * float(w.max()), u * float(g.max() - g.min()) / n
+    low_e = d_e - moved_e
+    low = 1.0 - (d_o + moved_o) / low_e if low_e > 0 else -1.0
+    high = 1.0 - max(d_o - moved_o, 0.0) / (d_e + moved_e)
+    return float(min(max(low, -1.0), 1.0)), float(min(max(high, -1.0), 1.0))
 
 
 def _merge(codes: Iterable[Codes]) -> Codes:
