@@ -57,15 +57,6 @@ def grow_rows(array: np.ndarray, n: int, fill=0) -> np.ndarray:
     return out
 
 
-def _acc_dtype(store: np.dtype, buckets: int) -> np.dtype:
-    """Sums of up to ``buckets`` buckets stored as ``store``: float64 for floats, int32 for
-    unsigned counts that cannot pass it there, otherwise int64."""
-    if store.kind == "f":
-        return np.dtype(np.float64)
-    narrow = store.kind == "u" and buckets * int(np.iinfo(store).max) < 2**31
-    return np.dtype(np.int32 if narrow else np.int64)
-
-
 def rows_of(series: np.ndarray):
     """Index for ``series``: a slice when it is a run of consecutive ids (sorted, unique).
 
@@ -335,7 +326,7 @@ class WindowedAggregate:
         self.dtype = np.dtype(dtype)
         # the buckets' storage: unsigned counts start narrow and widen when they must (_make_room)
         store = np.dtype(np.uint8) if self.dtype.kind == "u" else self.dtype
-        self.acc_dtype = _acc_dtype(store, max(self.window, self.baseline))
+        self.acc_dtype = self._sums_dtype(store)
         acc = self.acc_dtype
         self.ring = np.zeros((0, self.cap) + self.row, store)
         self.win = np.zeros((0,) + self.row, acc)
@@ -372,9 +363,17 @@ class WindowedAggregate:
             state["phase_sum"] = phase
         return state
 
+    def _sums_dtype(self, store: np.dtype) -> np.dtype:
+        """The window's and baseline's sums of buckets stored as ``store``: float64 for floats,
+        int32 for unsigned counts that cannot pass it over a full window or baseline, else int64."""
+        if store.kind == "f":
+            return np.dtype(np.float64)
+        narrow = store.kind == "u" and max(self.window, self.baseline) * int(np.iinfo(store).max) < 2**31
+        return np.dtype(np.int32 if narrow else np.int64)
+
     def _store_as(self, store: np.dtype) -> None:
         """Store the buckets as ``store`` (an unsigned type) from now on, for every series."""
-        self.acc_dtype = _acc_dtype(store, max(self.window, self.baseline))
+        self.acc_dtype = self._sums_dtype(store)
         for name in self._stored:
             setattr(self, name, getattr(self, name).astype(store))
         for name in self._summed:
@@ -545,7 +544,7 @@ class WindowedAggregate:
             total = max(int(np.max(np.abs(np.asarray(state[name])), initial=0)) for name in self._summed)
             store = next(np.dtype(t) for t in (np.uint8, np.uint16, np.uint32, np.uint64)
                          if (top <= np.iinfo(t).max
-                             and (total < 2**31 or _acc_dtype(np.dtype(t), max(self.window, self.baseline)) == np.int64))
+                             and (total < 2**31 or self._sums_dtype(np.dtype(t)) == np.int64))
                          or np.dtype(t) == self.dtype)
             if self.ring.dtype != store:
                 self._store_as(store)
