@@ -205,21 +205,20 @@ def _row_groups(blobs: dict[str, np.ndarray]) -> list[tuple[str, list[str], int]
     width = 0
 
     def close():
+        nonlocal width
         if group:
-            rows = max(1, PIECE // width)
-            out.append((f"{group[0]}-{group[-1]}", list(group), rows))
+            out.append((f"{group[0]}-{group[-1]}", list(group), max(1, PIECE // width)))
             group.clear()
+        width = 0
 
     for name, arr in blobs.items():
         row = arr.nbytes // arr.shape[0] if arr.ndim and arr.shape[0] else 0
         if not row or row > PIECE:
             close()
-            width = 0
             out.append((name, [name], 0))
             continue
         if group and (arr.shape[0] != blobs[group[0]].shape[0] or width + row > PIECE):
             close()
-            width = 0
         group.append(name)
         width += row
     close()
@@ -249,8 +248,12 @@ class ChunkWrite:
     table: dict  # the writer's table once the manifest is delivered
     epoch: int
     full_bytes: int  # raw bytes of the whole state (for the ratio: written / full)
-    written_bytes: int  # raw bytes of the chunks written
-    written_by: dict[str, int] = dataclasses.field(default_factory=dict)  # of those, per unit ("" the skeleton)
+    written_by: dict[str, int]  # raw bytes of the chunks written, per unit ("" the skeleton)
+
+    @property
+    def written_bytes(self) -> int:
+        """Raw bytes of the chunks written."""
+        return sum(self.written_by.values())
 
     @property
     def records(self) -> list[tuple[str | None, bytes]]:
@@ -291,7 +294,7 @@ class ChunkWriter:
         free = (n for n in itertools.count() if n not in used)
         table: dict[tuple[str, int], list] = {}
         chunks: list[tuple[str, bytes]] = []
-        full = written = 0
+        full = 0
         written_by: dict[str, int] = {}
         cols: dict[str, Any] = {"epoch": epoch, "paths": [], "n": [], "slot": [], "epochs": [], "rows": []}
         units = [("", [memoryview(skel)], 0)]
@@ -326,7 +329,6 @@ class ChunkWriter:
                     entry = [n, slot, epoch, digest]
                     piece = members[0] if len(members) == 1 else b"".join(members)
                     chunks.append((f"{n}{SLOTS[slot]}", _chunk_value(epoch, digest, piece)))
-                    written += size
                     written_by[path] = written_by.get(path, 0) + size
                 table[(path, i)] = entry
                 ns[i], slots[i], epochs[i] = entry[0], entry[1], entry[2]
@@ -342,7 +344,7 @@ class ChunkWriter:
         manifest = MAGIC + bytes([FORMAT_VERSION]) + hashlib.sha256(body).digest() + body
         if len(manifest) > MAX_RECORD:
             raise CheckpointError(f"the checkpoint manifest is {len(manifest):,} bytes, over {MAX_RECORD:,}")
-        return ChunkWrite(chunks, manifest, table, epoch, full, written, written_by)
+        return ChunkWrite(chunks, manifest, table, epoch, full, written_by)
 
     def commit(self, write: ChunkWrite) -> None:
         self.table, self.epoch = write.table, write.epoch
